@@ -1,0 +1,58 @@
+# The one entry point. Every target installs what it needs first (a virtual environment in .venv,
+# the CDK CLI in node_modules), so a fresh clone needs nothing but Python 3.11+, Node.js and npm.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: help demo serve test unit integration lint format typecheck synth bench clean
+
+help:
+	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
+	@echo "make serve     API on http://127.0.0.1:$${API_PORT:-8080}, emulated AWS on http://127.0.0.1:$${AWS_PORT:-5000}"
+	@echo "make test      lint, type-check and the whole test suite"
+	@echo "make synth     synthesize the CDK stack (offline) into cdk.out/"
+	@echo "make format    format the code with ruff"
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: $(VENV_STAMP)
+	$(PY) -m local_runtime demo
+
+serve: $(VENV_STAMP)
+	$(PY) -m local_runtime serve
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV_STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: $(VENV_STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(PY) -m pytest
+
+unit: $(VENV_STAMP)
+	$(PY) -m pytest tests/unit
+
+integration: $(VENV_STAMP)
+	$(PY) -m pytest tests/integration tests/statemachines
+
+synth: $(VENV_STAMP) $(NODE_STAMP)
+	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache

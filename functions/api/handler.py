@@ -1,0 +1,178 @@
+"""The REST API: thin routes over cost_engine.service; errors become JSON in one place."""
+
+# No `from __future__ import annotations` here: Powertools reads the route signatures through the
+# tracer's wrappers, which only works with evaluated annotations.
+
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cost_engine.context import EngineContext
+from cost_engine.errors import Conflict, EngineError, InvalidRequest, NotFound, UnsupportedType
+from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
+from cost_engine.service import ExecutionService
+from cost_engine.settings import load_settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = APIGatewayRestResolver(enable_validation=True)
+service = ExecutionService(EngineContext.from_settings(load_settings()))
+
+
+def _actor() -> str:
+    identity = app.current_event.request_context.identity
+    return f"iam:{identity.user_arn}" if identity.user_arn else f"api:{identity.source_ip or 'unknown'}"
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details:
+        body["details"] = details
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+# -- recommendations ------------------------------------------------------------------------------
+
+
+@app.post("/recommendations")
+@tracer.capture_method
+def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -> Response[Any]:
+    stored, created = service.register_recommendation(recommendation)
+    return Response(
+        status_code=201 if created else 200,
+        content_type=content_types.APPLICATION_JSON,
+        body=stored.model_dump(mode="json"),
+    )
+
+
+@app.get("/recommendations/<recommendation_id>")
+@tracer.capture_method
+def get_recommendation(recommendation_id: str) -> dict[str, Any]:
+    return service.get_recommendation(recommendation_id).model_dump(mode="json")
+
+
+# -- executions -----------------------------------------------------------------------------------
+
+
+@app.post("/executions/execute")
+@tracer.capture_method
+def execute(request: Annotated[ExecutionRequest, Body()]) -> Response[Any]:
+    record = service.execute(request, _actor())
+    metrics.add_metric(name="ExecutionsStarted", unit=MetricUnit.Count, value=1)
+    return Response(
+        status_code=202,
+        content_type=content_types.APPLICATION_JSON,
+        body=service.status_view(record),
+        headers={"Location": f"/executions/{record.execution_id}"},
+    )
+
+
+@app.get("/executions")
+@tracer.capture_method
+def list_executions(
+    customer_id: Annotated[str, Query(min_length=1, max_length=64)],
+    status: Annotated[ExecutionStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> dict[str, Any]:
+    page = service.list(customer_id, status, limit, cursor)
+    return {
+        "items": [record.model_dump(mode="json", exclude={"poll_attempts"}) for record in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+@app.get("/executions/<execution_id>")
+@tracer.capture_method
+def get_execution(execution_id: str) -> dict[str, Any]:
+    return service.status_view(service.get(execution_id))
+
+
+@app.get("/executions/<execution_id>/logs")
+@tracer.capture_method
+def get_execution_logs(execution_id: str) -> dict[str, Any]:
+    events = service.logs(execution_id)
+    return {"execution_id": execution_id, "events": [event.model_dump(mode="json") for event in events]}
+
+
+@app.post("/executions/<execution_id>/cancel")
+@tracer.capture_method
+def cancel_execution(execution_id: str) -> dict[str, Any]:
+    return service.status_view(service.cancel(execution_id, _actor()))
+
+
+@app.post("/executions/<execution_id>/rollback")
+@tracer.capture_method
+def rollback_execution(execution_id: str) -> Response[Any]:
+    record = service.rollback(execution_id, _actor())
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=service.status_view(record))
+
+
+@app.post("/executions/<execution_id>/approve")
+@tracer.capture_method
+def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
+    return service.status_view(service.decide(execution_id, decision, approve=True))
+
+
+@app.post("/executions/<execution_id>/reject")
+@tracer.capture_method
+def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
+    return service.status_view(service.decide(execution_id, decision, approve=False))
+
+
+# -- errors: the one place where exceptions become HTTP responses -----------------------------------
+
+
+@app.exception_handler(RequestValidationError)
+def handle_validation_error(error: RequestValidationError) -> Response[Any]:
+    problems = error.errors()
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return _error(400, "invalid_json", "the request body is not valid JSON")
+    details = [
+        {"field": ".".join(str(part) for part in p.get("loc", ())[1:]) or "body", "problem": str(p.get("msg", ""))}
+        for p in problems
+    ]
+    message = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+    return _error(422, "invalid_request", f"the request is not valid: {message}", details)
+
+
+@app.exception_handler(EngineError)
+def handle_engine_error(error: EngineError) -> Response[Any]:
+    if isinstance(error, NotFound):
+        return _error(404, error.code.value, error.message)
+    if isinstance(error, Conflict):
+        return _error(409, error.code.value, error.message)
+    if isinstance(error, UnsupportedType):
+        return _error(422, error.code.value, error.message)
+    if isinstance(error, InvalidRequest):
+        return _error(400, error.code.value, error.message)
+    logger.exception("engine error")
+    return _error(500, error.code.value, error.message)
+
+
+@app.not_found
+def handle_unknown_route(error: NotFoundError) -> Response[Any]:
+    return _error(404, "not_found", f"no such endpoint: {app.current_event.http_method} {app.current_event.path}")
+
+
+@app.exception_handler(Exception)
+def handle_unexpected(error: Exception) -> Response[Any]:
+    logger.exception("unexpected error")
+    return _error(500, "internal_error", "the engine failed unexpectedly; the error is in its logs")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
+    return app.resolve(event, context)

@@ -1,0 +1,72 @@
+"""boto3 clients for the engine, and the classification of AWS errors.
+
+boto3 finds the local emulator through AWS_ENDPOINT_URL, so no code here knows where it runs.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_stepfunctions import SFNClient
+
+# The state machines own retries (with backoff and jitter); one SDK retry absorbs a blip.
+_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"})
+
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "RequestTimeout",
+    }
+)
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_transient(error: ClientError) -> bool:
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return error_code(error) in TRANSIENT_ERROR_CODES or status >= 500
+
+
+class AwsClients:
+    """The clients of one region, created on first use."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def _client(self, service: str):  # type: ignore[no-untyped-def]
+        return boto3.client(service, region_name=self.region, config=_CONFIG)  # type: ignore[call-overload]
+
+    @cached_property
+    def ec2(self) -> EC2Client:
+        return self._client("ec2")  # type: ignore[no-any-return]
+
+    @cached_property
+    def autoscaling(self) -> AutoScalingClient:
+        return self._client("autoscaling")  # type: ignore[no-any-return]
+
+    @cached_property
+    def sns(self) -> SNSClient:
+        return self._client("sns")  # type: ignore[no-any-return]
+
+    @cached_property
+    def stepfunctions(self) -> SFNClient:
+        return self._client("stepfunctions")  # type: ignore[no-any-return]

@@ -1,0 +1,37 @@
+"""What the engine logic works with: settings, stores and a way to get an executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cost_engine.aws import AwsClients
+from cost_engine.executors import executor_class
+from cost_engine.executors.base import BaseExecutor
+from cost_engine.models import Recommendation
+from cost_engine.settings import Settings
+from cost_engine.stores.audit import AuditStore
+from cost_engine.stores.executions import ExecutionStore
+from cost_engine.stores.recommendations import RecommendationStore
+
+
+@dataclass
+class EngineContext:
+    settings: Settings
+    executions: ExecutionStore
+    audit: AuditStore
+    recommendations: RecommendationStore
+    clients: AwsClients
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineContext:
+        return cls(
+            settings=settings,
+            executions=ExecutionStore(settings.executions_table, settings.region),
+            audit=AuditStore(settings.audit_table, settings.region),
+            recommendations=RecommendationStore(settings.recommendations_table, settings.region),
+            clients=AwsClients(settings.region),
+        )
+
+    def executor_for(self, recommendation: Recommendation) -> BaseExecutor:
+        # The recommendation's own region: the resource lives there, not where the engine runs.
+        return executor_class(recommendation.type)(AwsClients(recommendation.region))

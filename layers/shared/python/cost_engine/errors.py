@@ -1,0 +1,64 @@
+"""The engine's errors. Each carries a stable code; the API maps them to HTTP statuses in one place."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorCode(str, Enum):
+    INVALID_REQUEST = "invalid_request"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    STATUS_CONFLICT = "status_conflict"
+    INVALID_TRANSITION = "invalid_transition"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    VALIDATION_FAILED = "validation_failed"
+    TRANSIENT = "transient"
+    ACTION_FAILED = "action_failed"
+    INJECTED_FAULT = "injected_fault"
+
+
+class EngineError(Exception):
+    code: ErrorCode = ErrorCode.ACTION_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(EngineError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class NotFound(EngineError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(EngineError):
+    code = ErrorCode.CONFLICT
+
+
+class InvalidTransition(Conflict):
+    code = ErrorCode.INVALID_TRANSITION
+
+
+class StatusConflict(Conflict):
+    """A conditional status write lost: the status it expected no longer holds."""
+
+    code = ErrorCode.STATUS_CONFLICT
+
+
+class UnsupportedType(InvalidRequest):
+    code = ErrorCode.UNSUPPORTED_TYPE
+
+
+class TransientError(EngineError):
+    """Worth retrying (throttling, a 5xx of AWS); the state machines retry it with backoff."""
+
+    code = ErrorCode.TRANSIENT
+
+
+class ActionFailed(EngineError):
+    """An acting step could not do what it had to: the state machine rolls back."""
+
+    code = ErrorCode.ACTION_FAILED

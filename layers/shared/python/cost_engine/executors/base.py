@@ -1,0 +1,91 @@
+"""The contract every executor fulfils, step by step along the common state machine spine.
+
+Validate → Plan → (approval) → Backup → Act → poll until done → Verify → Record, and on any failure
+in an acting step: Rollback → poll until done. Each method does one short piece of work; waiting
+happens in Step Functions (`Wait` states), never by sleeping in a Lambda.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from cost_engine.aws import AwsClients
+from cost_engine.models import (
+    ExecutionPlan,
+    Recommendation,
+    RecommendationType,
+    RiskLevel,
+    ValidationResult,
+    VerificationResult,
+)
+
+
+@dataclass(frozen=True)
+class Permission:
+    """An IAM statement an executor needs. Resources may use {partition}, {region}, {account}."""
+
+    actions: tuple[str, ...]
+    resources: tuple[str, ...] = ("*",)
+    conditions: dict[str, dict[str, Any]] | None = None
+
+
+class BaseExecutor(ABC):
+    recommendation_type: ClassVar[RecommendationType]
+    parameters_model: ClassVar[type[BaseModel]]
+    permissions: ClassVar[tuple[Permission, ...]]
+    risk_level: ClassVar[RiskLevel]
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+
+    def parameters(self, recommendation: Recommendation) -> BaseModel:
+        return self.parameters_model.model_validate(recommendation.parameters)
+
+    @abstractmethod
+    def validate(self, recommendation: Recommendation) -> ValidationResult:
+        """Read-only checks that the change is safe and possible now."""
+
+    @abstractmethod
+    def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
+        """What would be done, backed up and rolled back, and what it saves. Read-only."""
+
+    @abstractmethod
+    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+        """Start the backup and return what a restore needs. Must be safe to call again."""
+
+    @abstractmethod
+    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
+        """True once the backup can be relied on."""
+
+    @abstractmethod
+    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
+        """Make the change. Checks the real state first, so a retry does not act twice."""
+
+    @abstractmethod
+    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
+        """True once the change has taken effect."""
+
+    @abstractmethod
+    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+        """Check from AWS that the resource is now as intended."""
+
+    @abstractmethod
+    def rollback(
+        self,
+        recommendation: Recommendation,
+        backup: dict[str, Any] | None,
+        action: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Return the resource to its state before the execution, from what was recorded."""
+
+    @abstractmethod
+    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
+        """True once the restored resource is back in service."""
+
+    @abstractmethod
+    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+        """Monthly run-rate removed by the verified change, in USD."""

@@ -1,0 +1,254 @@
+"""Domain models of the engine (pydantic v2): what it is given, what it records, what it answers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RecommendationType(str, Enum):
+    TERMINATE_INSTANCE = "terminate_instance"
+    DELETE_VOLUME = "delete_volume"
+    SCHEDULE_INSTANCE = "schedule_instance"
+    RIGHTSIZE_INSTANCE = "rightsize_instance"
+    RIGHTSIZE_DATABASE = "rightsize_database"
+    MIGRATE_TO_SPOT = "migrate_to_spot"
+    PURCHASE_RESERVED_INSTANCES = "purchase_reserved_instances"
+    ENABLE_AUTOSCALING = "enable_autoscaling"
+    OPTIMIZE_STORAGE = "optimize_storage"
+    FIX_CONFIG = "fix_config"
+
+
+class ExecutionStatus(str, Enum):
+    PENDING = "pending"
+    VALIDATING = "validating"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    VERIFYING = "verifying"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+class RiskLevel(str, Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+# Ids end up in DynamoDB keys, ARNs, Step Functions execution names and log lines: keep them to a
+# safe alphabet so nothing downstream has to escape them.
+SafeId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+]
+# Native AWS resource ids (instance ids, bucket names, DB identifiers, log group names).
+ResourceId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/#:-]*$"),
+]
+AccountId = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+
+_EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{32}$")
+
+
+def new_execution_id() -> str:
+    return f"exec-{uuid.uuid4().hex}"
+
+
+def new_recommendation_id() -> str:
+    return f"rec-{uuid.uuid4().hex}"
+
+
+def is_execution_id(value: str) -> bool:
+    return bool(_EXECUTION_ID.match(value))
+
+
+class StrictModel(BaseModel):
+    """Refuses unknown fields so a typo in a request is an error, not a silently ignored value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Recommendation(StrictModel):
+    """A recommendation as the engine is given it (DESIGN.md, "A recommendation")."""
+
+    recommendation_id: SafeId = Field(default_factory=new_recommendation_id)
+    customer_id: SafeId
+    type: RecommendationType
+    account_id: AccountId
+    region: Region
+    resource_id: ResourceId
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    estimated_monthly_savings: float | None = Field(default=None, ge=0)
+    source: Annotated[str, StringConstraints(max_length=128)] = "recommendation-engine"
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class ExecutionRequest(StrictModel):
+    recommendation_id: SafeId
+    dry_run: bool = False
+    auto_approve: bool = False
+    scheduled_time: datetime | None = None
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _scheduled_time_has_zone(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("scheduled_time needs a time zone, e.g. 2026-12-01T22:00:00Z")
+        return value
+
+
+class ApprovalDecision(StrictModel):
+    approver: Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+    comment: Annotated[str, StringConstraints(max_length=1024)] = ""
+
+
+class ValidationResult(BaseModel):
+    valid: bool
+    errors: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    risk_level: RiskLevel = RiskLevel.MEDIUM
+    estimated_duration: int = Field(default=5, description="minutes")
+
+
+class RollbackPlan(BaseModel):
+    execution_id: str
+    rollback_steps: list[str]
+    estimated_duration: int = Field(description="minutes")
+    risk_level: RiskLevel
+    requires_approval: bool = False
+
+
+class ExecutionPlan(BaseModel):
+    """What an execution would do: the dry-run report, and what an approver is shown."""
+
+    summary: str
+    actions: list[str]
+    backup: list[str]
+    rollback_plan: RollbackPlan
+    estimated_monthly_savings: float | None
+    savings_basis: str
+    resource: dict[str, Any] = Field(default_factory=dict)
+
+
+class VerificationResult(BaseModel):
+    passed: bool
+    checks: list[str] = Field(default_factory=list)
+    failures: list[str] = Field(default_factory=list)
+
+
+class ApprovalState(BaseModel):
+    requested_at: datetime
+    deadline: datetime
+    approvers_notified: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision: str | None = None
+    comment: str = ""
+
+
+class ExecutionRecord(BaseModel):
+    """One execution, as stored in the executions table (the seed's columns and what steps record)."""
+
+    execution_id: str
+    recommendation_id: str
+    customer_id: str
+    recommendation_type: RecommendationType
+    resource_id: str
+    region: str
+    status: ExecutionStatus = ExecutionStatus.PENDING
+    created_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+    completed_at: datetime | None = None
+    dry_run: bool = False
+    auto_approve_requested: bool = False
+    auto_approved: bool = False
+    success: bool | None = None
+    error_message: str | None = None
+    rollback_available: bool = False
+    rollback_executed: bool = False
+    actual_savings: float | None = None
+    estimated_monthly_savings: float | None = None
+    scheduled_time: datetime | None = None
+    current_step: str | None = None
+    validation: ValidationResult | None = None
+    plan: ExecutionPlan | None = None
+    backup: dict[str, Any] | None = None
+    action: dict[str, Any] | None = None
+    rollback: dict[str, Any] | None = None
+    verification: VerificationResult | None = None
+    approval: ApprovalState | None = None
+    poll_attempts: int = 0
+    state_machine_execution_arn: str | None = None
+    rollback_runs: int = 0
+
+
+class ExecutionResult(BaseModel):
+    """The seed's ExecutionResult: the outcome summary of one execution."""
+
+    execution_id: str
+    recommendation_id: str
+    status: ExecutionStatus
+    started_at: datetime
+    completed_at: datetime | None
+    success: bool
+    error_message: str | None
+    rollback_available: bool
+    actual_savings: float | None
+
+    @classmethod
+    def from_record(cls, record: ExecutionRecord) -> ExecutionResult:
+        return cls(
+            execution_id=record.execution_id,
+            recommendation_id=record.recommendation_id,
+            status=record.status,
+            started_at=record.started_at,
+            completed_at=record.completed_at,
+            success=bool(record.success),
+            error_message=record.error_message,
+            rollback_available=record.rollback_available,
+            actual_savings=record.actual_savings,
+        )
+
+
+class RollbackResult(BaseModel):
+    execution_id: str
+    success: bool
+    status: ExecutionStatus
+    restored: dict[str, Any] = Field(default_factory=dict)
+    error_message: str | None = None
+
+
+class AuditEvent(BaseModel):
+    """One append-only entry of an execution's audit log."""
+
+    execution_id: str
+    timestamp: datetime
+    event_id: str
+    event_type: str
+    actor: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class TerminateInstanceParameters(StrictModel):
+    """Parameters of `terminate_instance`: none are needed; this one makes data loss explicit."""
+
+    acknowledge_instance_store_loss: bool = False

@@ -1,0 +1,261 @@
+"""What the API does: register recommendations, start executions and act on them.
+
+The state machines do the work; this module starts them, answers questions about them and carries
+people's decisions (approve, reject, cancel, rollback) to them, each as a conditional write first.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cost_engine.context import EngineContext
+from cost_engine.errors import Conflict, InvalidRequest, UnsupportedType
+from cost_engine.executors import executor_class
+from cost_engine.models import (
+    ApprovalDecision,
+    AuditEvent,
+    ExecutionRecord,
+    ExecutionRequest,
+    ExecutionStatus,
+    Recommendation,
+    new_execution_id,
+    utc_now,
+)
+from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE, Page
+from cost_engine.transitions import CANCELLABLE_STATES, FINAL_STATES, ROLLBACK_REQUESTABLE_STATES
+
+S = ExecutionStatus
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+
+# How far along an execution is, for people following it.
+PROGRESS: dict[ExecutionStatus, int] = {
+    S.PENDING: 0,
+    S.VALIDATING: 15,
+    S.AWAITING_APPROVAL: 30,
+    S.APPROVED: 40,
+    S.EXECUTING: 60,
+    S.VERIFYING: 85,
+    S.ROLLING_BACK: 50,
+}
+
+
+class ExecutionService:
+    def __init__(self, context: EngineContext) -> None:
+        self.ctx = context
+
+    @property
+    def _sfn(self) -> Any:
+        return self.ctx.clients.stepfunctions
+
+    # -- recommendations -------------------------------------------------------------------------
+
+    def register_recommendation(self, recommendation: Recommendation) -> tuple[Recommendation, bool]:
+        executor_class(recommendation.type)  # refuse types the engine cannot carry out yet
+        return self.ctx.recommendations.register(recommendation)
+
+    def get_recommendation(self, recommendation_id: str) -> Recommendation:
+        return self.ctx.recommendations.get(recommendation_id)
+
+    # -- executions ------------------------------------------------------------------------------
+
+    def execute(self, request: ExecutionRequest, actor: str) -> ExecutionRecord:
+        recommendation = self.ctx.recommendations.get(request.recommendation_id)
+        executor_class(recommendation.type)
+        state_machine_arn = self.ctx.settings.state_machine_arns.get(recommendation.type.value)
+        if not state_machine_arn:
+            raise UnsupportedType(f"no state machine is deployed for '{recommendation.type.value}'")
+        if request.scheduled_time is not None:
+            now = utc_now()
+            if request.scheduled_time <= now:
+                raise InvalidRequest("scheduled_time is in the past: give a future time, or leave it out to run now")
+            if request.scheduled_time > now + MAX_SCHEDULE_AHEAD:
+                raise InvalidRequest(f"scheduled_time is more than {MAX_SCHEDULE_AHEAD.days} days ahead")
+
+        record = ExecutionRecord(
+            execution_id=new_execution_id(),
+            recommendation_id=recommendation.recommendation_id,
+            customer_id=recommendation.customer_id,
+            recommendation_type=recommendation.type,
+            resource_id=recommendation.resource_id,
+            region=recommendation.region,
+            dry_run=request.dry_run,
+            auto_approve_requested=request.auto_approve,
+            estimated_monthly_savings=recommendation.estimated_monthly_savings,
+            scheduled_time=request.scheduled_time,
+        )
+        self.ctx.executions.create(record)
+        self.ctx.audit.append(record.execution_id, "execution_requested", actor, request.model_dump(mode="json"))
+        state_input: dict[str, Any] = {
+            "execution_id": record.execution_id,
+            "mode": "execute",
+            "dry_run": request.dry_run,
+            "auto_approve": request.auto_approve,
+            "poll_seconds": self.ctx.settings.poll_interval_seconds,
+            "approval_timeout_seconds": self.ctx.settings.approval_timeout_seconds,
+            "error": None,
+            # Always present (null when unset) so the state machine's Choice never meets a missing path.
+            "scheduled_time": (
+                request.scheduled_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if request.scheduled_time else None
+            ),
+        }
+        arn = self._start(state_machine_arn, record.execution_id, state_input, record, S.PENDING)
+        # The state machine may already have moved on: record its ARN whatever the status is now.
+        return self.ctx.executions.update(
+            record.execution_id, expected=set(ExecutionStatus), changes={"state_machine_execution_arn": arn}
+        )
+
+    def _start(
+        self,
+        state_machine_arn: str,
+        name: str,
+        state_input: dict[str, Any],
+        record: ExecutionRecord,
+        fail_from: ExecutionStatus,
+    ) -> str:
+        try:
+            started = self._sfn.start_execution(
+                stateMachineArn=state_machine_arn, name=name, input=json.dumps(state_input)
+            )
+        except ClientError as error:
+            message = f"the state machine could not be started: {error}"
+            target = S.FAILED if fail_from != S.ROLLING_BACK else S.ROLLBACK_FAILED
+            self.ctx.executions.transition(
+                record.execution_id, target, expected=fail_from, changes={"error_message": message}
+            )
+            self.ctx.audit.append(record.execution_id, "start_failed", "api", {"error": message})
+            raise
+        return str(started["executionArn"])
+
+    def get(self, execution_id: str) -> ExecutionRecord:
+        return self.ctx.executions.get(execution_id)
+
+    def list(self, customer_id: str, status: ExecutionStatus | None, limit: int, cursor: str | None) -> Page:
+        return self.ctx.executions.list_by_customer(customer_id, status, limit, cursor)
+
+    def logs(self, execution_id: str) -> list[AuditEvent]:
+        self.ctx.executions.get(execution_id)  # 404 for an unknown execution
+        return self.ctx.audit.events(execution_id)
+
+    def cancel(self, execution_id: str, actor: str) -> ExecutionRecord:
+        record = self.ctx.executions.get(execution_id)
+        if record.status not in CANCELLABLE_STATES:
+            raise Conflict(
+                f"execution {execution_id} is '{record.status.value}' and cannot be cancelled: "
+                + (
+                    "it has finished"
+                    if record.status in FINAL_STATES
+                    else "it is changing the resource; it will finish or roll back by itself"
+                )
+            )
+        record = self.ctx.executions.transition(
+            execution_id,
+            S.CANCELLED,
+            expected=record.status,
+            changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
+            remove=[TASK_TOKEN_ATTRIBUTE],
+        )
+        if record.state_machine_execution_arn:
+            try:
+                self._sfn.stop_execution(
+                    executionArn=record.state_machine_execution_arn, error="Cancelled", cause=f"cancelled by {actor}"
+                )
+            except ClientError as error:
+                self.ctx.audit.append(execution_id, "stop_failed", actor, {"error": str(error)})
+        self.ctx.audit.append(execution_id, "cancelled", actor, {})
+        return record
+
+    def rollback(self, execution_id: str, actor: str) -> ExecutionRecord:
+        record = self.ctx.executions.get(execution_id)
+        if record.dry_run:
+            raise Conflict(f"execution {execution_id} was a dry run: it changed nothing, so there is nothing to roll back")
+        if record.status not in ROLLBACK_REQUESTABLE_STATES:
+            raise Conflict(
+                f"execution {execution_id} is '{record.status.value}': a rollback can be asked for once it is "
+                + ", ".join(sorted(s.value for s in ROLLBACK_REQUESTABLE_STATES))
+            )
+        if not record.rollback_available:
+            raise Conflict(f"execution {execution_id} has no backup to roll back from: nothing was changed")
+        state_machine_arn = self.ctx.settings.state_machine_arns.get(record.recommendation_type.value)
+        if not state_machine_arn:
+            raise UnsupportedType(f"no state machine is deployed for '{record.recommendation_type.value}'")
+        run = record.rollback_runs + 1
+        # The conditional write makes a second click a 409 instead of a second rollback.
+        record = self.ctx.executions.transition(
+            execution_id,
+            S.ROLLING_BACK,
+            expected=record.status,
+            changes={"rollback_runs": run, "current_step": "rollback_requested"},
+        )
+        self.ctx.audit.append(execution_id, "rollback_requested", actor, {"run": run})
+        state_input = {
+            "execution_id": execution_id,
+            "mode": "rollback",
+            "poll_seconds": self.ctx.settings.poll_interval_seconds,
+            "error": None,
+        }
+        self._start(state_machine_arn, f"{execution_id}-rollback-{run}", state_input, record, S.ROLLING_BACK)
+        return record
+
+    def decide(self, execution_id: str, decision: ApprovalDecision, approve: bool) -> ExecutionRecord:
+        record = self.ctx.executions.get(execution_id)
+        if record.status != S.AWAITING_APPROVAL:
+            raise Conflict(
+                f"execution {execution_id} is '{record.status.value}', not awaiting approval: "
+                "the decision changes nothing"
+            )
+        token = self.ctx.executions.task_token(execution_id)
+        now = utc_now()
+        approval = record.approval.model_copy() if record.approval else None
+        if approval is not None:
+            approval.decided_by = decision.approver
+            approval.decided_at = now
+            approval.decision = "approved" if approve else "rejected"
+            approval.comment = decision.comment
+        changes: dict[str, Any] = {"approval": approval}
+        if not approve:
+            changes |= {
+                "success": False,
+                "completed_at": now,
+                "error_message": f"rejected by {decision.approver}" + (f": {decision.comment}" if decision.comment else ""),
+            }
+        # First decision wins: the write only succeeds while the status is still awaiting approval.
+        record = self.ctx.executions.transition(
+            execution_id,
+            S.APPROVED if approve else S.REJECTED,
+            expected=S.AWAITING_APPROVAL,
+            changes=changes,
+            remove=[TASK_TOKEN_ATTRIBUTE],
+        )
+        self.ctx.audit.append(
+            execution_id,
+            "approved" if approve else "rejected",
+            f"approver:{decision.approver}",
+            {"comment": decision.comment},
+        )
+        if token:
+            if approve:
+                self._sfn.send_task_success(taskToken=token, output=json.dumps({"approved_by": decision.approver}))
+            else:
+                self._sfn.send_task_failure(
+                    taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}"
+                )
+        return record
+
+    def status_view(self, record: ExecutionRecord) -> dict[str, Any]:
+        """The execution as the API shows it: the record, progress, steps and any pending approval."""
+        view = record.model_dump(mode="json", exclude={"poll_attempts"})
+        view["progress_percent"] = 100 if record.status in FINAL_STATES else PROGRESS.get(record.status, 0)
+        view["pending_approval"] = (
+            record.approval.model_dump(mode="json")
+            if record.status == S.AWAITING_APPROVAL and record.approval
+            else None
+        )
+        view["steps"] = [
+            {"event": e.event_type, "at": e.timestamp.isoformat(), "actor": e.actor}
+            for e in self.ctx.audit.events(record.execution_id)
+        ]
+        return view

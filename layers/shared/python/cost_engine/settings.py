@@ -1,0 +1,49 @@
+"""The functions' environment, modelled once and checked when a function starts."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from cost_engine.topology import EnvVar
+
+
+class Settings(BaseModel):
+    executions_table: str = Field(min_length=1)
+    audit_table: str = Field(min_length=1)
+    recommendations_table: str = Field(min_length=1)
+    approval_topic_arn: str | None = None
+    state_machine_arns: dict[str, str] = Field(default_factory=dict)
+    poll_interval_seconds: int = Field(default=15, ge=0)
+    approval_timeout_seconds: int = Field(default=86400, ge=1)
+    max_poll_attempts: int = Field(default=120, ge=1)
+    api_base_url: str | None = None
+    region: str = "us-east-1"
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {
+        "executions_table": env.get(EnvVar.EXECUTIONS_TABLE, ""),
+        "audit_table": env.get(EnvVar.AUDIT_TABLE, ""),
+        "recommendations_table": env.get(EnvVar.RECOMMENDATIONS_TABLE, ""),
+        "approval_topic_arn": env.get(EnvVar.APPROVAL_TOPIC_ARN) or None,
+        "state_machine_arns": env.get(EnvVar.STATE_MACHINE_ARNS) or "{}",
+        "api_base_url": env.get(EnvVar.API_BASE_URL) or None,
+        "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+    for field_name, var in (
+        ("poll_interval_seconds", EnvVar.POLL_INTERVAL_SECONDS),
+        ("approval_timeout_seconds", EnvVar.APPROVAL_TIMEOUT_SECONDS),
+        ("max_poll_attempts", EnvVar.MAX_POLL_ATTEMPTS),
+    ):
+        if env.get(var):
+            values[field_name] = env[var]
+    try:
+        values["state_machine_arns"] = json.loads(values["state_machine_arns"])
+        return Settings.model_validate(values)
+    except (ValidationError, ValueError) as error:
+        raise RuntimeError(f"the function's environment is incomplete or wrong: {error}") from error

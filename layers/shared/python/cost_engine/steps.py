@@ -1,0 +1,378 @@
+"""The steps of the common state machine spine, as the executor functions run them.
+
+Each step loads the execution record, does its piece of work through the type's executor, records
+the result with a conditional write and appends an audit event. The record in DynamoDB is the
+source of truth: the state machine only carries the execution id and its control flags.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+from cost_engine.context import EngineContext
+from cost_engine.errors import ActionFailed, Conflict, StatusConflict
+from cost_engine.executors.base import BaseExecutor
+from cost_engine.models import ApprovalState, ExecutionRecord, ExecutionStatus, Recommendation, utc_now
+from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
+from cost_engine.transitions import ACTING_STATES, FINAL_STATES
+
+S = ExecutionStatus
+
+
+class Step(str, Enum):
+    VALIDATE = "validate"
+    PLAN = "plan"
+    AUTO_APPROVE = "auto_approve"
+    REQUEST_APPROVAL = "request_approval"
+    EXPIRE = "expire"
+    BACKUP = "backup"
+    CHECK_BACKUP = "check_backup"
+    ACT = "act"
+    CHECK_ACTION = "check_action"
+    VERIFY = "verify"
+    RECORD = "record"
+    ROLLBACK = "rollback"
+    CHECK_ROLLBACK = "check_rollback"
+    RECORD_ROLLBACK = "record_rollback"
+    RECORD_ROLLBACK_FAILURE = "record_rollback_failure"
+    RECORD_FAILURE = "record_failure"
+
+
+class StepRequest(BaseModel):
+    step: Step
+    execution_id: str
+    task_token: str | None = None
+    # What a Catch hands on: {"Error": ..., "Cause": ...}
+    error: dict[str, Any] | None = None
+
+
+def error_message(error: dict[str, Any] | None) -> str:
+    """The readable message of a caught Step Functions error (a Lambda error's Cause is JSON)."""
+    if not error:
+        return "unknown error"
+    name = str(error.get("Error", "Error"))
+    cause = error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            cause = str(parsed["errorMessage"])
+    except (TypeError, ValueError):
+        pass
+    return f"{name}: {cause}" if cause else name
+
+
+class StepRunner:
+    def __init__(self, context: EngineContext) -> None:
+        self.ctx = context
+        self._steps: dict[Step, Callable[[StepRequest], dict[str, Any]]] = {
+            Step.VALIDATE: self.validate,
+            Step.PLAN: self.plan,
+            Step.AUTO_APPROVE: self.auto_approve,
+            Step.REQUEST_APPROVAL: self.request_approval,
+            Step.EXPIRE: self.expire,
+            Step.BACKUP: self.backup,
+            Step.CHECK_BACKUP: self.check_backup,
+            Step.ACT: self.act,
+            Step.CHECK_ACTION: self.check_action,
+            Step.VERIFY: self.verify,
+            Step.RECORD: self.record,
+            Step.ROLLBACK: self.rollback,
+            Step.CHECK_ROLLBACK: self.check_rollback,
+            Step.RECORD_ROLLBACK: self.record_rollback,
+            Step.RECORD_ROLLBACK_FAILURE: self.record_rollback_failure,
+            Step.RECORD_FAILURE: self.record_failure,
+        }
+
+    def run(self, request: StepRequest) -> dict[str, Any]:
+        return self._steps[request.step](request)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _load(self, execution_id: str) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
+        record = self.ctx.executions.get(execution_id)
+        recommendation = self.ctx.recommendations.get(record.recommendation_id)
+        return record, recommendation, self.ctx.executor_for(recommendation)
+
+    def _advance(
+        self,
+        record: ExecutionRecord,
+        new_status: ExecutionStatus,
+        expected: ExecutionStatus | Iterable[ExecutionStatus],
+        changes: dict[str, Any] | None = None,
+    ) -> ExecutionRecord:
+        """A status change that a retried step may repeat: already being there is success."""
+        try:
+            return self.ctx.executions.transition(
+                record.execution_id, new_status, expected=expected, changes=changes
+            )
+        except StatusConflict:
+            current = self.ctx.executions.get(record.execution_id)
+            if current.status == new_status:
+                return current
+            raise
+
+    def _event(self, record: ExecutionRecord, event_type: str, step: Step, **detail: Any) -> None:
+        self.ctx.audit.append(record.execution_id, event_type, f"state-machine:{step.value}", detail)
+
+    def _poll(
+        self, request: StepRequest, expected: ExecutionStatus, what: str, check: Callable[[], bool]
+    ) -> dict[str, Any]:
+        record = self.ctx.executions.get(request.execution_id)
+        done = check()
+        attempts = 0 if done else record.poll_attempts + 1
+        if attempts > self.ctx.settings.max_poll_attempts:
+            raise ActionFailed(f"{what} did not finish after {self.ctx.settings.max_poll_attempts} checks")
+        self.ctx.executions.update(
+            request.execution_id, expected=expected, changes={"poll_attempts": attempts, "current_step": request.step.value}
+        )
+        if done:
+            self._event(record, f"{what.replace(' ', '_')}_done", request.step)
+        return {"done": done}
+
+    # -- validate, plan, approve -----------------------------------------------------------------
+
+    def validate(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        record = self._advance(record, S.VALIDATING, S.PENDING, {"current_step": Step.VALIDATE.value})
+        result = executor.validate(recommendation)
+        self._event(record, "validated", Step.VALIDATE, **result.model_dump(mode="json"))
+        if not result.valid:
+            self.ctx.executions.transition(
+                record.execution_id,
+                S.FAILED,
+                expected=S.VALIDATING,
+                changes={
+                    "validation": result,
+                    "success": False,
+                    "completed_at": utc_now(),
+                    "error_message": "validation failed: " + "; ".join(result.errors),
+                },
+            )
+            self._event(record, "failed", Step.VALIDATE, reason="validation failed", errors=result.errors)
+            return {"valid": False}
+        self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes={"validation": result})
+        return {"valid": True}
+
+    def plan(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        plan = executor.plan(recommendation, record.execution_id)
+        changes = {
+            "plan": plan,
+            "estimated_monthly_savings": plan.estimated_monthly_savings,
+            "current_step": Step.PLAN.value,
+        }
+        if record.dry_run:
+            self._advance(
+                record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()}
+            )
+            self._event(record, "dry_run_completed", Step.PLAN, plan=plan.model_dump(mode="json"))
+            return {"dry_run": True}
+        self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
+        self._event(record, "planned", Step.PLAN, plan=plan.model_dump(mode="json"))
+        return {"dry_run": False}
+
+    def auto_approve(self, request: StepRequest) -> dict[str, Any]:
+        record = self.ctx.executions.get(request.execution_id)
+        self._advance(
+            record, S.APPROVED, S.VALIDATING, {"auto_approved": True, "current_step": Step.AUTO_APPROVE.value}
+        )
+        self._event(record, "approved", Step.AUTO_APPROVE, approver="auto_approve", reason="auto_approve was requested")
+        return {"approved": True}
+
+    def request_approval(self, request: StepRequest) -> dict[str, Any]:
+        record = self.ctx.executions.get(request.execution_id)
+        if not request.task_token:
+            raise ActionFailed("request_approval needs the task token of the waiting state")
+        # The token is stored before the status says "awaiting", so whoever sees that status
+        # can complete the wait. It is never logged nor returned by the API.
+        self.ctx.executions.store_task_token(record.execution_id, request.task_token)
+        now = utc_now()
+        approval = ApprovalState(
+            requested_at=now,
+            deadline=now + timedelta(seconds=self.ctx.settings.approval_timeout_seconds),
+            approvers_notified=self.ctx.settings.approval_topic_arn,
+        )
+        record = self._advance(
+            record,
+            S.AWAITING_APPROVAL,
+            S.VALIDATING,
+            {"approval": approval, "current_step": Step.REQUEST_APPROVAL.value},
+        )
+        self._notify_approvers(record)
+        self._event(record, "approval_requested", Step.REQUEST_APPROVAL, deadline=approval.deadline.isoformat())
+        return {"requested": True}
+
+    def _notify_approvers(self, record: ExecutionRecord) -> None:
+        topic = self.ctx.settings.approval_topic_arn
+        if not topic:
+            return
+        plan = record.plan
+        lines = [
+            f"Execution {record.execution_id} of recommendation {record.recommendation_id} waits for approval.",
+            f"Type: {record.recommendation_type.value}   Resource: {record.resource_id} ({record.region})",
+            f"Plan: {plan.summary if plan else 'see the execution'}",
+            f"Estimated monthly savings: {plan.estimated_monthly_savings if plan else 'unknown'} USD",
+            f"Deadline: {record.approval.deadline.isoformat() if record.approval else 'unknown'}",
+            f"Approve: POST /executions/{record.execution_id}/approve   Reject: POST /executions/{record.execution_id}/reject",
+        ]
+        if self.ctx.settings.api_base_url:
+            lines.append(f"Status: {self.ctx.settings.api_base_url.rstrip('/')}/executions/{record.execution_id}")
+        self.ctx.clients.sns.publish(
+            TopicArn=topic,
+            Subject=f"Approval needed: {record.recommendation_type.value} on {record.resource_id}"[:99],
+            Message="\n".join(lines),
+        )
+
+    def expire(self, request: StepRequest) -> dict[str, Any]:
+        record = self.ctx.executions.get(request.execution_id)
+        if record.status in FINAL_STATES:  # a decision or a cancel came first
+            return {"status": record.status.value}
+        self.ctx.executions.transition(
+            record.execution_id,
+            S.EXPIRED,
+            expected=S.AWAITING_APPROVAL,
+            changes={"success": False, "completed_at": utc_now(), "error_message": "no approval before the deadline"},
+            remove=[TASK_TOKEN_ATTRIBUTE],
+        )
+        self._event(record, "approval_expired", Step.EXPIRE)
+        return {"status": S.EXPIRED.value}
+
+    # -- act -------------------------------------------------------------------------------------
+
+    def backup(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        record = self._advance(record, S.EXECUTING, S.APPROVED, {"current_step": Step.BACKUP.value})
+        backup = executor.backup(recommendation, record.execution_id)
+        self.ctx.executions.update(
+            record.execution_id, expected=S.EXECUTING, changes={"backup": backup, "rollback_available": True}
+        )
+        self._event(record, "backup_started", Step.BACKUP, backup=backup)
+        return {"started": True}
+
+    def check_backup(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        backup = record.backup or {}
+        return self._poll(request, S.EXECUTING, "backup", lambda: executor.backup_ready(recommendation, backup))
+
+    def act(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        action = executor.apply(recommendation, record.backup or {})
+        self.ctx.executions.update(
+            record.execution_id, expected=S.EXECUTING, changes={"action": action, "current_step": Step.ACT.value}
+        )
+        self._event(record, "action_started", Step.ACT, action=action)
+        return {"started": True}
+
+    def check_action(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        action = record.action or {}
+        return self._poll(request, S.EXECUTING, "action", lambda: executor.apply_done(recommendation, action))
+
+    def verify(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        record = self._advance(record, S.VERIFYING, S.EXECUTING, {"current_step": Step.VERIFY.value})
+        result = executor.verify(recommendation, record.action or {})
+        self.ctx.executions.update(record.execution_id, expected=S.VERIFYING, changes={"verification": result})
+        self._event(record, "verified", Step.VERIFY, **result.model_dump(mode="json"))
+        if not result.passed:
+            raise ActionFailed("verification failed: " + "; ".join(result.failures))
+        return {"passed": True}
+
+    def record(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        savings = executor.measure_savings(recommendation, record.backup or {})
+        self._advance(
+            record,
+            S.COMPLETED,
+            S.VERIFYING,
+            {"success": True, "completed_at": utc_now(), "actual_savings": savings, "current_step": Step.RECORD.value},
+        )
+        self._event(record, "completed", Step.RECORD, actual_savings=savings)
+        return {"status": S.COMPLETED.value}
+
+    # -- rollback --------------------------------------------------------------------------------
+
+    def rollback(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        if record.status in ACTING_STATES:
+            # Automatic: a step of the acting phase failed.
+            reason = error_message(request.error)
+            record = self._advance(
+                record,
+                S.ROLLING_BACK,
+                record.status,
+                {"error_message": reason, "current_step": Step.ROLLBACK.value, "poll_attempts": 0},
+            )
+            self._event(record, "rollback_started", Step.ROLLBACK, reason=reason, automatic=True)
+        elif record.status == S.ROLLING_BACK:
+            # Manual (the API moved it here) or a retry of this step.
+            self.ctx.executions.update(
+                record.execution_id,
+                expected=S.ROLLING_BACK,
+                changes={"current_step": Step.ROLLBACK.value, "poll_attempts": 0},
+            )
+        else:
+            raise Conflict(f"execution {record.execution_id} is '{record.status.value}': nothing to roll back")
+        result = executor.rollback(recommendation, record.backup, record.action)
+        self.ctx.executions.update(record.execution_id, expected=S.ROLLING_BACK, changes={"rollback": result})
+        self._event(record, "rollback_action", Step.ROLLBACK, rollback=result)
+        return {"started": True}
+
+    def check_rollback(self, request: StepRequest) -> dict[str, Any]:
+        record, recommendation, executor = self._load(request.execution_id)
+        rollback = record.rollback or {}
+        return self._poll(
+            request, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, rollback)
+        )
+
+    def record_rollback(self, request: StepRequest) -> dict[str, Any]:
+        record = self.ctx.executions.get(request.execution_id)
+        automatic = record.success is None
+        changes: dict[str, Any] = {
+            "rollback_executed": True,
+            "rollback_available": False,
+            "completed_at": utc_now(),
+            "actual_savings": 0.0,
+            "current_step": Step.RECORD_ROLLBACK.value,
+        }
+        if automatic:
+            changes["success"] = False
+        self._advance(record, S.ROLLED_BACK, S.ROLLING_BACK, changes)
+        self._event(record, "rolled_back", Step.RECORD_ROLLBACK, restored=record.rollback or {}, automatic=automatic)
+        return {"status": S.ROLLED_BACK.value, "automatic": automatic}
+
+    def record_rollback_failure(self, request: StepRequest) -> dict[str, Any]:
+        record = self.ctx.executions.get(request.execution_id)
+        reason = "rollback failed: " + error_message(request.error)
+        if record.error_message and record.success is None:
+            reason = f"{record.error_message}; then {reason}"
+        target = S.ROLLBACK_FAILED if record.status == S.ROLLING_BACK else S.FAILED
+        if record.status not in FINAL_STATES or record.status == S.ROLLING_BACK:
+            self.ctx.executions.transition(
+                record.execution_id,
+                target,
+                expected=record.status,
+                changes={"error_message": reason, "success": False, "completed_at": utc_now()},
+            )
+        self._event(record, "rollback_failed", Step.RECORD_ROLLBACK_FAILURE, reason=reason)
+        return {"status": target.value}
+
+    def record_failure(self, request: StepRequest) -> dict[str, Any]:
+        """A step outside the acting phase failed: nothing was changed, the execution fails."""
+        record = self.ctx.executions.get(request.execution_id)
+        reason = error_message(request.error)
+        if record.status not in FINAL_STATES:
+            self.ctx.executions.transition(
+                record.execution_id,
+                S.FAILED,
+                expected=record.status,
+                changes={"error_message": reason, "success": False, "completed_at": utc_now()},
+            )
+        self._event(record, "failed", Step.RECORD_FAILURE, reason=reason)
+        return {"status": S.FAILED.value}

@@ -1,0 +1,181 @@
+"""Execution records. Every status change is a conditional write on the status it expects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cost_engine.errors import Conflict, NotFound, StatusConflict
+from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
+from cost_engine.stores.dynamo import decode_cursor, encode_cursor, from_item, sortable_time, table, to_item
+from cost_engine.topology import IndexName
+from cost_engine.transitions import check_transition
+
+TASK_TOKEN_ATTRIBUTE = "approval_task_token"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[ExecutionRecord]
+    next_cursor: str | None
+
+
+def _customer_status(customer_id: str, status: ExecutionStatus) -> str:
+    return f"{customer_id}#{status.value}"
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class ExecutionStore:
+    def __init__(self, table_name: str, region: str) -> None:
+        self._table = table(table_name, region)
+
+    def create(self, record: ExecutionRecord) -> None:
+        item = to_item(record)
+        item["created_at"] = sortable_time(record.created_at)
+        item["customer_status"] = _customer_status(record.customer_id, record.status)
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(execution_id)")
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise Conflict(f"execution {record.execution_id} already exists") from None
+            raise
+
+    def _raw(self, execution_id: str) -> dict[str, Any]:
+        item = self._table.get_item(Key={"execution_id": execution_id}, ConsistentRead=True).get("Item")
+        if item is None:
+            raise NotFound(f"execution '{execution_id}' does not exist")
+        return dict(item)
+
+    def get(self, execution_id: str) -> ExecutionRecord:
+        return ExecutionRecord.model_validate(from_item(self._raw(execution_id)))
+
+    def task_token(self, execution_id: str) -> str | None:
+        token = self._raw(execution_id).get(TASK_TOKEN_ATTRIBUTE)
+        return str(token) if token else None
+
+    def transition(
+        self,
+        execution_id: str,
+        new_status: ExecutionStatus,
+        *,
+        expected: ExecutionStatus | Iterable[ExecutionStatus],
+        changes: dict[str, Any] | None = None,
+        remove: Iterable[str] = (),
+    ) -> ExecutionRecord:
+        """Change the status from one of `expected` to `new_status`, with `changes`, atomically.
+
+        Raises `InvalidTransition` if the model forbids the change, `StatusConflict` if the
+        stored status is no longer one of `expected` (someone else wrote first).
+        """
+        expected_set = {expected} if isinstance(expected, ExecutionStatus) else set(expected)
+        for old in expected_set:
+            check_transition(old, new_status)
+        record = self.get(execution_id)
+        values = {
+            "status": new_status,
+            "customer_status": _customer_status(record.customer_id, new_status),
+            **(changes or {}),
+        }
+        return self._update(execution_id, values, expected_set, remove, intent=f"become '{new_status.value}'")
+
+    def update(
+        self,
+        execution_id: str,
+        *,
+        expected: ExecutionStatus | Iterable[ExecutionStatus],
+        changes: dict[str, Any],
+        remove: Iterable[str] = (),
+    ) -> ExecutionRecord:
+        """Record `changes` while the status is still one of `expected`, without changing it."""
+        expected_set = {expected} if isinstance(expected, ExecutionStatus) else set(expected)
+        return self._update(execution_id, changes, expected_set, remove, intent="be updated")
+
+    def _update(
+        self,
+        execution_id: str,
+        values: dict[str, Any],
+        expected: set[ExecutionStatus],
+        remove: Iterable[str],
+        intent: str,
+    ) -> ExecutionRecord:
+        values = {**values, "updated_at": utc_now()}
+        names = {"#status": "status"}
+        attribute_values: dict[str, Any] = {}
+        sets = []
+        for i, (name, value) in enumerate(values.items()):
+            names[f"#f{i}"] = name
+            attribute_values[f":v{i}"] = to_item(value)
+            sets.append(f"#f{i} = :v{i}")
+        removes = []
+        for i, name in enumerate(remove):
+            names[f"#r{i}"] = name
+            removes.append(f"#r{i}")
+        expected_keys = []
+        for i, status in enumerate(sorted(expected, key=lambda s: s.value)):
+            attribute_values[f":e{i}"] = status.value
+            expected_keys.append(f":e{i}")
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        try:
+            result = self._table.update_item(
+                Key={"execution_id": execution_id},
+                UpdateExpression=expression,
+                ConditionExpression=f"attribute_exists(execution_id) AND #status IN ({', '.join(expected_keys)})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attribute_values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            current = self.get(execution_id).status  # raises NotFound when it never existed
+            wanted = ", ".join(sorted(s.value for s in expected))
+            raise StatusConflict(
+                f"execution {execution_id} is '{current.value}', not '{wanted}': "
+                f"it cannot {intent} (another change came first)"
+            ) from None
+        return ExecutionRecord.model_validate(from_item(result["Attributes"]))
+
+    def list_by_customer(
+        self, customer_id: str, status: ExecutionStatus | None, limit: int, cursor: str | None
+    ) -> Page:
+        if status is None:
+            index, key, value = IndexName.CUSTOMER_CREATED, "customer_id", customer_id
+        else:
+            index, key, value = IndexName.CUSTOMER_STATUS_CREATED, "customer_status", _customer_status(
+                customer_id, status
+            )
+        return self._query(index, key, value, limit, cursor)
+
+    def list_by_recommendation(self, recommendation_id: str, limit: int, cursor: str | None) -> Page:
+        return self._query(IndexName.RECOMMENDATION_CREATED, "recommendation_id", recommendation_id, limit, cursor)
+
+    def _query(self, index: str, key: str, value: str, limit: int, cursor: str | None) -> Page:
+        request: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": key},
+            "ExpressionAttributeValues": {":v": value},
+            "ScanIndexForward": False,  # newest first
+            "Limit": limit,
+        }
+        start = decode_cursor(cursor)
+        if start:
+            request["ExclusiveStartKey"] = start
+        result = self._table.query(**request)
+        items = [ExecutionRecord.model_validate(from_item(item)) for item in result.get("Items", [])]
+        return Page(items=items, next_cursor=encode_cursor(result.get("LastEvaluatedKey")))
+
+    def store_task_token(self, execution_id: str, token: str) -> None:
+        self._table.update_item(
+            Key={"execution_id": execution_id},
+            UpdateExpression="SET #t = :t",
+            ExpressionAttributeNames={"#t": TASK_TOKEN_ATTRIBUTE},
+            ExpressionAttributeValues={":t": token},
+            ConditionExpression="attribute_exists(execution_id)",
+        )

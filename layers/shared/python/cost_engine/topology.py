@@ -1,0 +1,167 @@
+"""What the engine is made of, declared once.
+
+The CDK stack (`infra/`) and the local runtime (`local_runtime/`) both build from these declarations,
+so the tables, functions and state machines on AWS and on the laptop cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cost_engine.models import RecommendationType
+
+PROJECT_ROOT = Path(__file__).resolve().parents[4]
+STATEMACHINES_DIR = PROJECT_ROOT / "statemachines"
+FUNCTIONS_DIR = PROJECT_ROOT / "functions"
+SHARED_LAYER_DIR = PROJECT_ROOT / "layers" / "shared"
+
+
+class EnvVar:
+    """Environment variable names. The same thing has the same name in every function."""
+
+    EXECUTIONS_TABLE = "EXECUTIONS_TABLE_NAME"
+    AUDIT_TABLE = "AUDIT_TABLE_NAME"
+    RECOMMENDATIONS_TABLE = "RECOMMENDATIONS_TABLE_NAME"
+    STATE_MACHINE_ARNS = "STATE_MACHINE_ARNS"
+    APPROVAL_TOPIC_ARN = "APPROVAL_TOPIC_ARN"
+    POLL_INTERVAL_SECONDS = "POLL_INTERVAL_SECONDS"
+    APPROVAL_TIMEOUT_SECONDS = "APPROVAL_TIMEOUT_SECONDS"
+    MAX_POLL_ATTEMPTS = "MAX_POLL_ATTEMPTS"
+    API_BASE_URL = "API_BASE_URL"
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    partition_key: str
+    sort_key: str
+
+
+@dataclass(frozen=True)
+class Table:
+    construct_id: str
+    env_var: str
+    local_name: str
+    partition_key: str
+    sort_key: str | None = None
+    indexes: tuple[Index, ...] = ()
+
+
+class IndexName:
+    CUSTOMER_CREATED = "by-customer"
+    CUSTOMER_STATUS_CREATED = "by-customer-status"
+    RECOMMENDATION_CREATED = "by-recommendation"
+
+
+EXECUTIONS_TABLE = Table(
+    construct_id="ExecutionsTable",
+    env_var=EnvVar.EXECUTIONS_TABLE,
+    local_name="cost-engine-executions",
+    partition_key="execution_id",
+    indexes=(
+        # "Executions of a customer, newest first" and "… with a given status, newest first":
+        # `customer_status` is written as "<customer_id>#<status>" with every status change.
+        Index(IndexName.CUSTOMER_CREATED, "customer_id", "created_at"),
+        Index(IndexName.CUSTOMER_STATUS_CREATED, "customer_status", "created_at"),
+        Index(IndexName.RECOMMENDATION_CREATED, "recommendation_id", "created_at"),
+    ),
+)
+AUDIT_TABLE = Table(
+    construct_id="AuditTable",
+    env_var=EnvVar.AUDIT_TABLE,
+    local_name="cost-engine-audit",
+    partition_key="execution_id",
+    sort_key="event_key",
+)
+RECOMMENDATIONS_TABLE = Table(
+    construct_id="RecommendationsTable",
+    env_var=EnvVar.RECOMMENDATIONS_TABLE,
+    local_name="cost-engine-recommendations",
+    partition_key="recommendation_id",
+)
+TABLES: tuple[Table, ...] = (EXECUTIONS_TABLE, AUDIT_TABLE, RECOMMENDATIONS_TABLE)
+
+
+@dataclass(frozen=True)
+class Function:
+    construct_id: str
+    local_name: str
+    code_dir: str  # relative to FUNCTIONS_DIR
+    handler: str
+    timeout_seconds: int
+    memory_mb: int = 512
+    description: str = ""
+    recommendation_type: RecommendationType | None = None
+
+
+API_FUNCTION = Function(
+    construct_id="ApiFunction",
+    local_name="cost-engine-api",
+    code_dir="api",
+    handler="handler.lambda_handler",
+    timeout_seconds=29,
+    description="REST API of the Cost Execution Engine",
+)
+
+
+def _camel(value: str) -> str:
+    return "".join(part.capitalize() for part in value.split("_"))
+
+
+def executor_function(recommendation_type: RecommendationType) -> Function:
+    """One function per type, so each gets exactly the permissions its executor declares."""
+    return Function(
+        construct_id=f"{_camel(recommendation_type.value)}Executor",
+        local_name=f"cost-engine-{recommendation_type.value.replace('_', '-')}-executor",
+        code_dir="executor",
+        handler="handler.lambda_handler",
+        timeout_seconds=120,
+        description=f"State machine steps of {recommendation_type.value}",
+        recommendation_type=recommendation_type,
+    )
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    recommendation_type: RecommendationType
+    construct_id: str
+    local_name: str
+    asl_file: Path
+    executor: Function
+    # Placeholders of the ASL file, each mapped to what fills it (see `substitutions`).
+    placeholders: tuple[str, ...] = field(default=("ExecutorFunctionArn",))
+
+    def substitutions(self, executor_function_arn: str) -> dict[str, str]:
+        return {"ExecutorFunctionArn": executor_function_arn}
+
+
+def state_machine(recommendation_type: RecommendationType) -> StateMachine:
+    return StateMachine(
+        recommendation_type=recommendation_type,
+        construct_id=f"{_camel(recommendation_type.value)}StateMachine",
+        local_name=f"cost-engine-{recommendation_type.value.replace('_', '-')}",
+        asl_file=STATEMACHINES_DIR / f"{recommendation_type.value}.asl.json",
+        executor=executor_function(recommendation_type),
+    )
+
+
+def implemented_types() -> tuple[RecommendationType, ...]:
+    """The types with a registered executor, in declaration order."""
+    from cost_engine.executors import EXECUTORS
+
+    return tuple(t for t in RecommendationType if t in EXECUTORS)
+
+
+def state_machines() -> tuple[StateMachine, ...]:
+    return tuple(state_machine(t) for t in implemented_types())
+
+
+def functions() -> tuple[Function, ...]:
+    return (API_FUNCTION, *(sm.executor for sm in state_machines()))
+
+
+APPROVAL_TOPIC_CONSTRUCT_ID = "ApprovalTopic"
+APPROVAL_TOPIC_LOCAL_NAME = "cost-engine-approvals"
+# Long enough for a 24-hour approval wait plus the acting phase; the acting phase has its own limit.
+STATE_MACHINE_TIMEOUT_SECONDS = 25 * 3600

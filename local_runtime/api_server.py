@@ -1,0 +1,111 @@
+"""Serves the real API handler on localhost: each HTTP request becomes an API Gateway proxy event."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from local_runtime.dispatch import LambdaContext
+
+ApiHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+
+def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: str | None, source_ip: str) -> dict[str, Any]:
+    parts = urlsplit(raw_path)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    return {
+        "resource": "/{proxy+}",
+        "path": parts.path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": {"proxy": parts.path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": method,
+            "path": parts.path,
+            "stage": "local",
+            "requestId": str(uuid.uuid4()),
+            "accountId": "123456789012",
+            "apiId": "local",
+            "identity": {"sourceIp": source_ip, "userArn": None},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+class ApiServer:
+    def __init__(self, handler: ApiHandler, host: str, port: int, api_key: str) -> None:
+        self.handler = handler
+        self.api_key = api_key
+        self._server = ThreadingHTTPServer((host, port), self._request_handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _request_handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: the API logs itself
+                return
+
+            def _send(self, status: int, body: str, headers: dict[str, str]) -> None:
+                data = body.encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _refuse(self, status: int, code: str, message: str) -> None:
+                body = json.dumps({"error": code, "message": message})
+                self._send(status, body, {"Content-Type": "application/json"})
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    self.close_connection = True
+                    return self._refuse(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+                raw = self.rfile.read(length) if length else b""
+                if self.headers.get("x-api-key") != server.api_key:
+                    return self._refuse(403, "forbidden", "missing or wrong x-api-key header")
+                try:
+                    body = raw.decode("utf-8") if raw else None
+                except UnicodeDecodeError:
+                    return self._refuse(400, "invalid_body", "the request body is not UTF-8 text")
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
+                response = server.handler(event, LambdaContext(function_name="cost-engine-api"))
+                response_headers = dict(response.get("headers") or {})
+                for key, values in (response.get("multiValueHeaders") or {}).items():
+                    response_headers.setdefault(key, ",".join(values))
+                self._send(int(response["statusCode"]), response.get("body") or "", response_headers)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        return Handler

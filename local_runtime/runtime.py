@@ -1,0 +1,232 @@
+"""The embedded local runtime: moto's server, the real ASL, the real handlers, the real API.
+
+Everything is provisioned from `cost_engine.topology`, the declarations the CDK stack reads too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import logging
+import os
+import socket
+import zipfile
+from typing import Any
+
+from local_runtime.api_server import ApiServer
+from local_runtime.dispatch import Dispatcher
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+LOCAL_ROLE_NAME = "cost-engine-local"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _placeholder_zip() -> bytes:
+    # moto stores a code package per function; the real code runs in-process instead.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    raise RuntimeError('in-process only')\n")
+    return buffer.getvalue()
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        *,
+        aws_port: int = 5000,
+        api_port: int = 8080,
+        api_key: str = "local-dev-key",
+        host: str = "127.0.0.1",
+        approval_timeout_seconds: int = 86400,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.host = host
+        self.aws_port = aws_port
+        self.api_port = api_port
+        self.api_key = api_key
+        self.approval_timeout_seconds = approval_timeout_seconds
+        self.log_level = log_level
+        self.dispatcher = Dispatcher()
+        self.state_machine_arns: dict[str, str] = {}
+        self.approval_topic_arn = ""
+        self._moto_server: Any = None
+        self._api: ApiServer | None = None
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://{self.host}:{self.aws_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def faults(self) -> Any:
+        return self.dispatcher.faults
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=REGION, endpoint_url=self.aws_endpoint)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LocalRuntime:
+        self._set_environment()
+        # moto reads its port and settings from the environment: import it only now.
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        default_user_config["stepfunctions"]["execute_state_machine"] = True
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per emulated AWS call otherwise
+        self._patch_lambda_invoke()
+        self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+        self._moto_server.start()
+        self._provision()
+        self._load_handlers()
+        api_handler = self.dispatcher.handlers[self._api_function_name()]
+        self._api = ApiServer(api_handler, self.host, self.api_port, self.api_key)
+        self._api.start()
+        return self
+
+    def stop(self) -> None:
+        if self._api is not None:
+            self._api.stop()
+        if self._moto_server is not None:
+            self._moto_server.stop()
+
+    def __enter__(self) -> LocalRuntime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _set_environment(self) -> None:
+        from cost_engine import topology
+
+        env = {
+            "MOTO_PORT": str(self.aws_port),
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_SESSION_TOKEN": "local",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "POWERTOOLS_SERVICE_NAME": "cost-execution-engine",
+            "POWERTOOLS_METRICS_NAMESPACE": "CostExecutionEngine",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": self.log_level,
+            topology.EnvVar.POLL_INTERVAL_SECONDS: "0",
+            topology.EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.approval_timeout_seconds),
+            topology.EnvVar.MAX_POLL_ATTEMPTS: "200",
+            topology.EnvVar.API_BASE_URL: self.api_url,
+        }
+        for table in topology.TABLES:
+            env[table.env_var] = table.local_name
+        os.environ.update(env)
+
+    def _patch_lambda_invoke(self) -> None:
+        from moto.awslambda.models import LambdaFunction
+
+        dispatcher = self.dispatcher
+
+        def invoke_in_process(function: Any, event: Any = None) -> tuple[str, bool, str]:
+            payload, errored = dispatcher.invoke(function.function_name, event)
+            return payload, errored, ""
+
+        LambdaFunction._invoke_lambda = invoke_in_process
+
+    def _provision(self) -> None:
+        from cost_engine import topology
+
+        dynamodb = self.client("dynamodb")
+        for table in topology.TABLES:
+            keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
+            attributes = {name for name, _ in keys}
+            indexes = []
+            for index in table.indexes:
+                attributes |= {index.partition_key, index.sort_key}
+                indexes.append(
+                    {
+                        "IndexName": index.name,
+                        "KeySchema": [
+                            {"AttributeName": index.partition_key, "KeyType": "HASH"},
+                            {"AttributeName": index.sort_key, "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
+                )
+            request: dict[str, Any] = {
+                "TableName": table.local_name,
+                "KeySchema": [{"AttributeName": name, "KeyType": kind} for name, kind in keys],
+                "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+                "BillingMode": "PAY_PER_REQUEST",
+            }
+            if indexes:
+                request["GlobalSecondaryIndexes"] = indexes
+            dynamodb.create_table(**request)
+
+        self.approval_topic_arn = self.client("sns").create_topic(Name=topology.APPROVAL_TOPIC_LOCAL_NAME)["TopicArn"]
+        os.environ[topology.EnvVar.APPROVAL_TOPIC_ARN] = self.approval_topic_arn
+
+        role_arn = self.client("iam").create_role(
+            RoleName=LOCAL_ROLE_NAME,
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )["Role"]["Arn"]
+        lambda_client = self.client("lambda")
+        function_arns: dict[str, str] = {}
+        for function in topology.functions():
+            function_arns[function.local_name] = lambda_client.create_function(
+                FunctionName=function.local_name,
+                Runtime="python3.12",
+                Role=role_arn,
+                Handler=function.handler,
+                Code={"ZipFile": _placeholder_zip()},
+                Timeout=function.timeout_seconds,
+            )["FunctionArn"]
+
+        sfn = self.client("stepfunctions")
+        for machine in topology.state_machines():
+            definition = machine.asl_file.read_text()
+            for name, value in machine.substitutions(function_arns[machine.executor.local_name]).items():
+                definition = definition.replace("${" + name + "}", value)
+            arn = sfn.create_state_machine(name=machine.local_name, definition=definition, roleArn=role_arn)[
+                "stateMachineArn"
+            ]
+            self.state_machine_arns[machine.recommendation_type.value] = arn
+        os.environ[topology.EnvVar.STATE_MACHINE_ARNS] = json.dumps(self.state_machine_arns)
+
+    def _api_function_name(self) -> str:
+        from cost_engine import topology
+
+        return topology.API_FUNCTION.local_name
+
+    def _load_handlers(self) -> None:
+        """Import each function's handler once the environment is complete (they read it at import)."""
+        from cost_engine import topology
+
+        for function in topology.functions():
+            module_name, attribute = function.handler.rsplit(".", 1)
+            module = importlib.import_module(f"functions.{function.code_dir}.{module_name}")
+            self.dispatcher.register(function.local_name, getattr(module, attribute))
