@@ -16,6 +16,7 @@ from typing import Any
 
 from local_runtime.api_server import ApiServer
 from local_runtime.dispatch import Dispatcher
+from local_runtime.provision import create_tables
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -86,6 +87,8 @@ class LocalRuntime:
 
         default_user_config["stepfunctions"]["execute_state_machine"] = True
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per emulated AWS call otherwise
+        # The interpreter logs every Fail state as an error; the executions' own records say more.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         self._patch_lambda_invoke()
         self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._moto_server.start()
@@ -149,32 +152,7 @@ class LocalRuntime:
     def _provision(self) -> None:
         from cost_engine import topology
 
-        dynamodb = self.client("dynamodb")
-        for table in topology.TABLES:
-            keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
-            attributes = {name for name, _ in keys}
-            indexes = []
-            for index in table.indexes:
-                attributes |= {index.partition_key, index.sort_key}
-                indexes.append(
-                    {
-                        "IndexName": index.name,
-                        "KeySchema": [
-                            {"AttributeName": index.partition_key, "KeyType": "HASH"},
-                            {"AttributeName": index.sort_key, "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                )
-            request: dict[str, Any] = {
-                "TableName": table.local_name,
-                "KeySchema": [{"AttributeName": name, "KeyType": kind} for name, kind in keys],
-                "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
-                "BillingMode": "PAY_PER_REQUEST",
-            }
-            if indexes:
-                request["GlobalSecondaryIndexes"] = indexes
-            dynamodb.create_table(**request)
+        create_tables(self.client("dynamodb"))
 
         self.approval_topic_arn = self.client("sns").create_topic(Name=topology.APPROVAL_TOPIC_LOCAL_NAME)["TopicArn"]
         os.environ[topology.EnvVar.APPROVAL_TOPIC_ARN] = self.approval_topic_arn

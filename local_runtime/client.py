@@ -1,0 +1,82 @@
+"""A small HTTP client of the engine's API, used by the demo and the integration tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+FINAL_STATUSES = frozenset(
+    {"completed", "rejected", "expired", "cancelled", "failed", "rolled_back", "rollback_failed"}
+)
+
+
+class ApiError(Exception):
+    def __init__(self, response: requests.Response) -> None:
+        self.status_code = response.status_code
+        try:
+            self.body: dict[str, Any] = response.json()
+        except ValueError:
+            self.body = {"message": response.text}
+        super().__init__(f"HTTP {response.status_code}: {self.body.get('message', self.body)}")
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["x-api-key"] = api_key
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise ApiError(response)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def register(self, recommendation: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", "/recommendations", json=recommendation)
+
+    def execute(self, recommendation_id: str, *, dry_run: bool = False, auto_approve: bool = False) -> dict[str, Any]:
+        body = {"recommendation_id": recommendation_id, "dry_run": dry_run, "auto_approve": auto_approve}
+        return self._json("POST", "/executions/execute", json=body)
+
+    def status(self, execution_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/executions/{execution_id}")
+
+    def logs(self, execution_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/executions/{execution_id}/logs")
+
+    def approve(self, execution_id: str, approver: str, comment: str = "") -> dict[str, Any]:
+        return self._json("POST", f"/executions/{execution_id}/approve", json={"approver": approver, "comment": comment})
+
+    def reject(self, execution_id: str, approver: str, comment: str = "") -> dict[str, Any]:
+        return self._json("POST", f"/executions/{execution_id}/reject", json={"approver": approver, "comment": comment})
+
+    def cancel(self, execution_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/executions/{execution_id}/cancel")
+
+    def rollback(self, execution_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/executions/{execution_id}/rollback")
+
+    def list(self, customer_id: str, **params: Any) -> dict[str, Any]:
+        return self._json("GET", "/executions", params={"customer_id": customer_id, **params})
+
+    def wait_for(self, execution_id: str, statuses: frozenset[str] = FINAL_STATUSES, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll the execution until its status is one of `statuses`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(execution_id)
+            if status["status"] in statuses:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"execution {execution_id} still '{status['status']}' after {timeout:.0f}s, "
+                    f"waiting for one of {sorted(statuses)}"
+                )
+            time.sleep(0.1)
