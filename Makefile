@@ -42,14 +42,17 @@ format: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 
+# Two pytest runs: the unit tests use moto in-process (mock_aws), which would reset the emulator
+# that the integration tests' local runtime keeps running in its own process.
 test: lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
+	$(PY) -m pytest tests/integration
 
 unit: $(VENV_STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 
 integration: $(VENV_STAMP)
-	$(PY) -m pytest tests/integration tests/statemachines
+	$(PY) -m pytest tests/integration
 
 synth: $(VENV_STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting

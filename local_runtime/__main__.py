@@ -27,7 +27,7 @@ def serve() -> int:
             f"  aws --endpoint-url {runtime.aws_endpoint} ec2 run-instances --image-id ami-12c6146b "
             f"--instance-type m5.large\n"
             f"  curl -s -H 'x-api-key: {runtime.api_key}' -H 'content-type: application/json' "
-            f"{runtime.api_url}/recommendations -d '{{\"customer_id\": \"acme\", \"type\": \"terminate_instance\", "
+            f'{runtime.api_url}/recommendations -d \'{{"customer_id": "acme", "type": "terminate_instance", '
             f'"account_id": "123456789012", "region": "us-east-1", "resource_id": "i-…"}}\'\n'
             f"Ready. Ctrl-C stops.",
             flush=True,

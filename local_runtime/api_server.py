@@ -16,7 +16,9 @@ ApiHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
-def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: str | None, source_ip: str) -> dict[str, Any]:
+def proxy_event(
+    method: str, raw_path: str, headers: dict[str, str], body: str | None, source_ip: str
+) -> dict[str, Any]:
     parts = urlsplit(raw_path)
     query = parse_qs(parts.query, keep_blank_values=True)
     return {

@@ -53,7 +53,9 @@ class ApiClient:
         return self._json("GET", f"/executions/{execution_id}/logs")
 
     def approve(self, execution_id: str, approver: str, comment: str = "") -> dict[str, Any]:
-        return self._json("POST", f"/executions/{execution_id}/approve", json={"approver": approver, "comment": comment})
+        return self._json(
+            "POST", f"/executions/{execution_id}/approve", json={"approver": approver, "comment": comment}
+        )
 
     def reject(self, execution_id: str, approver: str, comment: str = "") -> dict[str, Any]:
         return self._json("POST", f"/executions/{execution_id}/reject", json={"approver": approver, "comment": comment})
@@ -67,7 +69,9 @@ class ApiClient:
     def list(self, customer_id: str, **params: Any) -> dict[str, Any]:
         return self._json("GET", "/executions", params={"customer_id": customer_id, **params})
 
-    def wait_for(self, execution_id: str, statuses: frozenset[str] = FINAL_STATUSES, timeout: float = 60.0) -> dict[str, Any]:
+    def wait_for(
+        self, execution_id: str, statuses: frozenset[str] = FINAL_STATUSES, timeout: float = 60.0
+    ) -> dict[str, Any]:
         """Poll the execution until its status is one of `statuses`."""
         deadline = time.monotonic() + timeout
         while True:

@@ -59,7 +59,10 @@ class Demo:
                 SubnetId=subnet["Subnet"]["SubnetId"],
                 SecurityGroupIds=[group],
                 TagSpecifications=[
-                    {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}, {"Key": "team", "Value": "data"}]}
+                    {
+                        "ResourceType": "instance",
+                        "Tags": [{"Key": "Name", "Value": name}, {"Key": "team", "Value": "data"}],
+                    }
                 ],
             )["Instances"][0]
             self.instances[name] = instance["InstanceId"]
@@ -117,16 +120,16 @@ class Demo:
         plan = execution["plan"] or {}
         for action in plan.get("actions", []):
             print(f"     would: {action}")
-        print(f"     estimated monthly savings: ${plan.get('estimated_monthly_savings')}  ({plan.get('savings_basis')})")
+        print(
+            f"     estimated monthly savings: ${plan.get('estimated_monthly_savings')}  ({plan.get('savings_basis')})"
+        )
         still = self.state(self.instances["idle-batch-worker"])
         self.record("dry run", execution, "completed", f"instance still {still}, plan reported", still == "running")
         self.batch_recommendation = rec
 
     def execute(self) -> None:
         print("\n2. Execute: terminate idle-batch-worker, auto-approved")
-        execution = self.api.wait_for(
-            self.api.execute(self.batch_recommendation, auto_approve=True)["execution_id"]
-        )
+        execution = self.api.wait_for(self.api.execute(self.batch_recommendation, auto_approve=True)["execution_id"])
         image_id = (execution.get("backup") or {}).get("image_id")
         images = self.ec2.describe_images(ImageIds=[image_id])["Images"] if image_id else []
         state = self.state(self.instances["idle-batch-worker"])
@@ -159,8 +162,10 @@ class Demo:
         rec = self.recommend("idle-dev-box", 60.0)
         execution_id = self.api.execute(rec)["execution_id"]
         waiting = self.api.wait_for(execution_id, frozenset({"awaiting_approval", "failed"}))
-        messages = self.runtime.client("sqs").receive_message(QueueUrl=self.approval_queue, WaitTimeSeconds=1).get(
-            "Messages", []
+        messages = (
+            self.runtime.client("sqs")
+            .receive_message(QueueUrl=self.approval_queue, WaitTimeSeconds=1)
+            .get("Messages", [])
         )
         if messages:
             subject = json.loads(messages[0]["Body"]).get("Subject", "")
@@ -170,7 +175,9 @@ class Demo:
         self.api.approve(execution_id, "finops@acme.example", "idle for 45 days, agreed with the team")
         execution = self.api.wait_for(execution_id)
         state = self.state(self.instances["idle-dev-box"])
-        self.record("approval", execution, "completed", f"approved by a person, instance {state}", state == "terminated")
+        self.record(
+            "approval", execution, "completed", f"approved by a person, instance {state}", state == "terminated"
+        )
 
     def automatic_rollback(self) -> None:
         print("\n5. A failure after the backup: terminate idle-reporting, verification step crashes")

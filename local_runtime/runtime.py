@@ -33,7 +33,9 @@ def _placeholder_zip() -> bytes:
     # moto stores a code package per function; the real code runs in-process instead.
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    raise RuntimeError('in-process only')\n")
+        archive.writestr(
+            "handler.py", "def lambda_handler(event, context):\n    raise RuntimeError('in-process only')\n"
+        )
     return buffer.getvalue()
 
 
@@ -75,7 +77,7 @@ class LocalRuntime:
     def client(self, service: str) -> Any:
         import boto3
 
-        return boto3.client(service, region_name=REGION, endpoint_url=self.aws_endpoint)
+        return boto3.client(service, region_name=REGION, endpoint_url=self.aws_endpoint)  # type: ignore[call-overload]
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class LocalRuntime:
             payload, errored = dispatcher.invoke(function.function_name, event)
             return payload, errored, ""
 
-        LambdaFunction._invoke_lambda = invoke_in_process
+        LambdaFunction._invoke_lambda = invoke_in_process  # type: ignore[method-assign,assignment]
 
     def _provision(self) -> None:
         from cost_engine import topology

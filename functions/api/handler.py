@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: Powertools reads the route signatures through the
 # tracer's wrappers, which only works with evaluated annotations.
 
-
 from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -84,7 +83,7 @@ def list_executions(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
-    page = service.list(customer_id, status, limit, cursor)
+    page = service.list_executions(customer_id, status, limit, cursor)
     return {
         "items": [record.model_dump(mode="json", exclude={"poll_attempts"}) for record in page.items],
         "next_cursor": page.next_cursor,
@@ -132,7 +131,7 @@ def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Bo
 # -- errors: the one place where exceptions become HTTP responses -----------------------------------
 
 
-@app.exception_handler(RequestValidationError)
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
 def handle_validation_error(error: RequestValidationError) -> Response[Any]:
     problems = error.errors()
     if any(p.get("type") == "json_invalid" for p in problems):
@@ -145,7 +144,7 @@ def handle_validation_error(error: RequestValidationError) -> Response[Any]:
     return _error(422, "invalid_request", f"the request is not valid: {message}", details)
 
 
-@app.exception_handler(EngineError)
+@app.exception_handler(EngineError)  # type: ignore[untyped-decorator]
 def handle_engine_error(error: EngineError) -> Response[Any]:
     if isinstance(error, NotFound):
         return _error(404, error.code.value, error.message)
@@ -164,7 +163,7 @@ def handle_unknown_route(error: NotFoundError) -> Response[Any]:
     return _error(404, "not_found", f"no such endpoint: {app.current_event.http_method} {app.current_event.path}")
 
 
-@app.exception_handler(Exception)
+@app.exception_handler(Exception)  # type: ignore[untyped-decorator]
 def handle_unexpected(error: Exception) -> Response[Any]:
     logger.exception("unexpected error")
     return _error(500, "internal_error", "the engine failed unexpectedly; the error is in its logs")

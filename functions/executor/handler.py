@@ -25,9 +25,9 @@ runner = StepRunner(EngineContext.from_settings(load_settings()))
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_metric(name="StepInvocations", unit=MetricUnit.Count, value=1)
     request = StepRequest.model_validate(event)
     logger.append_keys(execution_id=request.execution_id, step=request.step.value)
     result = runner.run(request)
-    metrics.add_metric(name="StepsCompleted", unit=MetricUnit.Count, value=1)
     logger.info("step done", extra={"result": result})
     return result

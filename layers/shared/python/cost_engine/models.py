@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -15,7 +15,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class RecommendationType(str, Enum):
+class RecommendationType(StrEnum):
     TERMINATE_INSTANCE = "terminate_instance"
     DELETE_VOLUME = "delete_volume"
     SCHEDULE_INSTANCE = "schedule_instance"
@@ -28,7 +28,7 @@ class RecommendationType(str, Enum):
     FIX_CONFIG = "fix_config"
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     PENDING = "pending"
     VALIDATING = "validating"
     AWAITING_APPROVAL = "awaiting_approval"
@@ -45,7 +45,7 @@ class ExecutionStatus(str, Enum):
     ROLLBACK_FAILED = "rollback_failed"
 
 
-class RiskLevel(str, Enum):
+class RiskLevel(StrEnum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"

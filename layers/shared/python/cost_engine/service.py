@@ -99,7 +99,9 @@ class ExecutionService:
             "error": None,
             # Always present (null when unset) so the state machine's Choice never meets a missing path.
             "scheduled_time": (
-                request.scheduled_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if request.scheduled_time else None
+                request.scheduled_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if request.scheduled_time
+                else None
             ),
         }
         arn = self._start(state_machine_arn, record.execution_id, state_input, record, S.PENDING)
@@ -133,7 +135,7 @@ class ExecutionService:
     def get(self, execution_id: str) -> ExecutionRecord:
         return self.ctx.executions.get(execution_id)
 
-    def list(self, customer_id: str, status: ExecutionStatus | None, limit: int, cursor: str | None) -> Page:
+    def list_executions(self, customer_id: str, status: ExecutionStatus | None, limit: int, cursor: str | None) -> Page:
         return self.ctx.executions.list_by_customer(customer_id, status, limit, cursor)
 
     def logs(self, execution_id: str) -> list[AuditEvent]:
@@ -171,7 +173,9 @@ class ExecutionService:
     def rollback(self, execution_id: str, actor: str) -> ExecutionRecord:
         record = self.ctx.executions.get(execution_id)
         if record.dry_run:
-            raise Conflict(f"execution {execution_id} was a dry run: it changed nothing, so there is nothing to roll back")
+            raise Conflict(
+                f"execution {execution_id} was a dry run: it changed nothing, so there is nothing to roll back"
+            )
         if record.status not in ROLLBACK_REQUESTABLE_STATES:
             raise Conflict(
                 f"execution {execution_id} is '{record.status.value}': a rollback can be asked for once it is "
@@ -220,7 +224,8 @@ class ExecutionService:
             changes |= {
                 "success": False,
                 "completed_at": now,
-                "error_message": f"rejected by {decision.approver}" + (f": {decision.comment}" if decision.comment else ""),
+                "error_message": f"rejected by {decision.approver}"
+                + (f": {decision.comment}" if decision.comment else ""),
             }
         # First decision wins: the write only succeeds while the status is still awaiting approval.
         record = self.ctx.executions.transition(
@@ -240,9 +245,7 @@ class ExecutionService:
             if approve:
                 self._sfn.send_task_success(taskToken=token, output=json.dumps({"approved_by": decision.approver}))
             else:
-                self._sfn.send_task_failure(
-                    taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}"
-                )
+                self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}")
         return record
 
     def status_view(self, record: ExecutionRecord) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,7 +25,7 @@ from cost_engine.transitions import ACTING_STATES, FINAL_STATES
 S = ExecutionStatus
 
 
-class Step(str, Enum):
+class Step(StrEnum):
     VALIDATE = "validate"
     PLAN = "plan"
     AUTO_APPROVE = "auto_approve"
@@ -108,9 +108,7 @@ class StepRunner:
     ) -> ExecutionRecord:
         """A status change that a retried step may repeat: already being there is success."""
         try:
-            return self.ctx.executions.transition(
-                record.execution_id, new_status, expected=expected, changes=changes
-            )
+            return self.ctx.executions.transition(record.execution_id, new_status, expected=expected, changes=changes)
         except StatusConflict:
             current = self.ctx.executions.get(record.execution_id)
             if current.status == new_status:
@@ -129,7 +127,9 @@ class StepRunner:
         if attempts > self.ctx.settings.max_poll_attempts:
             raise ActionFailed(f"{what} did not finish after {self.ctx.settings.max_poll_attempts} checks")
         self.ctx.executions.update(
-            request.execution_id, expected=expected, changes={"poll_attempts": attempts, "current_step": request.step.value}
+            request.execution_id,
+            expected=expected,
+            changes={"poll_attempts": attempts, "current_step": request.step.value},
         )
         if done:
             self._event(record, f"{what.replace(' ', '_')}_done", request.step)
@@ -168,9 +168,7 @@ class StepRunner:
             "current_step": Step.PLAN.value,
         }
         if record.dry_run:
-            self._advance(
-                record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()}
-            )
+            self._advance(record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()})
             self._event(record, "dry_run_completed", Step.PLAN, plan=plan.model_dump(mode="json"))
             return {"dry_run": True}
         self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
@@ -219,7 +217,8 @@ class StepRunner:
             f"Plan: {plan.summary if plan else 'see the execution'}",
             f"Estimated monthly savings: {plan.estimated_monthly_savings if plan else 'unknown'} USD",
             f"Deadline: {record.approval.deadline.isoformat() if record.approval else 'unknown'}",
-            f"Approve: POST /executions/{record.execution_id}/approve   Reject: POST /executions/{record.execution_id}/reject",
+            f"Approve: POST /executions/{record.execution_id}/approve",
+            f"Reject:  POST /executions/{record.execution_id}/reject",
         ]
         if self.ctx.settings.api_base_url:
             lines.append(f"Status: {self.ctx.settings.api_base_url.rstrip('/')}/executions/{record.execution_id}")
@@ -327,9 +326,7 @@ class StepRunner:
     def check_rollback(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
         rollback = record.rollback or {}
-        return self._poll(
-            request, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, rollback)
-        )
+        return self._poll(request, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, rollback))
 
     def record_rollback(self, request: StepRequest) -> dict[str, Any]:
         record = self.ctx.executions.get(request.execution_id)

@@ -34,9 +34,7 @@ FINAL_STATES: frozenset[S] = frozenset(
     {S.COMPLETED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.FAILED, S.ROLLED_BACK, S.ROLLBACK_FAILED}
 )
 # States from which a person can still stop an execution before it touches anything.
-CANCELLABLE_STATES: frozenset[S] = frozenset(
-    {S.PENDING, S.VALIDATING, S.AWAITING_APPROVAL, S.APPROVED}
-)
+CANCELLABLE_STATES: frozenset[S] = frozenset({S.PENDING, S.VALIDATING, S.AWAITING_APPROVAL, S.APPROVED})
 # States from which a manual rollback may be asked for.
 ROLLBACK_REQUESTABLE_STATES: frozenset[S] = frozenset({S.COMPLETED, S.FAILED, S.ROLLBACK_FAILED})
 
@@ -50,6 +48,5 @@ def check_transition(old: S, new: S) -> None:
     if not can_transition(old, new):
         allowed = ", ".join(sorted(s.value for s in ALLOWED_TRANSITIONS[old])) or "none"
         raise InvalidTransition(
-            f"an execution in status '{old.value}' cannot become '{new.value}' "
-            f"(allowed from '{old.value}': {allowed})"
+            f"an execution in status '{old.value}' cannot become '{new.value}' (allowed from '{old.value}': {allowed})"
         )

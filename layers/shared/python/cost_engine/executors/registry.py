@@ -19,9 +19,7 @@ def register_executor(cls: E) -> E:
     """Class decorator: make `cls` the executor of its `recommendation_type`."""
     existing = EXECUTORS.get(cls.recommendation_type)
     if existing is not None and existing is not cls:
-        raise RuntimeError(
-            f"{cls.__name__} and {existing.__name__} both claim {cls.recommendation_type.value}"
-        )
+        raise RuntimeError(f"{cls.__name__} and {existing.__name__} both claim {cls.recommendation_type.value}")
     EXECUTORS[cls.recommendation_type] = cls
     return cls
 
@@ -32,6 +30,5 @@ def executor_class(recommendation_type: RecommendationType) -> type[BaseExecutor
     except KeyError:
         supported = ", ".join(t.value for t in EXECUTORS) or "none"
         raise UnsupportedType(
-            f"recommendation type '{recommendation_type.value}' has no executor yet "
-            f"(supported: {supported})"
+            f"recommendation type '{recommendation_type.value}' has no executor yet (supported: {supported})"
         ) from None

@@ -352,9 +352,7 @@ class TerminateExecutor(BaseExecutor):
         (checks if state in ("terminated", "gone") else failures).append(target)
         images = self.clients.ec2.describe_images(ImageIds=[action["image_id"]])["Images"]
         image_state = images[0]["State"] if images else "missing"
-        (checks if image_state == "available" else failures).append(
-            f"backup AMI {action['image_id']} is {image_state}"
-        )
+        (checks if image_state == "available" else failures).append(f"backup AMI {action['image_id']} is {image_state}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
     def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
@@ -390,7 +388,9 @@ class TerminateExecutor(BaseExecutor):
             return {"instance_id": instance_id, "relaunched": False, "target_state": original_state}
 
         if not backup or not backup.get("image_id"):
-            raise ActionFailed(f"instance {instance_id} is gone and no backup AMI was recorded: nothing to restore from")
+            raise ActionFailed(
+                f"instance {instance_id} is gone and no backup AMI was recorded: nothing to restore from"
+            )
         execution_id = backup["execution_id"]
         restored = self._restored_instance(execution_id)
         if restored is None:

@@ -13,7 +13,9 @@ class AuditStore:
     def __init__(self, table_name: str, region: str) -> None:
         self._table = table(table_name, region)
 
-    def append(self, execution_id: str, event_type: str, actor: str, detail: dict[str, Any] | None = None) -> AuditEvent:
+    def append(
+        self, execution_id: str, event_type: str, actor: str, detail: dict[str, Any] | None = None
+    ) -> AuditEvent:
         event = AuditEvent(
             execution_id=execution_id,
             timestamp=utc_now(),

@@ -147,8 +147,10 @@ class ExecutionStore:
         if status is None:
             index, key, value = IndexName.CUSTOMER_CREATED, "customer_id", customer_id
         else:
-            index, key, value = IndexName.CUSTOMER_STATUS_CREATED, "customer_status", _customer_status(
-                customer_id, status
+            index, key, value = (
+                IndexName.CUSTOMER_STATUS_CREATED,
+                "customer_status",
+                _customer_status(customer_id, status),
             )
         return self._query(index, key, value, limit, cursor)
 

@@ -37,5 +37,7 @@ class RecommendationStore:
     def get(self, recommendation_id: str) -> Recommendation:
         item = self._table.get_item(Key={"recommendation_id": recommendation_id}, ConsistentRead=True).get("Item")
         if item is None:
-            raise NotFound(f"recommendation '{recommendation_id}' does not exist: register it with POST /recommendations")
+            raise NotFound(
+                f"recommendation '{recommendation_id}' does not exist: register it with POST /recommendations"
+            )
         return Recommendation.model_validate(from_item(item))

@@ -1,0 +1,106 @@
+"""One local runtime for the whole integration session: moto's server, the real ASL and handlers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import local_runtime  # noqa: F401  (puts the shared package on the path)
+from local_runtime.client import ApiClient
+from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime, free_port
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[LocalRuntime]:
+    with LocalRuntime(aws_port=free_port(), api_port=free_port()) as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_faults(runtime: LocalRuntime) -> Iterator[None]:
+    yield
+    runtime.faults.clear()
+
+
+@pytest.fixture
+def api(runtime: LocalRuntime) -> ApiClient:
+    return ApiClient(runtime.api_url, runtime.api_key)
+
+
+@pytest.fixture
+def ec2(runtime: LocalRuntime) -> Any:
+    return runtime.client("ec2")
+
+
+@pytest.fixture
+def customer_id() -> str:
+    """A customer of its own per test, so listings are not shared between tests."""
+    return f"cust-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def network(ec2: Any) -> dict[str, str]:
+    vpc = ec2.create_vpc(CidrBlock="10.30.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.30.1.0/24", AvailabilityZone="us-east-1b")["Subnet"]
+    group = ec2.create_security_group(GroupName=f"sg-{uuid.uuid4().hex[:6]}", Description="test", VpcId=vpc)
+    return {"subnet_id": subnet["SubnetId"], "security_group_id": group["GroupId"]}
+
+
+@pytest.fixture
+def launch_instance(ec2: Any, network: dict[str, str]) -> Callable[..., str]:
+    def launch(instance_type: str = "m5.large", name: str = "idle-worker", **extra: Any) -> str:
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        instance = ec2.run_instances(
+            ImageId=image,
+            InstanceType=instance_type,
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=network["subnet_id"],
+            SecurityGroupIds=[network["security_group_id"]],
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}, {"Key": "team", "Value": "data"}]}
+            ],
+            **extra,
+        )["Instances"][0]
+        return str(instance["InstanceId"])
+
+    return launch
+
+
+@pytest.fixture
+def recommend(api: ApiClient, customer_id: str) -> Callable[..., str]:
+    def register(resource_id: str, **fields: Any) -> str:
+        body = {
+            "customer_id": customer_id,
+            "type": "terminate_instance",
+            "account_id": ACCOUNT_ID,
+            "region": REGION,
+            "resource_id": resource_id,
+            "estimated_monthly_savings": 70.0,
+            **fields,
+        }
+        return str(api.register(body)["recommendation_id"])
+
+    return register
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return str(reservations[0]["Instances"][0]["State"]["Name"])
+
+
+def restored_instances(ec2: Any, execution_id: str) -> list[dict[str, Any]]:
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "tag:cost-engine:restored-for-execution", "Values": [execution_id]}]
+    )["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def backup_images(ec2: Any, execution_id: str) -> list[dict[str, Any]]:
+    images: list[dict[str, Any]] = ec2.describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:cost-engine:execution-id", "Values": [execution_id]}]
+    )["Images"]
+    return images

@@ -1,0 +1,144 @@
+"""Bad input gets a clear 4xx and changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cost_engine import topology
+from local_runtime.client import ApiClient
+from local_runtime.runtime import LocalRuntime
+
+
+def _count_items(runtime: LocalRuntime, table: topology.Table) -> int:
+    return int(runtime.client("dynamodb").scan(TableName=table.local_name, Select="COUNT")["Count"])
+
+
+@pytest.fixture
+def nothing_created(runtime: LocalRuntime) -> Iterator[None]:
+    """Asserts, after the test, that no execution, audit event or recommendation was written."""
+    before = {table.local_name: _count_items(runtime, table) for table in topology.TABLES}
+    yield
+    after = {table.local_name: _count_items(runtime, table) for table in topology.TABLES}
+    assert after == before
+
+
+def _valid_recommendation(customer_id: str) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "type": "terminate_instance",
+        "account_id": "123456789012",
+        "region": "us-east-1",
+        "resource_id": "i-0123456789abcdef0",
+    }
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize(
+    ("body", "status", "message_part"),
+    [
+        ({"recommendation_id": "rec-does-not-exist"}, 404, "does not exist"),
+        ({}, 422, "recommendation_id: Field required"),
+        ({"recommendation_id": "rec-1", "dry_run": "maybe"}, 422, "dry_run"),
+        ({"recommendation_id": "rec-1", "surprise": True}, 422, "surprise"),
+        ({"recommendation_id": "rec 1; DROP TABLE"}, 422, "recommendation_id"),
+        ({"recommendation_id": "rec-1", "scheduled_time": "2030-01-01T10:00:00"}, 422, "time zone"),
+    ],
+    ids=["unknown-recommendation", "missing-id", "wrong-type", "unknown-field", "injection-in-id", "naive-time"],
+)
+def test_an_invalid_execute_request_is_refused_clearly(
+    api: ApiClient, body: dict[str, Any], status: int, message_part: str
+) -> None:
+    response = api.request("POST", "/executions/execute", json=body)
+
+    assert response.status_code == status
+    assert message_part in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+def test_a_body_that_is_not_json_gets_400(api: ApiClient) -> None:
+    response = api.request(
+        "POST", "/executions/execute", data="{not json", headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_json"
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "delete_everything"}, "type"),
+        ({"account_id": "12345"}, "account_id"),
+        ({"region": "mars-1"}, "region"),
+        ({"estimated_monthly_savings": -5}, "estimated_monthly_savings"),
+        ({"customer_id": "acme\n"}, "customer_id"),
+    ],
+)
+def test_an_invalid_recommendation_is_refused_with_the_field_to_fix(
+    api: ApiClient, customer_id: str, change: dict[str, Any], field: str
+) -> None:
+    response = api.request("POST", "/recommendations", json={**_valid_recommendation(customer_id), **change})
+
+    assert response.status_code == 422
+    assert field in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+def test_a_type_without_an_executor_yet_is_refused(api: ApiClient, customer_id: str) -> None:
+    body = {
+        **_valid_recommendation(customer_id),
+        "type": "rightsize_instance",
+        "parameters": {"target_instance_type": "m5.large"},
+    }
+
+    response = api.request("POST", "/recommendations", json=body)
+
+    assert response.status_code == 422
+    assert "no executor" in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/executions/exec-00000000000000000000000000000000", 404),
+        ("GET", "/executions/exec-00000000000000000000000000000000/logs", 404),
+        ("POST", "/executions/exec-00000000000000000000000000000000/cancel", 404),
+        ("POST", "/executions/exec-00000000000000000000000000000000/rollback", 404),
+        ("GET", "/recommendations/rec-unknown", 404),
+        ("GET", "/executions", 422),
+        ("GET", "/executions?customer_id=acme&limit=0", 422),
+        ("GET", "/executions?customer_id=acme&status=sleeping", 422),
+        ("GET", "/executions?customer_id=acme&cursor=not-a-cursor", 400),
+        ("DELETE", "/executions", 404),
+    ],
+)
+def test_unknown_ids_and_bad_queries_get_a_clear_error(api: ApiClient, method: str, path: str, status: int) -> None:
+    response = api.request(method, path)
+
+    assert response.status_code == status
+    assert response.json()["message"]
+
+
+def test_requests_without_the_api_key_are_forbidden(runtime: LocalRuntime) -> None:
+    anonymous = ApiClient(runtime.api_url, api_key="wrong")
+
+    response = anonymous.request("GET", "/executions?customer_id=acme")
+
+    assert response.status_code == 403
+
+
+def test_registering_the_same_recommendation_twice_is_harmless_but_different_content_conflicts(
+    api: ApiClient, customer_id: str
+) -> None:
+    body = {**_valid_recommendation(customer_id), "recommendation_id": f"rec-{customer_id}"}
+    first = api.request("POST", "/recommendations", json=body)
+    again = api.request("POST", "/recommendations", json=body)
+    changed = api.request("POST", "/recommendations", json={**body, "resource_id": "i-0fedcba9876543210"})
+
+    assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 409)
+    assert api.request("GET", f"/recommendations/rec-{customer_id}").json()["resource_id"] == body["resource_id"]

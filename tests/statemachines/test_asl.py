@@ -1,0 +1,113 @@
+"""The ASL files: complete, wired to the executor steps, and on the common spine."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from cost_engine import topology
+from cost_engine.steps import Step
+
+MACHINES = topology.state_machines()
+SPINE_STATES = {"Route", "Validate", "Plan", "ApprovalGate", "RequestApproval", "Backup", "Act", "Verify", "Record"}
+ACTING_STATES = ("Backup", "CheckBackup", "Act", "CheckAction", "Verify", "Record")
+FAKE_ARN = "arn:aws:lambda:us-east-1:123456789012:function:executor"
+
+
+def _definition(machine: topology.StateMachine) -> dict[str, Any]:
+    text = machine.asl_file.read_text()
+    for name, value in machine.substitutions(FAKE_ARN).items():
+        text = text.replace("${" + name + "}", value)
+    definition: dict[str, Any] = json.loads(text)
+    return definition
+
+
+def _tasks(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: state for name, state in definition["States"].items() if state["Type"] == "Task"}
+
+
+def _next_states(state: dict[str, Any]) -> set[str]:
+    targets = {state["Next"]} if "Next" in state else set()
+    targets |= {choice["Next"] for choice in state.get("Choices", [])}
+    targets |= {state["Default"]} if "Default" in state else set()
+    targets |= {catch["Next"] for catch in state.get("Catch", [])}
+    return targets
+
+
+def test_every_implemented_type_has_an_asl_file() -> None:
+    assert MACHINES
+    for machine in MACHINES:
+        assert machine.asl_file.is_file(), f"{machine.recommendation_type.value} has no {machine.asl_file.name}"
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_every_placeholder_is_supplied_and_no_other_is_used(machine: topology.StateMachine) -> None:
+    used = set(re.findall(r"\$\{(\w+)\}", machine.asl_file.read_text()))
+
+    assert used == set(machine.placeholders) == set(machine.substitutions(FAKE_ARN))
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_the_state_machine_has_a_timeout_and_every_transition_lands_on_a_state(machine: topology.StateMachine) -> None:
+    definition = _definition(machine)
+    states = definition["States"]
+
+    assert 0 < definition["TimeoutSeconds"] <= topology.STATE_MACHINE_TIMEOUT_SECONDS
+    assert definition["StartAt"] in states
+    reachable, frontier = set(), [definition["StartAt"]]
+    while frontier:
+        name = frontier.pop()
+        if name in reachable:
+            continue
+        reachable.add(name)
+        targets = _next_states(states[name])
+        assert targets <= set(states), f"{name} goes to an unknown state: {targets - set(states)}"
+        frontier.extend(targets)
+    assert reachable == set(states), f"unreachable states: {set(states) - reachable}"
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_it_follows_the_common_spine(machine: topology.StateMachine) -> None:
+    assert set(_definition(machine)["States"]) >= SPINE_STATES
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_every_task_calls_a_known_step_of_its_executor_and_retries_transient_errors(
+    machine: topology.StateMachine,
+) -> None:
+    steps_called = set()
+    for name, task in _tasks(_definition(machine)).items():
+        assert task["Parameters"]["FunctionName"] == FAKE_ARN, name
+        steps_called.add(Step(task["Parameters"]["Payload"]["step"]))
+        retry = task["Retry"][0]
+        assert "TransientError" in retry["ErrorEquals"], name
+        assert "States.ALL" not in retry["ErrorEquals"], f"{name} must not retry every error"
+        assert retry["MaxAttempts"] <= 3
+        assert retry["JitterStrategy"] == "FULL"
+
+    assert steps_called == set(Step), f"steps no state calls: {set(Step) - steps_called}"
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_every_acting_state_catches_any_error_into_rollback(machine: topology.StateMachine) -> None:
+    tasks = _tasks(_definition(machine))
+
+    for name in ACTING_STATES:
+        catches = tasks[name]["Catch"]
+        assert any(c["ErrorEquals"] == ["States.ALL"] and c["Next"] == "Rollback" for c in catches), name
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_the_approval_wait_uses_a_task_token_a_deadline_and_handles_reject_and_timeout(
+    machine: topology.StateMachine,
+) -> None:
+    approval = _definition(machine)["States"]["RequestApproval"]
+
+    assert approval["Resource"].endswith(".waitForTaskToken")
+    assert approval["Parameters"]["Payload"]["task_token.$"] == "$$.Task.Token"
+    assert approval["TimeoutSecondsPath"]
+    caught = {error for catch in approval["Catch"] for error in catch["ErrorEquals"]}
+    assert {"Rejected", "States.Timeout", "States.ALL"} <= caught
