@@ -11,7 +11,10 @@ from pathlib import Path
 
 from cost_engine.models import RecommendationType
 
-PROJECT_ROOT = Path(__file__).resolve().parents[4]
+_HERE = Path(__file__).resolve()
+# In the repository this file is layers/shared/python/cost_engine/topology.py. In a Lambda layer it
+# sits at /opt/python/cost_engine/, where the project paths below are never used.
+PROJECT_ROOT = _HERE.parents[4] if len(_HERE.parents) > 4 else _HERE.parent
 STATEMACHINES_DIR = PROJECT_ROOT / "statemachines"
 FUNCTIONS_DIR = PROJECT_ROOT / "functions"
 SHARED_LAYER_DIR = PROJECT_ROOT / "layers" / "shared"
