@@ -1,0 +1,97 @@
+"""Every accepted cdk-nag finding and why it is accepted. No other file suppresses a finding.
+
+Wildcard findings are accepted one resource string at a time (`applies_to`), so a new wildcard that
+nobody has justified still fails the synth.
+"""
+
+from __future__ import annotations
+
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import IConstruct
+
+from cost_engine import topology
+from cost_engine.executors import executor_class
+from infra.stack import CostExecutionEngineStack
+
+ANY_RESOURCE = "Resource::*"
+TRACING_REASON = "X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions."
+
+
+def _suppress(construct: IConstruct, rule: str, reason: str, applies_to: list[str] | None = None) -> None:
+    NagSuppressions.add_resource_suppressions(
+        construct,
+        [NagPackSuppression(id=f"AwsSolutions-{rule}", reason=reason, applies_to=applies_to)],
+        apply_to_children=True,
+    )
+
+
+def _finding(resource: str) -> str:
+    """How cdk-nag spells a declared executor resource once the stack has filled its placeholders."""
+    filled = resource.format(partition="<AWS::Partition>", region="<AWS::Region>", account="<AWS::AccountId>")
+    return f"Resource::{filled}"
+
+
+def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
+    for machine in topology.state_machines():
+        executor = executor_class(machine.recommendation_type)
+        role = stack.roles[machine.executor.construct_id]
+        unscoped = sorted({a for p in executor.permissions if "*" in p.resources for a in p.actions})
+        _suppress(
+            role,
+            "IAM5",
+            f"{TRACING_REASON} The read-only calls {', '.join(unscoped) or 'none'} declared by "
+            f"{executor.__name__}.permissions support no resource-level permissions either.",
+            [ANY_RESOURCE],
+        )
+        scoped = sorted({_finding(r) for p in executor.permissions for r in p.resources if r != "*" and "*" in r})
+        if scoped:
+            _suppress(
+                role,
+                "IAM5",
+                f"Declared by {executor.__name__}.permissions: the resources it backs up, changes and restores "
+                "are known only at run time. Each ARN is pinned to this account and region (the partition for "
+                "public images), and tagging and iam:PassRole carry conditions.",
+                scoped,
+            )
+        _suppress(
+            stack.state_machines[machine.recommendation_type],
+            "IAM5",
+            "Added by CDK for logging and tracing: the CloudWatch Logs vended-delivery calls (CreateLogDelivery "
+            f"and friends) take no resource ARN. {TRACING_REASON} Its only other permission is to invoke its "
+            "own executor function.",
+            [ANY_RESOURCE],
+        )
+
+    _suppress(
+        stack.roles[topology.API_FUNCTION.construct_id],
+        "IAM5",
+        f"{TRACING_REASON} StopExecution, DescribeExecution and GetExecutionHistory are granted on the "
+        "executions of this stack's state machines only, whose names Step Functions generates at run time.",
+        [ANY_RESOURCE]
+        + [
+            "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"<{stack.logical_id(sm)}.Name>:*"
+            for sm in stack.state_machines.values()
+        ],
+    )
+    _suppress(
+        stack.api_gateway_logging_role,
+        "IAM5",
+        "API Gateway's logging role is a regional account setting shared by every REST API of the account, "
+        "which creates its own execution log groups (API-Gateway-Execution-Logs_<api>/<stage>); it is limited "
+        "to CloudWatch Logs of this account and region.",
+        ["Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:*"],
+    )
+    _suppress(
+        stack.api,
+        "COG4",
+        "Callers are AWS principals (the CLI, EventBridge targets, other services and people with IAM "
+        "credentials), so every method uses AWS_IAM (SigV4) authorization instead of a Cognito user pool.",
+    )
+    _suppress(
+        stack.api,
+        "APIG3",
+        "Every method requires a SigV4 signature from an IAM principal and the stage is throttled, so a WAFv2 "
+        "web ACL would add cost without guarding anything reachable unsigned. Attach one where the API is "
+        "exposed to untrusted networks.",
+    )

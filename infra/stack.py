@@ -1,0 +1,385 @@
+"""The Cost Execution Engine on AWS, built from the declarations in `cost_engine.topology`.
+
+Nothing here lists tables, functions or recommendation types by hand: a new executor registered in the
+shared package gets its function, role, state machine and API wiring from the loops below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from aws_cdk import ArnFormat, Aws, CfnElement, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_ssm as ssm
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct, IConstruct
+
+from cost_engine import topology
+from cost_engine.executors import executor_class
+from cost_engine.executors.base import Permission
+from cost_engine.models import RecommendationType
+from cost_engine.topology import EnvVar
+
+# python3.14 is the newest runtime aws-cdk-lib knows, which is what cdk-nag's AwsSolutions-L1 demands,
+# and Powertools publishes its v3 layer for it. arm64 (Graviton) costs less per GB-second than x86_64.
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+ARCHITECTURE = lambda_.Architecture.ARM_64
+# The public Powertools for AWS Lambda (Python) v3 layer (bundles pydantic), resolved at deploy time
+# from the SSM parameter Powertools publishes per release, for the very release pinned in
+# requirements.txt: the functions on AWS run the Powertools the tests ran.
+POWERTOOLS_VERSION = re.search(
+    r"^aws-lambda-powertools(?:\[[^\]]*\])?==([\w.]+)$",
+    (topology.PROJECT_ROOT / "requirements.txt").read_text(),
+    re.MULTILINE,
+).group(1)  # type: ignore[union-attr]
+POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/python3.14/{POWERTOOLS_VERSION}"
+LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc"]
+
+# Construct IDs of what topology does not declare; the tests import them too.
+SHARED_LAYER_ID = "SharedLayer"
+POWERTOOLS_LAYER_ID = "PowertoolsLayer"
+APPROVAL_TOPIC_KEY_ID = f"{topology.APPROVAL_TOPIC_CONSTRUCT_ID}Key"
+API_ID = "Api"
+API_REQUEST_VALIDATOR_ID = "RequestValidator"
+API_ACCESS_LOG_GROUP_ID = "ApiAccessLogs"
+API_GATEWAY_LOGGING_ROLE_ID = "ApiGatewayLoggingRole"
+API_GATEWAY_ACCOUNT_ID = "ApiGatewayAccount"
+
+POWERTOOLS_ENVIRONMENT = {
+    "POWERTOOLS_SERVICE_NAME": "cost-execution-engine",
+    "POWERTOOLS_METRICS_NAMESPACE": "CostExecutionEngine",
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+}
+API_ENVIRONMENT = {
+    EnvVar.POLL_INTERVAL_SECONDS: "15",
+    EnvVar.APPROVAL_TIMEOUT_SECONDS: "86400",
+    EnvVar.MAX_POLL_ATTEMPTS: "120",
+}
+
+# Exactly the DynamoDB calls of cost_engine.stores: nothing deletes (the audit log is append-only) and
+# nothing scans (listings are served by indexes).
+TABLE_READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")
+TABLE_WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem")
+LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+# Added by CDK to every function role for Tracing.ACTIVE.
+TRACING_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+# Publishing to a topic encrypted with a customer managed key needs these on the key.
+TOPIC_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+# What every executor role holds besides the permissions its executor class declares.
+EXECUTOR_BASE_ACTIONS = frozenset(
+    {*LOG_WRITE_ACTIONS, *TRACING_ACTIONS, *TABLE_READ_ACTIONS, *TABLE_WRITE_ACTIONS, "sns:Publish", *TOPIC_KEY_ACTIONS}
+)
+EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
+TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
+
+
+def approver_emails(context_value: object) -> list[str]:
+    """The `approver_emails` context value ("a@example.com,b@example.com"), as a list."""
+    if not isinstance(context_value, str):
+        return []
+    return [email.strip() for email in context_value.split(",") if email.strip()]
+
+
+def permission_statement(permission: Permission) -> iam.PolicyStatement:
+    """An executor's declared permission, with its ARN placeholders filled for this stack."""
+    return iam.PolicyStatement(
+        actions=list(permission.actions),
+        resources=[
+            resource.format(partition=Aws.PARTITION, region=Aws.REGION, account=Aws.ACCOUNT_ID)
+            for resource in permission.resources
+        ],
+        conditions=permission.conditions,
+    )
+
+
+class CostExecutionEngineStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.tables = {spec.construct_id: self._table(spec) for spec in topology.TABLES}
+        self.approval_topic_key = kms.Key(
+            self,
+            APPROVAL_TOPIC_KEY_ID,
+            description="Encrypts the Cost Execution Engine approval topic",
+            enable_key_rotation=True,
+        )
+        self.approval_topic = sns.Topic(
+            self,
+            topology.APPROVAL_TOPIC_CONSTRUCT_ID,
+            display_name="Cost Execution Engine approvals",
+            master_key=self.approval_topic_key,
+            enforce_ssl=True,
+        )
+        for email in approver_emails(self.node.try_get_context("approver_emails")):
+            self.approval_topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        self.layers: list[lambda_.ILayerVersion] = [
+            lambda_.LayerVersion(
+                self,
+                SHARED_LAYER_ID,
+                code=lambda_.Code.from_asset(str(topology.SHARED_LAYER_DIR), exclude=ASSET_EXCLUDES),
+                compatible_runtimes=[RUNTIME],
+                compatible_architectures=[ARCHITECTURE],
+                description="cost_engine: models, executors, stores and engine logic",
+            ),
+            lambda_.LayerVersion.from_layer_version_arn(
+                self,
+                POWERTOOLS_LAYER_ID,
+                ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER),
+            ),
+        ]
+        self.functions: dict[str, lambda_.Function] = {}
+        self.roles: dict[str, iam.Role] = {}
+        self.state_machines: dict[RecommendationType, sfn.StateMachine] = {}
+
+        # Executors first: the state machines invoke them, and the API starts the state machines.
+        # Executors never refer to a state machine, so there is no dependency cycle.
+        for machine in topology.state_machines():
+            executor = self._function(machine.executor)
+            self._allow_executor(machine.recommendation_type, self.roles[machine.executor.construct_id])
+            self.state_machines[machine.recommendation_type] = self._state_machine(machine, executor)
+
+        api_function = self._function(
+            topology.API_FUNCTION,
+            {
+                **API_ENVIRONMENT,
+                EnvVar.STATE_MACHINE_ARNS: self.to_json_string(
+                    {t.value: sm.state_machine_arn for t, sm in self.state_machines.items()}
+                ),
+            },
+        )
+        self._allow_api(self.roles[topology.API_FUNCTION.construct_id])
+        self.api = self._rest_api(api_function)
+
+    def logical_id(self, construct: IConstruct) -> str:
+        """The CloudFormation logical ID of an L2 construct's main resource."""
+        return self.get_logical_id(cast(CfnElement, construct.node.default_child))
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _table(self, spec: topology.Table) -> dynamodb.Table:
+        def key(name: str) -> dynamodb.Attribute:
+            return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
+
+        table = dynamodb.Table(
+            self,
+            spec.construct_id,
+            partition_key=key(spec.partition_key),
+            sort_key=key(spec.sort_key) if spec.sort_key else None,
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # Execution records and the audit log outlive the stack.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        for index in spec.indexes:
+            table.add_global_secondary_index(
+                index_name=index.name,
+                partition_key=key(index.partition_key),
+                sort_key=key(index.sort_key),
+                projection_type=dynamodb.ProjectionType.ALL,
+            )
+        return table
+
+    def _table_resources(self, specs: Iterable[topology.Table], *, with_indexes: bool) -> list[str]:
+        resources = []
+        for spec in specs:
+            arn = self.tables[spec.construct_id].table_arn
+            resources.append(arn)
+            if with_indexes:
+                resources.extend(f"{arn}/index/{index.name}" for index in spec.indexes)
+        return resources
+
+    # -- functions ----------------------------------------------------------------------------
+
+    def _function(self, spec: topology.Function, environment: dict[str, str] | None = None) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{spec.construct_id}LogGroup", retention=LOG_RETENTION)
+        # Its own role, so that it holds only its own permissions (no AWS managed policies).
+        role = iam.Role(
+            self,
+            f"{spec.construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Runs {spec.construct_id}",
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=list(LOG_WRITE_ACTIONS), resources=[log_group.log_group_arn]))
+        function = lambda_.Function(
+            self,
+            spec.construct_id,
+            description=spec.description,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=spec.handler,
+            code=lambda_.Code.from_asset(str(topology.FUNCTIONS_DIR / spec.code_dir), exclude=ASSET_EXCLUDES),
+            layers=self.layers,
+            role=role,
+            log_group=log_group,
+            timeout=Duration.seconds(spec.timeout_seconds),
+            memory_size=spec.memory_mb,
+            tracing=lambda_.Tracing.ACTIVE,
+            environment={
+                **{table.env_var: self.tables[table.construct_id].table_name for table in topology.TABLES},
+                EnvVar.APPROVAL_TOPIC_ARN: self.approval_topic.topic_arn,
+                **POWERTOOLS_ENVIRONMENT,
+                **(environment or {}),
+            },
+        )
+        self.functions[spec.construct_id] = function
+        self.roles[spec.construct_id] = role
+        return function
+
+    def _allow(self, role: iam.Role, actions: Sequence[str], resources: Sequence[str]) -> None:
+        role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
+
+    def _allow_executor(self, recommendation_type: RecommendationType, role: iam.Role) -> None:
+        own_records = self._table_resources((topology.EXECUTIONS_TABLE, topology.AUDIT_TABLE), with_indexes=False)
+        self._allow(role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, own_records)
+        recommendations = self._table_resources((topology.RECOMMENDATIONS_TABLE,), with_indexes=False)
+        self._allow(role, TABLE_READ_ACTIONS, recommendations)
+        # Executors send the approval request (with its task token) to the approvers.
+        self._allow(role, ["sns:Publish"], [self.approval_topic.topic_arn])
+        self._allow(role, TOPIC_KEY_ACTIONS, [self.approval_topic_key.key_arn])
+        for permission in executor_class(recommendation_type).permissions:
+            role.add_to_policy(permission_statement(permission))
+
+    def _allow_api(self, role: iam.Role) -> None:
+        self._allow(
+            role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, self._table_resources(topology.TABLES, with_indexes=True)
+        )
+        machines = self.state_machines.values()
+        self._allow(role, ["states:StartExecution", *TASK_RESPONSE_ACTIONS], [sm.state_machine_arn for sm in machines])
+        executions = [
+            self.format_arn(
+                service="states",
+                resource="execution",
+                resource_name=f"{sm.state_machine_name}:*",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            for sm in machines
+        ]
+        self._allow(role, EXECUTION_CONTROL_ACTIONS, executions)
+
+    # -- state machines -----------------------------------------------------------------------
+
+    def _state_machine(self, spec: topology.StateMachine, executor: lambda_.Function) -> sfn.StateMachine:
+        # Under /aws/vendedlogs/ one CloudWatch Logs resource policy covers every state machine's
+        # group, instead of one policy entry per group (the resource policy size is limited).
+        log_group = logs.LogGroup(
+            self,
+            f"{spec.construct_id}LogGroup",
+            log_group_name=f"/aws/vendedlogs/states/{self.stack_name}-{spec.construct_id}",
+            retention=LOG_RETENTION,
+        )
+        machine = sfn.StateMachine(
+            self,
+            spec.construct_id,
+            definition_body=sfn.DefinitionBody.from_file(str(spec.asl_file)),
+            definition_substitutions=spec.substitutions(executor.function_arn),
+            # Execution data stays out of the logs: it carries approval task tokens.
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+            tracing_enabled=True,
+        )
+        # The ASL invokes the unqualified function ARN and nothing else.
+        machine.add_to_role_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[executor.function_arn])
+        )
+        return machine
+
+    # -- API ----------------------------------------------------------------------------------
+
+    def _rest_api(self, api_function: lambda_.Function) -> apigw.RestApi:
+        access_logs = logs.LogGroup(self, API_ACCESS_LOG_GROUP_ID, retention=LOG_RETENTION)
+        api = apigw.RestApi(
+            self,
+            API_ID,
+            description="Cost Execution Engine API",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            # The account's API Gateway logging role is set below, with a custom policy.
+            cloud_watch_role=False,
+            default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
+            deploy_options=apigw.StageOptions(
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.INFO,
+                # Request and response bodies stay out of the logs.
+                data_trace_enabled=False,
+                access_log_destination=apigw.LogGroupLogDestination(access_logs),
+                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
+                    caller=True,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                # Every request may start work on real resources: keep bursts bounded.
+                throttling_rate_limit=20,
+                throttling_burst_limit=40,
+            ),
+        )
+        # Bodies are validated by the handler's pydantic models (one definition of the contract);
+        # this validator enforces whatever a method declares as required.
+        validator = api.add_request_validator(
+            API_REQUEST_VALIDATOR_ID, validate_request_body=True, validate_request_parameters=True
+        )
+        # One proxy: the API function routes (Powertools Router), so routes are declared once.
+        # CDK adds the same ANY method to "/" as well, since {proxy+} does not match it.
+        proxy = api.root.add_proxy(any_method=False)
+        proxy.add_method(
+            "ANY",
+            apigw.LambdaIntegration(api_function),
+            authorization_type=apigw.AuthorizationType.IAM,
+            request_validator=validator,
+        )
+        api.deployment_stage.node.add_dependency(self._api_gateway_account())
+        return api
+
+    def _api_gateway_account(self) -> apigw.CfnAccount:
+        """API Gateway's regional logging role, needed for execution logs.
+
+        Every REST API of the account and region logs through it, so it is kept when the stack goes.
+        """
+        self.api_gateway_logging_role = iam.Role(
+            self,
+            API_GATEWAY_LOGGING_ROLE_ID,
+            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            description="Lets API Gateway write execution and access logs",
+            inline_policies={
+                "PushToCloudWatchLogs": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            actions=[
+                                "logs:CreateLogGroup",
+                                "logs:CreateLogStream",
+                                "logs:DescribeLogGroups",
+                                "logs:DescribeLogStreams",
+                                "logs:PutLogEvents",
+                                "logs:GetLogEvents",
+                                "logs:FilterLogEvents",
+                            ],
+                            resources=[
+                                self.format_arn(service="logs", resource="*", arn_format=ArnFormat.NO_RESOURCE_NAME)
+                            ],
+                        )
+                    ]
+                )
+            },
+        )
+        self.api_gateway_logging_role.apply_removal_policy(RemovalPolicy.RETAIN)
+        return apigw.CfnAccount(
+            self, API_GATEWAY_ACCOUNT_ID, cloud_watch_role_arn=self.api_gateway_logging_role.role_arn
+        )

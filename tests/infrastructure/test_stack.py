@@ -1,0 +1,356 @@
+"""The synthesized stack: what `cdk deploy` would create, checked against the topology it is built from."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Aspects
+from aws_cdk.assertions import Annotations, Match, Template
+from cdk_nag import AwsSolutionsChecks
+from constructs import IConstruct
+
+from cost_engine import topology
+from cost_engine.executors import executor_class
+from cost_engine.topology import EnvVar
+from infra.nag import suppress_accepted_findings
+from infra.stack import (
+    APPROVAL_TOPIC_KEY_ID,
+    EXECUTOR_BASE_ACTIONS,
+    POWERTOOLS_ENVIRONMENT,
+    POWERTOOLS_LAYER_PARAMETER,
+    POWERTOOLS_VERSION,
+    RUNTIME,
+    SHARED_LAYER_ID,
+    CostExecutionEngineStack,
+)
+
+APPROVERS = ("finops@example.com", "platform@example.com")
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    stack: CostExecutionEngineStack
+    template: Template
+    assembly_dir: Path
+
+    def resource(self, construct_id: str, construct: IConstruct) -> dict[str, Any]:
+        """The template resource of `construct`; fails with the construct ID when it is missing."""
+        resources = self.template.to_json()["Resources"]
+        logical_id = self.stack.logical_id(construct)
+        assert logical_id in resources, f"{construct_id} is not in the template"
+        return resources[logical_id]  # type: ignore[no-any-return]
+
+    def role_statements(self, function_construct_id: str) -> list[dict[str, Any]]:
+        role_ref = {"Ref": self.stack.logical_id(self.stack.roles[function_construct_id])}
+        return [
+            statement
+            for policy in self.template.find_resources("AWS::IAM::Policy").values()
+            if role_ref in policy["Properties"]["Roles"]
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        ]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.fixture(scope="module")
+def synthesized() -> Synthesized:
+    """Given the app as app.py builds it, with cdk-nag and approver emails in the context."""
+    app = App(context={"approver_emails": ", ".join(APPROVERS)})
+    stack = CostExecutionEngineStack(app, "CostExecutionEngineTest")
+    suppress_accepted_findings(stack)
+    Aspects.of(app).add(AwsSolutionsChecks())
+    assembly = app.synth()
+    template = Template.from_json(assembly.get_stack_by_name(stack.stack_name).template)
+    return Synthesized(stack, template, Path(assembly.directory))
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", topology.TABLES, ids=lambda t: t.construct_id)
+def test_each_table_is_on_demand_encrypted_recoverable_and_kept_with_the_topology_keys(
+    synthesized: Synthesized, table: topology.Table
+) -> None:
+    resource = synthesized.resource(table.construct_id, synthesized.stack.tables[table.construct_id])
+    props = resource["Properties"]
+
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+    keys = [{"AttributeName": table.partition_key, "KeyType": "HASH"}]
+    if table.sort_key:
+        keys.append({"AttributeName": table.sort_key, "KeyType": "RANGE"})
+    assert props["KeySchema"] == keys
+    assert {a["AttributeType"] for a in props["AttributeDefinitions"]} == {"S"}
+    indexes = {
+        index["IndexName"]: (index["KeySchema"], index["Projection"])
+        for index in props.get("GlobalSecondaryIndexes", [])
+    }
+    assert indexes == {
+        index.name: (
+            [
+                {"AttributeName": index.partition_key, "KeyType": "HASH"},
+                {"AttributeName": index.sort_key, "KeyType": "RANGE"},
+            ],
+            {"ProjectionType": "ALL"},
+        )
+        for index in table.indexes
+    }
+
+
+# -- functions --------------------------------------------------------------------------------
+
+
+def test_there_is_one_function_per_topology_function_and_one_state_machine_per_type(
+    synthesized: Synthesized,
+) -> None:
+    template = synthesized.template
+
+    template.resource_count_is("AWS::Lambda::Function", len(topology.functions()))
+    assert set(synthesized.stack.functions) == {f.construct_id for f in topology.functions()}
+    template.resource_count_is("AWS::StepFunctions::StateMachine", len(topology.state_machines()))
+    assert set(synthesized.stack.state_machines) == set(topology.implemented_types())
+
+
+@pytest.mark.parametrize("function", topology.functions(), ids=lambda f: f.construct_id)
+def test_each_function_runs_its_handler_traced_with_the_shared_and_powertools_layers(
+    synthesized: Synthesized, function: topology.Function
+) -> None:
+    stack = synthesized.stack
+    props = synthesized.resource(function.construct_id, stack.functions[function.construct_id])["Properties"]
+
+    assert props["Runtime"] == RUNTIME.name
+    assert props["Handler"] == function.handler
+    assert props["Timeout"] == function.timeout_seconds
+    assert props["MemorySize"] == function.memory_mb
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    shared_layer = stack.node.find_child(SHARED_LAYER_ID)
+    parameters = synthesized.template.to_json()["Parameters"]
+    powertools = [name for name, p in parameters.items() if p.get("Default") == POWERTOOLS_LAYER_PARAMETER]
+    assert props["Layers"] == [{"Ref": stack.logical_id(shared_layer)}, {"Ref": powertools[0]}]
+    log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = synthesized.template.to_json()["Resources"][log_group_id]
+    assert log_group["Properties"]["RetentionInDays"] > 0
+
+
+@pytest.mark.parametrize("function", topology.functions(), ids=lambda f: f.construct_id)
+def test_each_function_is_told_the_tables_the_topic_and_the_powertools_settings(
+    synthesized: Synthesized, function: topology.Function
+) -> None:
+    stack = synthesized.stack
+    props = synthesized.resource(function.construct_id, stack.functions[function.construct_id])["Properties"]
+    variables = props["Environment"]["Variables"]
+
+    for table in topology.TABLES:
+        assert variables[table.env_var] == {"Ref": stack.logical_id(stack.tables[table.construct_id])}
+    assert variables[EnvVar.APPROVAL_TOPIC_ARN] == {"Ref": stack.logical_id(stack.approval_topic)}
+    assert POWERTOOLS_ENVIRONMENT.items() <= variables.items()
+
+
+def test_the_api_function_knows_every_state_machine_and_the_polling_settings(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    props = synthesized.resource("ApiFunction", stack.functions[topology.API_FUNCTION.construct_id])["Properties"]
+    variables = props["Environment"]["Variables"]
+
+    # Given the JSON the function will read, with each state machine reference standing for its ARN.
+    parts = variables[EnvVar.STATE_MACHINE_ARNS]["Fn::Join"][1]
+    arns = json.loads("".join(part if isinstance(part, str) else part["Ref"] for part in parts))
+    assert arns == {
+        sm.recommendation_type.value: stack.logical_id(stack.state_machines[sm.recommendation_type])
+        for sm in topology.state_machines()
+    }
+    assert variables[EnvVar.POLL_INTERVAL_SECONDS] == "15"
+    assert variables[EnvVar.APPROVAL_TIMEOUT_SECONDS] == "86400"
+    assert variables[EnvVar.MAX_POLL_ATTEMPTS] == "120"
+
+
+# -- permissions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
+def test_each_executor_role_holds_exactly_the_actions_its_executor_declares_besides_the_common_ones(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    declared = {a for p in executor_class(machine.recommendation_type).permissions for a in p.actions}
+    actions = {a for s in synthesized.role_statements(machine.executor.construct_id) for a in as_list(s["Action"])}
+
+    assert actions == EXECUTOR_BASE_ACTIONS | declared
+    assert not [action for action in actions if "*" in action]
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
+def test_each_executor_keeps_the_conditions_of_its_declared_permissions(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    statements = synthesized.role_statements(machine.executor.construct_id)
+
+    for permission in executor_class(machine.recommendation_type).permissions:
+        for action in permission.actions:
+            granting = [s for s in statements if action in as_list(s["Action"])]
+            assert granting, f"{action} is not granted"
+            assert all(s.get("Condition") == permission.conditions for s in granting), action
+
+
+def test_no_role_uses_an_aws_managed_policy(synthesized: Synthesized) -> None:
+    roles = synthesized.template.find_resources("AWS::IAM::Role")
+
+    assert roles
+    assert {name: role["Properties"].get("ManagedPolicyArns") for name, role in roles.items()} == dict.fromkeys(roles)
+
+
+def test_the_api_role_drives_only_this_stacks_state_machines(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    machine_refs = [{"Ref": stack.logical_id(sm)} for sm in stack.state_machines.values()]
+    statements = synthesized.role_statements(topology.API_FUNCTION.construct_id)
+
+    states_actions = {a for s in statements for a in as_list(s["Action"]) if a.startswith("states:")}
+    assert states_actions == {
+        "states:StartExecution",
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+        "states:StopExecution",
+        "states:DescribeExecution",
+        "states:GetExecutionHistory",
+    }
+    for statement in statements:
+        if "states:StartExecution" in as_list(statement["Action"]):
+            assert as_list(statement["Resource"]) == machine_refs
+
+
+# -- state machines ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.construct_id)
+def test_each_state_machine_logs_every_event_without_execution_data_and_is_traced(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    state_machine = synthesized.stack.state_machines[machine.recommendation_type]
+    props = synthesized.resource(machine.construct_id, state_machine)["Properties"]
+
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    # Execution data carries the approval task tokens.
+    assert props["LoggingConfiguration"]["IncludeExecutionData"] is False
+    assert props["LoggingConfiguration"]["Destinations"]
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.construct_id)
+def test_each_state_machine_invokes_its_own_executor_and_nothing_else(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    stack = synthesized.stack
+    state_machine = stack.state_machines[machine.recommendation_type]
+    props = synthesized.resource(machine.construct_id, state_machine)["Properties"]
+    executor = stack.functions[machine.executor.construct_id]
+    executor_arn = {"Fn::GetAtt": [stack.logical_id(executor), "Arn"]}
+
+    assert props["DefinitionSubstitutions"] == stack.resolve(machine.substitutions(executor.function_arn))
+    role_ref = {"Ref": stack.logical_id(state_machine.role)}
+    invokes = [
+        statement
+        for policy in synthesized.template.find_resources("AWS::IAM::Policy").values()
+        if role_ref in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(action.startswith("lambda:") for action in as_list(statement["Action"]))
+    ]
+    assert invokes == [{"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": executor_arn}]
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.construct_id)
+def test_each_deployed_definition_has_its_timeout_and_no_unfilled_placeholder(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    state_machine = synthesized.stack.state_machines[machine.recommendation_type]
+    props = synthesized.resource(machine.construct_id, state_machine)["Properties"]
+
+    # Given the definition file as uploaded, with Step Functions' substitutions applied.
+    definition = (synthesized.assembly_dir / f"asset.{props['DefinitionS3Location']['Key']}").read_text()
+    for name in props["DefinitionSubstitutions"]:
+        definition = definition.replace(f"${{{name}}}", "arn:aws:lambda:us-east-1:123456789012:function:f")
+
+    assert PLACEHOLDER.findall(definition) == []
+    assert json.loads(definition)["TimeoutSeconds"] == topology.STATE_MACHINE_TIMEOUT_SECONDS
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.construct_id)
+def test_every_placeholder_of_each_asl_file_is_supplied_by_the_topology(machine: topology.StateMachine) -> None:
+    used = set(PLACEHOLDER.findall(machine.asl_file.read_text()))
+
+    assert used <= set(machine.substitutions("arn:aws:lambda:us-east-1:123456789012:function:f"))
+
+
+# -- API and approvals ------------------------------------------------------------------------
+
+
+def test_every_api_method_requires_iam_authorization(synthesized: Synthesized) -> None:
+    methods = synthesized.template.find_resources("AWS::ApiGateway::Method")
+
+    assert methods
+    assert {name: m["Properties"]["AuthorizationType"] for name, m in methods.items()} == dict.fromkeys(
+        methods, "AWS_IAM"
+    )
+
+
+def test_the_api_stage_is_traced_and_writes_access_and_execution_logs_without_bodies(
+    synthesized: Synthesized,
+) -> None:
+    stages = synthesized.template.find_resources("AWS::ApiGateway::Stage")
+
+    assert len(stages) == 1
+    props = next(iter(stages.values()))["Properties"]
+    assert props["TracingEnabled"] is True
+    assert props["AccessLogSetting"]["DestinationArn"]
+    assert props["MethodSettings"]
+    assert all(s["LoggingLevel"] == "INFO" and s["DataTraceEnabled"] is False for s in props["MethodSettings"])
+    synthesized.template.resource_count_is("AWS::ApiGateway::Account", 1)
+
+
+def test_the_approval_topic_is_encrypted_with_a_rotating_key_requires_tls_and_mails_the_approvers(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    topic = synthesized.resource(topology.APPROVAL_TOPIC_CONSTRUCT_ID, stack.approval_topic)
+    key = synthesized.resource(APPROVAL_TOPIC_KEY_ID, stack.approval_topic_key)
+
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [stack.logical_id(stack.approval_topic_key), "Arn"]}
+    assert key["Properties"]["EnableKeyRotation"] is True
+    synthesized.template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )
+    subscriptions = synthesized.template.find_resources("AWS::SNS::Subscription").values()
+    assert sorted(s["Properties"]["Endpoint"] for s in subscriptions if s["Properties"]["Protocol"] == "email") == list(
+        APPROVERS
+    )
+
+
+# -- cdk-nag ----------------------------------------------------------------------------------
+
+
+def test_cdk_nag_leaves_no_unsuppressed_error_or_warning(synthesized: Synthesized) -> None:
+    annotations = Annotations.from_stack(synthesized.stack)
+
+    assert annotations.find_error("*", Match.any_value()) == []
+    assert annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*")) == []
+
+
+def test_the_powertools_layer_is_the_release_the_tests_run_with() -> None:
+    from aws_lambda_powertools.shared.version import VERSION
+
+    assert POWERTOOLS_VERSION == VERSION
+    assert POWERTOOLS_LAYER_PARAMETER.endswith(f"/{VERSION}")
