@@ -45,7 +45,15 @@ class Fault:
     execution_id: str | None
     when: str  # "before": the step fails without acting; "after": it acts, then fails
     times: int
+    # The error name Step Functions sees; "TransientError" is one the state machines retry.
+    error_type: str = "InjectedFault"
     hits: int = 0
+
+    def error(self, message: str) -> InjectedFault:
+        error_class = (
+            InjectedFault if self.error_type == "InjectedFault" else type(self.error_type, (InjectedFault,), {})
+        )
+        return error_class(message)
 
 
 class FaultInjector:
@@ -53,10 +61,18 @@ class FaultInjector:
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
 
-    def inject(self, step: str, *, execution_id: str | None = None, when: str = "before", times: int = 1) -> Fault:
+    def inject(
+        self,
+        step: str,
+        *,
+        execution_id: str | None = None,
+        when: str = "before",
+        times: int = 1,
+        error_type: str = "InjectedFault",
+    ) -> Fault:
         if when not in ("before", "after"):
             raise ValueError("when is 'before' or 'after'")
-        fault = Fault(step=step, execution_id=execution_id, when=when, times=times)
+        fault = Fault(step=step, execution_id=execution_id, when=when, times=times, error_type=error_type)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -97,11 +113,11 @@ class Dispatcher:
         if handler is None:
             return _error_payload(LookupError(f"no local handler for function {function_name}")), True
         try:
-            if self.faults.take(event, "before"):
-                raise InjectedFault(f"fault injected before step '{event.get('step')}'")
+            if fault := self.faults.take(event, "before"):
+                raise fault.error(f"fault injected before step '{event.get('step')}'")
             result = handler(event, LambdaContext(function_name=function_name))
-            if self.faults.take(event, "after"):
-                raise InjectedFault(f"fault injected after step '{event.get('step')}' acted")
+            if fault := self.faults.take(event, "after"):
+                raise fault.error(f"fault injected after step '{event.get('step')}' acted")
         except Exception as error:  # a Lambda reports every exception as a function error
             return _error_payload(error), True
         return json.dumps(result), False

@@ -301,3 +301,20 @@ def test_executions_are_listed_by_customer_newest_first_and_filtered_by_status(
     assert second_page["next_cursor"] is None
     assert len(api.list(customer_id, status="completed")["items"]) == 3
     assert api.list(customer_id, status="failed")["items"] == []
+
+
+def test_a_transient_error_is_retried_and_the_execution_still_completes(
+    api: ApiClient, ec2: Any, runtime: LocalRuntime, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    # Given the terminate step fails twice with an error worth retrying (as on throttling)
+    instance_id = launch_instance()
+    fault = runtime.faults.inject("act", when="before", times=2, error_type="TransientError")
+
+    execution = api.wait_for(api.execute(recommend(instance_id), auto_approve=True)["execution_id"])
+
+    # Then the state machine retried it with backoff and the execution completed once
+    assert fault.hits == 2
+    assert execution["status"] == "completed"
+    assert instance_state(ec2, instance_id) == "terminated"
+    events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
+    assert events.count("action_started") == 1

@@ -13,10 +13,13 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel
 
+from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
-from cost_engine.errors import ActionFailed, Conflict, StatusConflict
+from cost_engine.errors import ActionFailed, Conflict, StatusConflict, TransientError
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.models import ApprovalState, ExecutionRecord, ExecutionStatus, Recommendation, utc_now
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
@@ -90,7 +93,16 @@ class StepRunner:
         }
 
     def run(self, request: StepRequest) -> dict[str, Any]:
-        return self._steps[request.step](request)
+        """Run one step. AWS errors worth retrying leave as `TransientError`, which the state
+        machines retry with backoff; every other error fails the step (and is caught there)."""
+        try:
+            return self._steps[request.step](request)
+        except ClientError as error:
+            if is_transient(error):
+                raise TransientError(f"{request.step.value}: AWS answered {error_code(error)}: {error}") from error
+            raise
+        except (BotoConnectionError, HTTPClientError) as error:
+            raise TransientError(f"{request.step.value}: AWS could not be reached: {error}") from error
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -350,7 +362,7 @@ class StepRunner:
         if record.error_message and record.success is None:
             reason = f"{record.error_message}; then {reason}"
         target = S.ROLLBACK_FAILED if record.status == S.ROLLING_BACK else S.FAILED
-        if record.status not in FINAL_STATES or record.status == S.ROLLING_BACK:
+        if record.status not in FINAL_STATES:
             self.ctx.executions.transition(
                 record.execution_id,
                 target,
