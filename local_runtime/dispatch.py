@@ -50,9 +50,9 @@ class Fault:
     hits: int = 0
 
     def error(self, message: str) -> InjectedFault:
-        error_class = (
-            InjectedFault if self.error_type == "InjectedFault" else type(self.error_type, (InjectedFault,), {})
-        )
+        error_class: type[InjectedFault] = InjectedFault
+        if self.error_type != InjectedFault.__name__:
+            error_class = type(self.error_type, (InjectedFault,), {})
         return error_class(message)
 
 
