@@ -14,6 +14,7 @@ help:
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make synth     synthesize the CDK stack (offline) into cdk.out/"
 	@echo "make format    format the code with ruff"
+	@echo "make bench     time and memory of executions on the local runtime, against the targets"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,9 @@ integration: $(VENV_STAMP)
 
 synth: $(VENV_STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting
+
+bench: $(VENV_STAMP)
+	$(PY) -m benchmarks.bench_executions
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ def serve() -> int:
         api_key=os.environ.get("API_KEY", "local-dev-key"),
         approval_timeout_seconds=int(os.environ.get("APPROVAL_TIMEOUT_SECONDS", "86400")),
         log_level=os.environ.get("LOG_LEVEL", "INFO"),
+        echo_function_output=True,
     )
     with runtime:
         print(

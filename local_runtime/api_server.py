@@ -10,9 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from local_runtime.dispatch import LambdaContext
-
-ApiHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+# Runs the API function on one proxy event and returns its proxy response.
+ApiHandler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
@@ -102,7 +101,10 @@ class ApiServer:
                     return self._refuse(400, "invalid_body", "the request body is not UTF-8 text")
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
-                response = server.handler(event, LambdaContext(function_name="cost-engine-api"))
+                try:
+                    response = server.handler(event)
+                except Exception:  # API Gateway answers 502 when the function itself fails
+                    return self._refuse(502, "bad_gateway", "the API function failed; its output is in the logs")
                 response_headers = dict(response.get("headers") or {})
                 for key, values in (response.get("multiValueHeaders") or {}).items():
                     response_headers.setdefault(key, ",".join(values))

@@ -7,13 +7,17 @@ prove that the state machines roll back when a step fails before or after it act
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -97,27 +101,73 @@ class FaultInjector:
         return None
 
 
+class FunctionOutput(io.TextIOBase):
+    """Stands in for sys.stdout: what a function prints during its invocation (its log lines and
+    Powertools' metric records) is kept per invocation, as CloudWatch Logs would; everything else
+    goes to the real stdout."""
+
+    def __init__(self, real: TextIO) -> None:
+        self.real = real
+        self._local = threading.local()
+
+    def write(self, text: str) -> int:
+        buffer: io.StringIO | None = getattr(self._local, "buffer", None)
+        return (buffer or self.real).write(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    @contextmanager
+    def capture(self) -> Iterator[io.StringIO]:
+        self._local.buffer = io.StringIO()
+        try:
+            yield self._local.buffer
+        finally:
+            self._local.buffer = None
+
+
 class Dispatcher:
     """Maps function names to handlers and runs an invocation as Lambda would answer it."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: FunctionOutput | None = None, echo: bool = False, kept_lines: int = 5000) -> None:
         self.handlers: dict[str, Handler] = {}
         self.faults = FaultInjector()
+        self.output = output
+        # The last lines the functions printed, newest last: the local stand-in for CloudWatch Logs.
+        self.logs: deque[str] = deque(maxlen=kept_lines)
+        self.echo = echo
 
     def register(self, function_name: str, handler: Handler) -> None:
         self.handlers[function_name] = handler
 
-    def invoke(self, function_name: str, event: Any) -> tuple[str, bool]:
-        """Returns (payload, errored) like the Lambda Invoke API: errors as errorType/errorMessage."""
+    def run(self, function_name: str, event: Any) -> Any:
+        """Call the function's handler as Lambda would, keeping what it prints. Raises its errors."""
         handler = self.handlers.get(function_name)
         if handler is None:
-            return _error_payload(LookupError(f"no local handler for function {function_name}")), True
+            raise LookupError(f"no local handler for function {function_name}")
+        if self.output is None:
+            return self._call(function_name, handler, event)
+        with self.output.capture() as printed:
+            try:
+                return self._call(function_name, handler, event)
+            finally:
+                for line in printed.getvalue().splitlines():
+                    self.logs.append(f"{function_name} {line}")
+                    if self.echo:
+                        print(f"{function_name} {line}", file=sys.stderr)
+
+    def _call(self, function_name: str, handler: Handler, event: Any) -> Any:
+        if fault := self.faults.take(event, "before"):
+            raise fault.error(f"fault injected before step '{event.get('step')}'")
+        result = handler(event, LambdaContext(function_name=function_name))
+        if fault := self.faults.take(event, "after"):
+            raise fault.error(f"fault injected after step '{event.get('step')}' acted")
+        return result
+
+    def invoke(self, function_name: str, event: Any) -> tuple[str, bool]:
+        """Returns (payload, errored) like the Lambda Invoke API: errors as errorType/errorMessage."""
         try:
-            if fault := self.faults.take(event, "before"):
-                raise fault.error(f"fault injected before step '{event.get('step')}'")
-            result = handler(event, LambdaContext(function_name=function_name))
-            if fault := self.faults.take(event, "after"):
-                raise fault.error(f"fault injected after step '{event.get('step')}' acted")
+            result = self.run(function_name, event)
         except Exception as error:  # a Lambda reports every exception as a function error
             return _error_payload(error), True
         return json.dumps(result), False

@@ -11,11 +11,12 @@ import json
 import logging
 import os
 import socket
+import sys
 import zipfile
-from typing import Any
+from typing import Any, TextIO
 
 from local_runtime.api_server import ApiServer
-from local_runtime.dispatch import Dispatcher
+from local_runtime.dispatch import Dispatcher, FunctionOutput
 from local_runtime.provision import create_tables
 
 REGION = "us-east-1"
@@ -49,6 +50,7 @@ class LocalRuntime:
         host: str = "127.0.0.1",
         approval_timeout_seconds: int = 86400,
         log_level: str = "WARNING",
+        echo_function_output: bool = False,
     ) -> None:
         self.host = host
         self.aws_port = aws_port
@@ -56,7 +58,9 @@ class LocalRuntime:
         self.api_key = api_key
         self.approval_timeout_seconds = approval_timeout_seconds
         self.log_level = log_level
-        self.dispatcher = Dispatcher()
+        self.echo_function_output = echo_function_output
+        self.dispatcher = Dispatcher(echo=echo_function_output)
+        self._real_stdout: TextIO | None = None
         self.state_machine_arns: dict[str, str] = {}
         self.approval_topic_arn = ""
         self._moto_server: Any = None
@@ -95,9 +99,15 @@ class LocalRuntime:
         self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._moto_server.start()
         self._provision()
+        # Installed before the handlers are imported, so their loggers write to it too.
+        self._real_stdout = sys.stdout
+        self.dispatcher.output = FunctionOutput(sys.stdout)
+        sys.stdout = self.dispatcher.output
         self._load_handlers()
-        api_handler = self.dispatcher.handlers[self._api_function_name()]
-        self._api = ApiServer(api_handler, self.host, self.api_port, self.api_key)
+        api_name = self._api_function_name()
+        self._api = ApiServer(
+            lambda event: self.dispatcher.run(api_name, event), self.host, self.api_port, self.api_key
+        )
         self._api.start()
         return self
 
@@ -106,6 +116,8 @@ class LocalRuntime:
             self._api.stop()
         if self._moto_server is not None:
             self._moto_server.stop()
+        if self._real_stdout is not None:
+            sys.stdout = self._real_stdout
 
     def __enter__(self) -> LocalRuntime:
         return self.start()
@@ -129,7 +141,6 @@ class LocalRuntime:
             "POWERTOOLS_SERVICE_NAME": "cost-execution-engine",
             "POWERTOOLS_METRICS_NAMESPACE": "CostExecutionEngine",
             "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": self.log_level,
             topology.EnvVar.POLL_INTERVAL_SECONDS: "0",
             topology.EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.approval_timeout_seconds),

@@ -318,3 +318,17 @@ def test_a_transient_error_is_retried_and_the_execution_still_completes(
     assert instance_state(ec2, instance_id) == "terminated"
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
     assert events.count("action_started") == 1
+
+
+def test_a_recommendation_for_another_account_is_refused_and_nothing_is_touched(
+    api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    instance_id = launch_instance()
+
+    execution = api.wait_for(
+        api.execute(recommend(instance_id, account_id="210987654321"), auto_approve=True)["execution_id"]
+    )
+
+    assert execution["status"] == "failed"
+    assert "account 210987654321" in execution["error_message"]
+    assert instance_state(ec2, instance_id) == "running"

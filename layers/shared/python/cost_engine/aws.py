@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
+    from mypy_boto3_sts import STSClient
 
 # The state machines own retries (with backoff and jitter); one SDK retry absorbs a blip.
 _CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"})
@@ -70,3 +71,7 @@ class AwsClients:
     @cached_property
     def stepfunctions(self) -> SFNClient:
         return self._client("stepfunctions")  # type: ignore[no-any-return]
+
+    @cached_property
+    def sts(self) -> STSClient:
+        return self._client("sts")  # type: ignore[no-any-return]

@@ -62,8 +62,9 @@ ResourceId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/#:-]*$"),
 ]
-AccountId = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
-Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+# [0-9], not \d: \d also matches non-ASCII digits, which AWS would refuse later.
+AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
+Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")]
 
 _EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{32}$")
 
@@ -96,7 +97,7 @@ class Recommendation(StrictModel):
     region: Region
     resource_id: ResourceId
     parameters: dict[str, Any] = Field(default_factory=dict)
-    estimated_monthly_savings: float | None = Field(default=None, ge=0)
+    estimated_monthly_savings: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     source: Annotated[str, StringConstraints(max_length=128)] = "recommendation-engine"
     created_at: datetime = Field(default_factory=utc_now)
 

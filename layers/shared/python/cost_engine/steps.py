@@ -21,7 +21,14 @@ from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
 from cost_engine.errors import ActionFailed, Conflict, StatusConflict, TransientError
 from cost_engine.executors.base import BaseExecutor
-from cost_engine.models import ApprovalState, ExecutionRecord, ExecutionStatus, Recommendation, utc_now
+from cost_engine.models import (
+    ApprovalState,
+    ExecutionRecord,
+    ExecutionStatus,
+    Recommendation,
+    ValidationResult,
+    utc_now,
+)
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
 from cost_engine.transitions import ACTING_STATES, FINAL_STATES
 
@@ -152,7 +159,21 @@ class StepRunner:
     def validate(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
         record = self._advance(record, S.VALIDATING, S.PENDING, {"current_step": Step.VALIDATE.value})
-        result = executor.validate(recommendation)
+        # The engine acts with its own credentials: a recommendation for another account is refused
+        # rather than carried out on a look-alike resource id here.
+        account = self.ctx.clients.sts.get_caller_identity()["Account"]
+        if recommendation.account_id != account:
+            result = ValidationResult(
+                valid=False,
+                errors=[
+                    f"the recommendation is for account {recommendation.account_id}, but the engine acts in "
+                    f"account {account}: deploy the engine there (cross-account execution is not supported yet)"
+                ],
+                risk_level=executor.risk_level,
+                estimated_duration=0,
+            )
+        else:
+            result = executor.validate(recommendation)
         self._event(record, "validated", Step.VALIDATE, **result.model_dump(mode="json"))
         if not result.valid:
             self.ctx.executions.transition(

@@ -301,19 +301,23 @@ class TerminateExecutor(BaseExecutor):
         image_id = self._existing_backup_image(execution_id)
         if image_id is None:
             try:
+                # Tagged as it is created: a retry finds it by the tag, and the IAM permission to tag
+                # is limited to tagging on creation.
                 image_id = self.clients.ec2.create_image(
                     InstanceId=instance_id,
                     Name=f"cost-engine-{execution_id}",
                     Description=f"Backup of {instance_id} before terminate_instance ({execution_id})",
                     NoReboot=True,
-                )["ImageId"]
-                self.clients.ec2.create_tags(
-                    Resources=[image_id],
-                    Tags=[
-                        {"Key": EXECUTION_TAG, "Value": execution_id},
-                        {"Key": SOURCE_INSTANCE_TAG, "Value": instance_id},
+                    TagSpecifications=[
+                        {
+                            "ResourceType": "image",
+                            "Tags": [
+                                {"Key": EXECUTION_TAG, "Value": execution_id},
+                                {"Key": SOURCE_INSTANCE_TAG, "Value": instance_id},
+                            ],
+                        }
                     ],
-                )
+                )["ImageId"]
             except ClientError as error:
                 raise _aws_call_failed("CreateImage", error) from error
         record["image_id"] = image_id

@@ -46,7 +46,8 @@ def encode_cursor(last_evaluated_key: dict[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+def decode_cursor(cursor: str | None, key_names: frozenset[str]) -> dict[str, Any] | None:
+    """The start key a cursor stands for; refused unless it holds exactly the listing's `key_names`."""
     if not cursor:
         return None
     try:
@@ -54,6 +55,6 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise InvalidRequest("cursor is not one this API returned: pass next_cursor from the previous page") from None
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    if not isinstance(value, dict) or set(value) != key_names or not all(isinstance(v, str) for v in value.values()):
         raise InvalidRequest("cursor is not one this API returned: pass next_cursor from the previous page")
     return value

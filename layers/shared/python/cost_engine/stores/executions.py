@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from cost_engine.errors import Conflict, NotFound, StatusConflict
 from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
 from cost_engine.stores.dynamo import decode_cursor, encode_cursor, from_item, sortable_time, table, to_item
-from cost_engine.topology import IndexName
+from cost_engine.topology import EXECUTIONS_TABLE, IndexName
 from cost_engine.transitions import check_transition
 
 TASK_TOKEN_ATTRIBUTE = "approval_task_token"
@@ -166,7 +166,12 @@ class ExecutionStore:
             "ScanIndexForward": False,  # newest first
             "Limit": limit,
         }
-        start = decode_cursor(cursor)
+        # A page's last key holds the table key and the index keys: nothing else is a valid cursor.
+        index_keys = next(i for i in EXECUTIONS_TABLE.indexes if i.name == index)
+        start = decode_cursor(
+            cursor,
+            frozenset({EXECUTIONS_TABLE.partition_key, index_keys.partition_key, index_keys.sort_key}),
+        )
         if start:
             request["ExclusiveStartKey"] = start
         result = self._table.query(**request)
@@ -174,10 +179,15 @@ class ExecutionStore:
         return Page(items=items, next_cursor=encode_cursor(result.get("LastEvaluatedKey")))
 
     def store_task_token(self, execution_id: str, token: str) -> None:
-        self._table.update_item(
-            Key={"execution_id": execution_id},
-            UpdateExpression="SET #t = :t",
-            ExpressionAttributeNames={"#t": TASK_TOKEN_ATTRIBUTE},
-            ExpressionAttributeValues={":t": token},
-            ConditionExpression="attribute_exists(execution_id)",
-        )
+        try:
+            self._table.update_item(
+                Key={"execution_id": execution_id},
+                UpdateExpression="SET #t = :t",
+                ExpressionAttributeNames={"#t": TASK_TOKEN_ATTRIBUTE},
+                ExpressionAttributeValues={":t": token},
+                ConditionExpression="attribute_exists(execution_id)",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise NotFound(f"execution '{execution_id}' does not exist") from None
+            raise

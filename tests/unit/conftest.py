@@ -1,0 +1,47 @@
+"""Shared fixtures of the unit tests: nothing here can reach real AWS or a local emulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from local_runtime.provision import create_tables
+
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"  # the account moto's emulated resources live in
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and no endpoint override, so a test that forgets moto fails instead of
+    talking to a real account or to the local runtime's emulator."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # AWS_ENDPOINT_URL and its per-service forms (AWS_ENDPOINT_URL_DYNAMODB, ...) would send
+    # boto3 past moto to a server.
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """An empty emulated AWS account for the duration of one test."""
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def tables(aws: None) -> None:
+    """The engine's DynamoDB tables, created from the topology as the local runtime creates them."""
+    create_tables(boto3.client("dynamodb", region_name=REGION))

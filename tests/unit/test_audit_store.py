@@ -1,0 +1,71 @@
+"""AuditStore against emulated DynamoDB: an append-only log, read oldest first."""
+
+from __future__ import annotations
+
+import pytest
+
+from cost_engine.models import new_execution_id
+from cost_engine.stores.audit import AuditStore
+from cost_engine.topology import AUDIT_TABLE
+from tests.unit.conftest import REGION
+
+
+@pytest.fixture
+def audit(tables: None) -> AuditStore:
+    return AuditStore(AUDIT_TABLE.local_name, REGION)
+
+
+def test_events_come_back_oldest_first(audit: AuditStore) -> None:
+    # Given a dozen events appended one after another
+    execution_id = new_execution_id()
+    appended = [audit.append(execution_id, f"step_{n}", "state-machine:test") for n in range(12)]
+
+    # Then they are read back in the order they happened
+    assert [e.event_id for e in audit.events(execution_id)] == [e.event_id for e in appended]
+
+
+def test_appending_the_same_event_twice_records_it_twice(audit: AuditStore) -> None:
+    # Given an event, and then the very same event again (a retried step)
+    execution_id = new_execution_id()
+    audit.append(execution_id, "backup_started", "state-machine:backup", {"image_id": "ami-1"})
+    audit.append(execution_id, "backup_started", "state-machine:backup", {"image_id": "ami-1"})
+
+    # Then the log holds both, with distinct ids: nothing was overwritten
+    events = audit.events(execution_id)
+    assert [e.event_type for e in events] == ["backup_started", "backup_started"]
+    assert events[0].event_id != events[1].event_id
+
+
+def test_events_of_other_executions_are_not_mixed_in(audit: AuditStore) -> None:
+    mine, theirs = new_execution_id(), new_execution_id()
+    audit.append(mine, "validated", "state-machine:validate")
+    audit.append(theirs, "validated", "state-machine:validate")
+
+    assert [e.execution_id for e in audit.events(mine)] == [mine]
+
+
+def test_an_execution_without_events_has_an_empty_log(audit: AuditStore) -> None:
+    assert audit.events(new_execution_id()) == []
+
+
+def test_event_details_round_trip_with_their_numbers(audit: AuditStore) -> None:
+    # Given details with fractional amounts, whole numbers, nesting and text
+    execution_id = new_execution_id()
+    detail = {
+        "actual_savings": 70.48,
+        "ratio": 0.1,
+        "poll_attempts": 3,
+        "volumes": [{"size_gb": 8, "monthly": 0.8}],
+        "automatic": True,
+        "reason": "verification failed",
+        "missing": None,
+    }
+
+    # When the event is appended and read back
+    appended = audit.append(execution_id, "completed", "state-machine:record", detail)
+    [stored] = audit.events(execution_id)
+
+    # Then the detail is unchanged (DynamoDB's Decimals do not leak out)
+    assert stored.detail == detail
+    assert isinstance(stored.detail["actual_savings"], float)
+    assert stored == appended
