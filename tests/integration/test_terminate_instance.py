@@ -89,6 +89,8 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     assert execution["rollback_available"] is True
     assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
     assert execution["verification"]["passed"] is True
+    assert execution["result"]["success"] is True
+    assert execution["result"]["actual_savings"] == execution["actual_savings"]
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
     assert events == [
         "execution_requested",
@@ -186,6 +188,8 @@ def test_manual_rollback_restores_a_completed_execution(
     restored = restored_instances(ec2, execution_id)
     assert [(i["InstanceType"], i["State"]["Name"]) for i in restored] == [("m5.large", "running")]
     assert execution["rollback"]["instance_id"] == restored[0]["InstanceId"]
+    assert execution["rollback_result"]["success"] is True
+    assert execution["rollback_result"]["restored"]["instance_id"] == restored[0]["InstanceId"]
 
     # and a second rollback is refused: there is nothing left to undo
     with pytest.raises(ApiError) as refused:

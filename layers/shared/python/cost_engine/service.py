@@ -20,8 +20,10 @@ from cost_engine.models import (
     AuditEvent,
     ExecutionRecord,
     ExecutionRequest,
+    ExecutionResult,
     ExecutionStatus,
     Recommendation,
+    RollbackResult,
     new_execution_id,
     utc_now,
 )
@@ -255,6 +257,21 @@ class ExecutionService:
         view["pending_approval"] = (
             record.approval.model_dump(mode="json")
             if record.status == S.AWAITING_APPROVAL and record.approval
+            else None
+        )
+        # The seed's result summaries, once there is an outcome to summarize.
+        view["result"] = (
+            ExecutionResult.from_record(record).model_dump(mode="json") if record.status in FINAL_STATES else None
+        )
+        view["rollback_result"] = (
+            RollbackResult(
+                execution_id=record.execution_id,
+                success=record.status == S.ROLLED_BACK,
+                status=record.status,
+                restored=record.rollback or {},
+                error_message=record.error_message if record.status == S.ROLLBACK_FAILED else None,
+            ).model_dump(mode="json")
+            if record.status in (S.ROLLED_BACK, S.ROLLBACK_FAILED)
             else None
         )
         view["steps"] = [
