@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# jsii (under aws-cdk-lib) prints a full-screen banner on every run when Node.js is older than it
+# would like; the Node.js of the machine works, so the banner is only noise.
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
 .PHONY: help demo serve test unit integration lint format typecheck synth bench clean
 
