@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from local_runtime.api_server import ApiServer
 from local_runtime.dispatch import Dispatcher, FunctionOutput
+from local_runtime.emulations import install_all as install_emulations
 from local_runtime.provision import create_tables
 
 REGION = "us-east-1"
@@ -96,6 +97,7 @@ class LocalRuntime:
         # The interpreter logs every Fail state as an error; the executions' own records say more.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         self._patch_lambda_invoke()
+        install_emulations(self)
         self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._moto_server.start()
         self._provision()
@@ -185,6 +187,23 @@ class LocalRuntime:
                 }
             ),
         )["Role"]["Arn"]
+        scheduler_role = self.client("iam").create_role(
+            RoleName=f"{LOCAL_ROLE_NAME}-scheduler",
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "scheduler.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+        )["Role"]["Arn"]
+        os.environ[topology.EnvVar.SCHEDULER_ROLE_ARN] = scheduler_role
+
         lambda_client = self.client("lambda")
         function_arns: dict[str, str] = {}
         for function in topology.functions():

@@ -15,6 +15,8 @@ from botocore.exceptions import ClientError
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_rds import RDSClient
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
     from mypy_boto3_sts import STSClient
@@ -75,3 +77,11 @@ class AwsClients:
     @cached_property
     def sts(self) -> STSClient:
         return self._client("sts")  # type: ignore[no-any-return]
+
+    @cached_property
+    def rds(self) -> RDSClient:
+        return self._client("rds")  # type: ignore[no-any-return]
+
+    @cached_property
+    def scheduler(self) -> EventBridgeSchedulerClient:
+        return self._client("scheduler")  # type: ignore[no-any-return]

@@ -34,4 +34,4 @@ class EngineContext:
 
     def executor_for(self, recommendation: Recommendation) -> BaseExecutor:
         # The recommendation's own region: the resource lives there, not where the engine runs.
-        return executor_class(recommendation.type)(AwsClients(recommendation.region))
+        return executor_class(recommendation.type)(AwsClients(recommendation.region), self.settings)

@@ -18,6 +18,9 @@ class PriceCatalog:
     ec2_hourly: dict[str, float]
     ebs_gb_month: dict[str, float]
     snapshot_gb_month: float
+    rds_hourly: dict[str, float]
+    rds_storage_gb_month: dict[str, float]
+    rds_snapshot_gb_month: float
 
     def instance_monthly(self, instance_type: str) -> float | None:
         hourly = self.ec2_hourly.get(instance_type)
@@ -30,6 +33,17 @@ class PriceCatalog:
     def snapshot_monthly(self, size_gb: int) -> float:
         # An upper bound: snapshots are incremental and compressed, usually far smaller.
         return round(self.snapshot_gb_month * size_gb, 2)
+
+    def db_instance_monthly(self, instance_class: str, multi_az: bool = False) -> float | None:
+        hourly = self.rds_hourly.get(instance_class)
+        return None if hourly is None else round(hourly * self.hours_per_month * (2 if multi_az else 1), 2)
+
+    def db_storage_monthly(self, storage_type: str, size_gb: int) -> float | None:
+        per_gb = self.rds_storage_gb_month.get(storage_type)
+        return None if per_gb is None else round(per_gb * size_gb, 2)
+
+    def db_snapshot_monthly(self, size_gb: int) -> float:
+        return round(self.rds_snapshot_gb_month * size_gb, 2)
 
     @property
     def basis(self) -> str:
@@ -46,4 +60,7 @@ def price_catalog() -> PriceCatalog:
         ec2_hourly={k: float(v) for k, v in data["ec2_hourly"].items()},
         ebs_gb_month={k: float(v) for k, v in data["ebs_gb_month"].items()},
         snapshot_gb_month=float(data["snapshot_gb_month"]),
+        rds_hourly={k: float(v) for k, v in data["rds_hourly"].items()},
+        rds_storage_gb_month={k: float(v) for k, v in data["rds_storage_gb_month"].items()},
+        rds_snapshot_gb_month=float(data["rds_snapshot_gb_month"]),
     )

@@ -21,6 +21,7 @@ class Settings(BaseModel):
     approval_timeout_seconds: int = Field(default=86400, ge=1)
     max_poll_attempts: int = Field(default=120, ge=1)
     api_base_url: str | None = None
+    scheduler_role_arn: str | None = None
     region: str = "us-east-1"
 
 
@@ -33,6 +34,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "approval_topic_arn": env.get(EnvVar.APPROVAL_TOPIC_ARN) or None,
         "state_machine_arns": env.get(EnvVar.STATE_MACHINE_ARNS) or "{}",
         "api_base_url": env.get(EnvVar.API_BASE_URL) or None,
+        "scheduler_role_arn": env.get(EnvVar.SCHEDULER_ROLE_ARN) or None,
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
     }
     for field_name, var in (

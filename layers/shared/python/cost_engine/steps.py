@@ -318,6 +318,12 @@ class StepRunner:
 
     def record(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
+        finalized = executor.finalize(recommendation, record.action or {})
+        if finalized:
+            record = self.ctx.executions.update(
+                record.execution_id, expected=S.VERIFYING, changes={"action": {**(record.action or {}), **finalized}}
+            )
+            self._event(record, "finalized", Step.RECORD, **finalized)
         savings = executor.measure_savings(recommendation, record.backup or {})
         self._advance(
             record,

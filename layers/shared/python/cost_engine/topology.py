@@ -32,6 +32,8 @@ class EnvVar:
     APPROVAL_TIMEOUT_SECONDS = "APPROVAL_TIMEOUT_SECONDS"
     MAX_POLL_ATTEMPTS = "MAX_POLL_ATTEMPTS"
     API_BASE_URL = "API_BASE_URL"
+    # The role EventBridge Scheduler assumes to stop and start instances (schedule_instance).
+    SCHEDULER_ROLE_ARN = "SCHEDULER_ROLE_ARN"
 
 
 @dataclass(frozen=True)

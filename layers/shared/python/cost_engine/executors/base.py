@@ -22,6 +22,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ class BaseExecutor(ABC):
     permissions: ClassVar[tuple[Permission, ...]]
     risk_level: ClassVar[RiskLevel]
 
-    def __init__(self, clients: AwsClients) -> None:
+    def __init__(self, clients: AwsClients, settings: Settings | None = None) -> None:
         self.clients = clients
+        self.settings = settings
 
     def parameters(self, recommendation: Recommendation) -> BaseModel:
         return self.parameters_model.model_validate(recommendation.parameters)
@@ -85,6 +87,12 @@ class BaseExecutor(ABC):
     @abstractmethod
     def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
         """True once the restored resource is back in service."""
+
+    def finalize(self, recommendation: Recommendation, action: dict[str, Any]) -> dict[str, Any]:
+        """After verification, before the execution completes: end what was kept only as a safety net
+        until the change was verified (e.g. the original instance of a spot migration). Nothing by
+        default. A failure here still rolls back."""
+        return {}
 
     @abstractmethod
     def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:

@@ -1,0 +1,1 @@
+"""Demo scenarios, one module per recommendation type: ORDER, TITLE and run(demo)."""
