@@ -111,3 +111,20 @@ def test_the_approval_wait_uses_a_task_token_a_deadline_and_handles_reject_and_t
     assert approval["TimeoutSecondsPath"]
     caught = {error for catch in approval["Catch"] for error in catch["ErrorEquals"]}
     assert {"Rejected", "States.Timeout", "States.ALL"} <= caught
+
+
+def _without_comments(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if k != "Comment"}
+    if isinstance(value, list):
+        return [_without_comments(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_every_state_machine_has_exactly_the_spine_of_the_first(machine: topology.StateMachine) -> None:
+    # One spine for every type: the differences between types live in their executors, and the
+    # ASL files differ only in their comments.
+    reference = _without_comments(_definition(MACHINES[0]))
+
+    assert _without_comments(_definition(machine)) == reference

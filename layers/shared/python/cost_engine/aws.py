@@ -12,6 +12,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cost_engine.errors import ActionFailed, TransientError
+
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ec2 import EC2Client
@@ -47,6 +49,13 @@ def error_code(error: ClientError) -> str:
 def is_transient(error: ClientError) -> bool:
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
     return error_code(error) in TRANSIENT_ERROR_CODES or status >= 500
+
+
+def aws_failure(action: str, error: ClientError) -> Exception:
+    """The engine error for a failed AWS call: throttling and 5xx become `TransientError`, which the
+    state machines retry; anything else is `ActionFailed`, which fails the step (and rolls back)."""
+    message = f"{action} failed: {error_code(error)}: {error}"
+    return TransientError(message) if is_transient(error) else ActionFailed(message)
 
 
 class AwsClients:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from cost_engine.aws import error_code, is_transient
-from cost_engine.errors import ActionFailed, TransientError
+from cost_engine.aws import aws_failure, error_code
+from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
@@ -38,12 +38,6 @@ SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
 RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
 
 _INSTANCE_ARN = "arn:{partition}:ec2:{region}:{account}:instance/*"
-
-
-def _aws_call_failed(action: str, error: ClientError) -> Exception:
-    """Throttling and 5xx are retried by the state machine; anything else fails the step."""
-    message = f"{action} failed: {error_code(error)}: {error}"
-    return TransientError(message) if is_transient(error) else ActionFailed(message)
 
 
 @register_executor
@@ -110,7 +104,7 @@ class TerminateExecutor(BaseExecutor):
         except ClientError as error:
             if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
                 return None
-            raise _aws_call_failed("DescribeInstances", error) from error
+            raise aws_failure("DescribeInstances", error) from error
         instances = [i for r in reservations for i in r.get("Instances", [])]
         return instances[0] if instances else None
 
@@ -319,7 +313,7 @@ class TerminateExecutor(BaseExecutor):
                     ],
                 )["ImageId"]
             except ClientError as error:
-                raise _aws_call_failed("CreateImage", error) from error
+                raise aws_failure("CreateImage", error) from error
         record["image_id"] = image_id
         return record
 
@@ -340,7 +334,7 @@ class TerminateExecutor(BaseExecutor):
             try:
                 self.clients.ec2.terminate_instances(InstanceIds=[instance_id])
             except ClientError as error:
-                raise _aws_call_failed("TerminateInstances", error) from error
+                raise aws_failure("TerminateInstances", error) from error
         return {"terminated_instance_id": instance_id, "state_before": state, "image_id": backup["image_id"]}
 
     def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
@@ -436,7 +430,7 @@ class TerminateExecutor(BaseExecutor):
         try:
             return str(self.clients.ec2.run_instances(**request)["Instances"][0]["InstanceId"])
         except ClientError as error:
-            raise _aws_call_failed("RunInstances", error) from error
+            raise aws_failure("RunInstances", error) from error
 
     def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
         instance = self._require_instance(rollback["instance_id"])
