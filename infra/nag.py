@@ -83,6 +83,13 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         ["Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:*"],
     )
     _suppress(
+        stack.scheduler_role,
+        "IAM5",
+        "EventBridge Scheduler stops and starts whichever instances schedule_instance puts on a schedule, known "
+        "only at run time; the role can do nothing else, on instances of this account and region only.",
+        ["Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*"],
+    )
+    _suppress(
         stack.api,
         "COG4",
         "Callers are AWS principals (the CLI, EventBridge targets, other services and people with IAM "

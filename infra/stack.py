@@ -54,6 +54,8 @@ API_REQUEST_VALIDATOR_ID = "RequestValidator"
 API_ACCESS_LOG_GROUP_ID = "ApiAccessLogs"
 API_GATEWAY_LOGGING_ROLE_ID = "ApiGatewayLoggingRole"
 API_GATEWAY_ACCOUNT_ID = "ApiGatewayAccount"
+SCHEDULER_ROLE_ID = "SchedulerRole"
+SCHEDULER_ACTIONS = ("ec2:StopInstances", "ec2:StartInstances")
 
 POWERTOOLS_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "cost-execution-engine",
@@ -122,6 +124,21 @@ class CostExecutionEngineStack(Stack):
         )
         for email in approver_emails(self.node.try_get_context("approver_emails")):
             self.approval_topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        # What EventBridge Scheduler assumes to stop and start instances on the schedules that
+        # schedule_instance creates: those two actions on instances, nothing else.
+        self.scheduler_role = iam.Role(
+            self,
+            SCHEDULER_ROLE_ID,
+            assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
+            description="Stops and starts EC2 instances on the engine's off-hours schedules",
+        )
+        self.scheduler_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=list(SCHEDULER_ACTIONS),
+                resources=[f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/*"],
+            )
+        )
 
         self.layers: list[lambda_.ILayerVersion] = [
             lambda_.LayerVersion(
@@ -231,6 +248,7 @@ class CostExecutionEngineStack(Stack):
             environment={
                 **{table.env_var: self.tables[table.construct_id].table_name for table in topology.TABLES},
                 EnvVar.APPROVAL_TOPIC_ARN: self.approval_topic.topic_arn,
+                EnvVar.SCHEDULER_ROLE_ARN: self.scheduler_role.role_arn,
                 **POWERTOOLS_ENVIRONMENT,
                 **(environment or {}),
             },

@@ -25,6 +25,8 @@ from infra.stack import (
     POWERTOOLS_LAYER_PARAMETER,
     POWERTOOLS_VERSION,
     RUNTIME,
+    SCHEDULER_ACTIONS,
+    SCHEDULER_ROLE_ID,
     SHARED_LAYER_ID,
     CostExecutionEngineStack,
 )
@@ -47,7 +49,10 @@ class Synthesized:
         return resources[logical_id]  # type: ignore[no-any-return]
 
     def role_statements(self, function_construct_id: str) -> list[dict[str, Any]]:
-        role_ref = {"Ref": self.stack.logical_id(self.stack.roles[function_construct_id])}
+        return self.statements_of(self.stack.roles[function_construct_id])
+
+    def statements_of(self, role: IConstruct) -> list[dict[str, Any]]:
+        role_ref = {"Ref": self.stack.logical_id(role)}
         return [
             statement
             for policy in self.template.find_resources("AWS::IAM::Policy").values()
@@ -153,6 +158,7 @@ def test_each_function_is_told_the_tables_the_topic_and_the_powertools_settings(
     for table in topology.TABLES:
         assert variables[table.env_var] == {"Ref": stack.logical_id(stack.tables[table.construct_id])}
     assert variables[EnvVar.APPROVAL_TOPIC_ARN] == {"Ref": stack.logical_id(stack.approval_topic)}
+    assert variables[EnvVar.SCHEDULER_ROLE_ARN] == {"Fn::GetAtt": [stack.logical_id(stack.scheduler_role), "Arn"]}
     assert POWERTOOLS_ENVIRONMENT.items() <= variables.items()
 
 
@@ -354,3 +360,14 @@ def test_the_powertools_layer_is_the_release_the_tests_run_with() -> None:
 
     assert POWERTOOLS_VERSION == VERSION
     assert POWERTOOLS_LAYER_PARAMETER.endswith(f"/{VERSION}")
+
+
+def test_the_scheduler_role_can_only_stop_and_start_instances_for_eventbridge_scheduler(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    role = synthesized.resource(SCHEDULER_ROLE_ID, stack.scheduler_role)["Properties"]
+    statements = synthesized.statements_of(stack.scheduler_role)
+
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert {a for s in statements for a in as_list(s["Action"])} == set(SCHEDULER_ACTIONS)
