@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.installed
 # banner is silenced for that one major version (a newer Node.js needs nothing).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help demo serve test unit integration lint format typecheck synth bench clean
+.PHONY: help demo serve test unit integration lint format typecheck synth bench prices clean
 
 help:
 	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
@@ -18,6 +18,7 @@ help:
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make synth     synthesize the CDK stack (offline) into cdk.out/"
 	@echo "make format    format the code with ruff"
+	@echo "make prices    refresh the price catalog from the AWS Price List API (needs AWS credentials)"
 	@echo "make bench     time and memory of executions on the local runtime, against the targets"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt
@@ -61,6 +62,10 @@ integration: $(VENV_STAMP)
 
 synth: $(VENV_STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting
+
+# Needs AWS credentials that may call the Price List API (pricing:GetProducts).
+prices: $(VENV_STAMP)
+	$(PY) -m tools.refresh_prices
 
 bench: $(VENV_STAMP)
 	$(PY) -m benchmarks.bench_executions
