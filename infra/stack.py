@@ -249,6 +249,7 @@ class CostExecutionEngineStack(Stack):
                 **{table.env_var: self.tables[table.construct_id].table_name for table in topology.TABLES},
                 EnvVar.APPROVAL_TOPIC_ARN: self.approval_topic.topic_arn,
                 EnvVar.SCHEDULER_ROLE_ARN: self.scheduler_role.role_arn,
+                EnvVar.RI_PURCHASE_LIMIT_USD: str(self.node.try_get_context("ri_purchase_limit_usd") or "10000"),
                 **POWERTOOLS_ENVIRONMENT,
                 **(environment or {}),
             },

@@ -66,7 +66,8 @@ class ExecutionService:
 
     def execute(self, request: ExecutionRequest, actor: str) -> ExecutionRecord:
         recommendation = self.ctx.recommendations.get(request.recommendation_id)
-        executor_class(recommendation.type)
+        executor = executor_class(recommendation.type)
+        auto_approve = request.auto_approve and not executor.requires_human_approval
         state_machine_arn = self.ctx.settings.state_machine_arns.get(recommendation.type.value)
         if not state_machine_arn:
             raise UnsupportedType(f"no state machine is deployed for '{recommendation.type.value}'")
@@ -91,11 +92,18 @@ class ExecutionService:
         )
         self.ctx.executions.create(record)
         self.ctx.audit.append(record.execution_id, "execution_requested", actor, request.model_dump(mode="json"))
+        if request.auto_approve and not auto_approve:
+            self.ctx.audit.append(
+                record.execution_id,
+                "auto_approve_overruled",
+                "policy",
+                {"reason": f"{recommendation.type.value} cannot be undone: a person must approve it"},
+            )
         state_input: dict[str, Any] = {
             "execution_id": record.execution_id,
             "mode": "execute",
             "dry_run": request.dry_run,
-            "auto_approve": request.auto_approve,
+            "auto_approve": auto_approve,
             "poll_seconds": self.ctx.settings.poll_interval_seconds,
             "approval_timeout_seconds": self.ctx.settings.approval_timeout_seconds,
             "error": None,

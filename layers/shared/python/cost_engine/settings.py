@@ -22,6 +22,7 @@ class Settings(BaseModel):
     max_poll_attempts: int = Field(default=120, ge=1)
     api_base_url: str | None = None
     scheduler_role_arn: str | None = None
+    ri_purchase_limit_usd: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
     region: str = "us-east-1"
 
 
@@ -41,6 +42,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("poll_interval_seconds", EnvVar.POLL_INTERVAL_SECONDS),
         ("approval_timeout_seconds", EnvVar.APPROVAL_TIMEOUT_SECONDS),
         ("max_poll_attempts", EnvVar.MAX_POLL_ATTEMPTS),
+        ("ri_purchase_limit_usd", EnvVar.RI_PURCHASE_LIMIT_USD),
     ):
         if env.get(var):
             values[field_name] = env[var]

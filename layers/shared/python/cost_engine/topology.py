@@ -34,6 +34,8 @@ class EnvVar:
     API_BASE_URL = "API_BASE_URL"
     # The role EventBridge Scheduler assumes to stop and start instances (schedule_instance).
     SCHEDULER_ROLE_ARN = "SCHEDULER_ROLE_ARN"
+    # The most one Reserved Instances purchase may cost, in USD (purchase_reserved_instances).
+    RI_PURCHASE_LIMIT_USD = "RI_PURCHASE_LIMIT_USD"
 
 
 @dataclass(frozen=True)
