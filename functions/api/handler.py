@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cost_engine.context import EngineContext
-from cost_engine.errors import Conflict, EngineError, InvalidRequest, NotFound, UnsupportedType
+from cost_engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound, UnsupportedType
 from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
 from cost_engine.service import ExecutionService
 from cost_engine.settings import load_settings
@@ -150,7 +150,7 @@ def handle_engine_error(error: EngineError) -> Response[Any]:
         return _error(404, error.code.value, error.message)
     if isinstance(error, Conflict):
         return _error(409, error.code.value, error.message)
-    if isinstance(error, UnsupportedType):
+    if isinstance(error, UnsupportedType | InvalidParameters):
         return _error(422, error.code.value, error.message)
     if isinstance(error, InvalidRequest):
         return _error(400, error.code.value, error.message)

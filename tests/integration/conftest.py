@@ -49,12 +49,17 @@ def network(ec2: Any) -> dict[str, str]:
     return {"subnet_id": subnet["SubnetId"], "security_group_id": group["GroupId"]}
 
 
+@pytest.fixture(scope="session")
+def amazon_image_id(runtime: LocalRuntime) -> str:
+    """An AMI to launch from; looked up once, as listing moto's images takes seconds."""
+    return str(runtime.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+
+
 @pytest.fixture
-def launch_instance(ec2: Any, network: dict[str, str]) -> Callable[..., str]:
+def launch_instance(ec2: Any, network: dict[str, str], amazon_image_id: str) -> Callable[..., str]:
     def launch(instance_type: str = "m5.large", name: str = "idle-worker", **extra: Any) -> str:
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         instance = ec2.run_instances(
-            ImageId=image,
+            ImageId=amazon_image_id,
             InstanceType=instance_type,
             MinCount=1,
             MaxCount=1,

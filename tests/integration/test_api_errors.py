@@ -88,20 +88,6 @@ def test_an_invalid_recommendation_is_refused_with_the_field_to_fix(
 
 
 @pytest.mark.usefixtures("nothing_created")
-def test_a_type_without_an_executor_yet_is_refused(api: ApiClient, customer_id: str) -> None:
-    body = {
-        **_valid_recommendation(customer_id),
-        "type": "rightsize_instance",
-        "parameters": {"target_instance_type": "m5.large"},
-    }
-
-    response = api.request("POST", "/recommendations", json=body)
-
-    assert response.status_code == 422
-    assert "no executor" in response.json()["message"]
-
-
-@pytest.mark.usefixtures("nothing_created")
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
@@ -142,3 +128,14 @@ def test_registering_the_same_recommendation_twice_is_harmless_but_different_con
 
     assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 409)
     assert api.request("GET", f"/recommendations/rec-{customer_id}").json()["resource_id"] == body["resource_id"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+def test_parameters_that_do_not_fit_the_type_are_refused_at_registration(api: ApiClient, customer_id: str) -> None:
+    body = {**_valid_recommendation(customer_id), "parameters": {"acknowledge_instance_store_loss": "perhaps"}}
+
+    response = api.request("POST", "/recommendations", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_parameters"
+    assert "parameters.acknowledge_instance_store_loss" in response.json()["message"]

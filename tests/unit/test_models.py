@@ -140,7 +140,7 @@ def test_an_unsafe_id_is_refused(field: str, unsafe_id: str) -> None:
     assert error_locations(refused.value) == {field}
 
 
-@pytest.mark.parametrize("resource_id", ["i-0abc def", "i-0abc\n", "i-0abc'", "", "/i-0abc"])
+@pytest.mark.parametrize("resource_id", ["i-0abc def", "i-0abc\n", "i-0abc'", "", "*i-0abc", "-i-0abc"])
 def test_an_unsafe_resource_id_is_refused(resource_id: str) -> None:
     with pytest.raises(ValidationError) as refused:
         Recommendation.model_validate(recommendation_fields(resource_id=resource_id))

@@ -16,15 +16,19 @@ from cost_engine.errors import ActionFailed, TransientError
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_cloudtrail import CloudTrailClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_rds import RDSClient
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_scheduler import EventBridgeSchedulerClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_stepfunctions import SFNClient
     from mypy_boto3_sts import STSClient
 
-# The state machines own retries (with backoff and jitter); one SDK retry absorbs a blip.
-_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"})
+# The state machines own retries (with backoff and jitter); one SDK retry absorbs a blip
+# (total_max_attempts counts the first try: max_attempts would count retries only).
+_CONFIG = Config(retries={"total_max_attempts": 2, "mode": "standard"})
 
 TRANSIENT_ERROR_CODES = frozenset(
     {
@@ -46,9 +50,24 @@ def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+# AWS answers these with HTTP 500, but retrying within seconds does not help: the step fails (and
+# rolls back) instead, so that an instance is not left waiting for capacity.
+NOT_TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientReservedInstanceCapacity",
+        "InsufficientCapacity",
+    }
+)
+
+
 def is_transient(error: ClientError) -> bool:
+    code = error_code(error)
+    if code in NOT_TRANSIENT_ERROR_CODES:
+        return False
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return error_code(error) in TRANSIENT_ERROR_CODES or status >= 500
+    return code in TRANSIENT_ERROR_CODES or status >= 500
 
 
 def aws_failure(action: str, error: ClientError) -> Exception:
@@ -94,3 +113,15 @@ class AwsClients:
     @cached_property
     def scheduler(self) -> EventBridgeSchedulerClient:
         return self._client("scheduler")  # type: ignore[no-any-return]
+
+    @cached_property
+    def s3(self) -> S3Client:
+        return self._client("s3")  # type: ignore[no-any-return]
+
+    @cached_property
+    def logs(self) -> CloudWatchLogsClient:
+        return self._client("logs")  # type: ignore[no-any-return]
+
+    @cached_property
+    def cloudtrail(self) -> CloudTrailClient:
+        return self._client("cloudtrail")  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ class ErrorCode(StrEnum):
     STATUS_CONFLICT = "status_conflict"
     INVALID_TRANSITION = "invalid_transition"
     UNSUPPORTED_TYPE = "unsupported_type"
+    INVALID_PARAMETERS = "invalid_parameters"
     VALIDATION_FAILED = "validation_failed"
     TRANSIENT = "transient"
     ACTION_FAILED = "action_failed"
@@ -50,6 +51,12 @@ class StatusConflict(Conflict):
 
 class UnsupportedType(InvalidRequest):
     code = ErrorCode.UNSUPPORTED_TYPE
+
+
+class InvalidParameters(InvalidRequest):
+    """The recommendation's parameters do not fit its type."""
+
+    code = ErrorCode.INVALID_PARAMETERS
 
 
 class TransientError(EngineError):

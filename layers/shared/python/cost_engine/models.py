@@ -57,10 +57,10 @@ SafeId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
 ]
-# Native AWS resource ids (instance ids, bucket names, DB identifiers, log group names).
+# Native AWS resource ids (instance ids, bucket names, DB identifiers, log group names like /aws/lambda/x).
 ResourceId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/#:-]*$"),
+    StringConstraints(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9/][A-Za-z0-9._/#:-]*$"),
 ]
 # [0-9], not \d: \d also matches non-ASCII digits, which AWS would refuse later.
 AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]

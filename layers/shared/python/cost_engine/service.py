@@ -11,9 +11,10 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from cost_engine.context import EngineContext
-from cost_engine.errors import Conflict, InvalidRequest, UnsupportedType
+from cost_engine.errors import Conflict, InvalidParameters, InvalidRequest, UnsupportedType
 from cost_engine.executors import executor_class
 from cost_engine.models import (
     ApprovalDecision,
@@ -56,7 +57,17 @@ class ExecutionService:
     # -- recommendations -------------------------------------------------------------------------
 
     def register_recommendation(self, recommendation: Recommendation) -> tuple[Recommendation, bool]:
-        executor_class(recommendation.type)  # refuse types the engine cannot carry out yet
+        executor = executor_class(recommendation.type)  # refuses types the engine cannot carry out yet
+        try:
+            executor.parameters_model.model_validate(recommendation.parameters)
+        except ValidationError as error:
+            # pydantic prefixes the messages of custom validators with "Value error, ": noise to a reader.
+            problems = "; ".join(
+                f"parameters.{'.'.join(str(part) for part in e['loc']) or '(all)'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
+                for e in error.errors()
+            )
+            raise InvalidParameters(f"the parameters do not fit {recommendation.type.value}: {problems}") from None
         return self.ctx.recommendations.register(recommendation)
 
     def get_recommendation(self, recommendation_id: str) -> Recommendation:

@@ -77,10 +77,12 @@ class ExecutionStore:
         for old in expected_set:
             check_transition(old, new_status)
         record = self.get(execution_id)
+        # The status goes last: DynamoDB applies an update atomically, but the local emulator applies
+        # its actions one by one, and a reader that sees the new status must see the rest with it.
         values = {
-            "status": new_status,
-            "customer_status": _customer_status(record.customer_id, new_status),
             **(changes or {}),
+            "customer_status": _customer_status(record.customer_id, new_status),
+            "status": new_status,
         }
         return self._update(execution_id, values, expected_set, remove, intent=f"become '{new_status.value}'")
 
@@ -104,7 +106,7 @@ class ExecutionStore:
         remove: Iterable[str],
         intent: str,
     ) -> ExecutionRecord:
-        values = {**values, "updated_at": utc_now()}
+        values = {"updated_at": utc_now(), **values}
         names = {"#status": "status"}
         attribute_values: dict[str, Any] = {}
         sets = []
