@@ -1,0 +1,260 @@
+"""purchase_reserved_instances end to end: the real state machine on the local runtime, driven through
+the API, with the emulated EC2 Reserved Instances checked afterwards. A purchase cannot be undone, so
+every execution here waits for a person, and no failure may ever lead to a second purchase."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from local_runtime.client import ApiClient, ApiError
+from local_runtime.emulations import reserved_instances
+from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime
+
+TYPE = "purchase_reserved_instances"
+M5_LARGE = {
+    "instance_type": "m5.large",
+    "product_description": "Linux/UNIX",
+    "tenancy": "default",
+    "term": "1yr",
+    "offering_type": "Partial Upfront",
+    "instance_count": 2,
+}
+
+
+@pytest.fixture
+def recommend_ri(recommend: Callable[..., str]) -> Callable[..., str]:
+    def register(resource_id: str = "m5.large", **parameters: Any) -> str:
+        return recommend(resource_id, type=TYPE, parameters={**M5_LARGE, **parameters}, estimated_monthly_savings=40.0)
+
+    return register
+
+
+def bought_by(ec2: Any, execution_id: str) -> list[dict[str, Any]]:
+    """The reservations AWS holds for this execution (the engine tags each purchase with its id)."""
+    found: list[dict[str, Any]] = ec2.describe_reserved_instances(
+        Filters=[{"Name": "tag:cost-engine:execution-id", "Values": [execution_id]}]
+    )["ReservedInstances"]
+    return found
+
+
+def all_purchases() -> int:
+    return len(reserved_instances.purchases(account_id=ACCOUNT_ID, region=REGION))
+
+
+def approve_and_wait(api: ApiClient, execution_id: str) -> dict[str, Any]:
+    waiting = api.wait_for(execution_id, frozenset({"awaiting_approval", "failed", "completed"}))
+    assert waiting["status"] == "awaiting_approval", waiting.get("error_message")
+    api.approve(execution_id, "finops@example.com", "steady usage for a year")
+    return api.wait_for(execution_id)
+
+
+def test_dry_run_shows_the_total_cost_and_that_it_cannot_be_undone_and_buys_nothing(
+    api: ApiClient, recommend_ri: Callable[..., str]
+) -> None:
+    before = all_purchases()
+
+    execution = api.wait_for(api.execute(recommend_ri(), dry_run=True)["execution_id"])
+
+    assert execution["status"] == "completed"
+    plan = execution["plan"]
+    cost = plan["resource"]["cost"]
+    assert cost["total_usd"] == pytest.approx(
+        cost["upfront_usd"] + plan["resource"]["offering"]["hourly_usd"] * 8760 * 2, abs=0.01
+    )
+    assert "This purchase cannot be undone" in plan["summary"]
+    assert "CANNOT be undone" in plan["rollback_plan"]["rollback_steps"][0]
+    assert "Reserved Instance Marketplace" in plan["rollback_plan"]["rollback_steps"][0]
+    assert plan["rollback_plan"]["requires_approval"] is True
+    assert all_purchases() == before
+
+
+def test_auto_approve_is_overruled_and_the_purchase_waits_for_a_person_then_completes(
+    api: ApiClient, ec2: Any, recommend_ri: Callable[..., str]
+) -> None:
+    # Given a recommendation executed with auto_approve
+    execution_id = api.execute(recommend_ri(), auto_approve=True)["execution_id"]
+
+    # Then it still waits for a person, having bought nothing
+    waiting = api.wait_for(execution_id, frozenset({"awaiting_approval", "failed", "completed"}))
+    assert waiting["status"] == "awaiting_approval"
+    assert waiting["auto_approve_requested"] is True
+    assert bought_by(ec2, execution_id) == []
+    events = [e["event_type"] for e in api.logs(execution_id)["events"]]
+    assert "auto_approve_overruled" in events
+
+    # When a person approves it
+    api.approve(execution_id, "finops@example.com", "steady usage")
+    execution = api.wait_for(execution_id)
+
+    # Then exactly one reservation of the recorded offering is active, and the record says so
+    assert execution["status"] == "completed", execution["error_message"]
+    assert execution["auto_approved"] is False
+    assert execution["approval"]["decided_by"] == "finops@example.com"
+    [reservation] = bought_by(ec2, execution_id)
+    assert reservation["State"] == "active"
+    assert reservation["InstanceCount"] == 2
+    assert reservation["InstanceType"] == "m5.large"
+    assert reservation["OfferingType"] == "Partial Upfront"
+    assert reservation["ReservedInstancesId"] == execution["action"]["reserved_instances_id"]
+    assert execution["verification"]["passed"] is True
+    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["actual_savings"] > 0
+
+
+def test_a_retried_purchase_step_never_buys_twice(
+    api: ApiClient, ec2: Any, runtime: LocalRuntime, recommend_ri: Callable[..., str]
+) -> None:
+    # Given the purchase step fails after it bought, with an error the state machine retries
+    fault = runtime.faults.inject("act", when="after", error_type="TransientError")
+    before = all_purchases()
+
+    execution = approve_and_wait(api, api.execute(recommend_ri())["execution_id"])
+
+    # Then the retry found the purchase instead of making a second one
+    assert fault.hits == 1
+    assert execution["status"] == "completed", execution["error_message"]
+    assert len(bought_by(ec2, execution["execution_id"])) == 1
+    assert all_purchases() == before + 1
+    assert execution["action"]["purchased_now"] is False
+    assert execution["action"]["found_by"] == "tag"
+
+
+@pytest.mark.parametrize(
+    ("step", "when"),
+    [("backup", "before"), ("backup", "after"), ("check_backup", "before"), ("act", "before")],
+)
+def test_a_failure_before_the_purchase_rolls_back_with_nothing_bought(
+    api: ApiClient,
+    ec2: Any,
+    runtime: LocalRuntime,
+    recommend_ri: Callable[..., str],
+    step: str,
+    when: str,
+) -> None:
+    runtime.faults.inject(step, when=when)
+    before = all_purchases()
+
+    execution = approve_and_wait(api, api.execute(recommend_ri())["execution_id"])
+
+    assert execution["status"] == "rolled_back"
+    assert "InjectedFault" in execution["error_message"]
+    assert execution["rollback"]["purchased"] is False
+    assert bought_by(ec2, execution["execution_id"]) == []
+    assert all_purchases() == before
+
+
+@pytest.mark.parametrize(
+    ("step", "when"),
+    [("act", "after"), ("check_action", "before"), ("verify", "before"), ("record", "before")],
+)
+def test_a_failure_after_the_purchase_records_the_manual_step_and_never_buys_again(
+    api: ApiClient,
+    ec2: Any,
+    runtime: LocalRuntime,
+    recommend_ri: Callable[..., str],
+    step: str,
+    when: str,
+) -> None:
+    runtime.faults.inject(step, when=when)
+    before = all_purchases()
+
+    execution = approve_and_wait(api, api.execute(recommend_ri())["execution_id"])
+
+    # The purchase stands: the execution says so, with the manual step, instead of "rolled back"
+    [reservation] = bought_by(ec2, execution["execution_id"])
+    reserved_id = reservation["ReservedInstancesId"]
+    assert all_purchases() == before + 1
+    assert execution["status"] == "rollback_failed"
+    assert "InjectedFault" in execution["error_message"]
+    assert "the engine cannot undo a purchase" in execution["error_message"]
+    assert f"--reserved-instances-id {reserved_id}" in execution["error_message"]
+    assert execution["rollback"]["purchased"] is True
+    assert execution["rollback"]["reserved_instances_id"] == reserved_id
+    assert "Reserved Instance Marketplace" in execution["rollback"]["manual_step"]
+
+
+def test_manual_rollback_records_the_manual_step_and_closes_once_the_reservation_is_sold(
+    api: ApiClient, ec2: Any, recommend_ri: Callable[..., str]
+) -> None:
+    # Given a completed purchase
+    execution_id = approve_and_wait(api, api.execute(recommend_ri())["execution_id"])["execution_id"]
+    [reservation] = bought_by(ec2, execution_id)
+
+    # When a rollback is asked for
+    api.rollback(execution_id)
+    execution = api.wait_for(execution_id, frozenset({"rolled_back", "rollback_failed"}))
+
+    # Then nothing is undone or bought: the manual step is recorded and a person must act
+    assert execution["status"] == "rollback_failed"
+    assert execution["rollback"]["manual_step"].startswith(
+        f"Sell the remaining term of reserved instances {reservation['ReservedInstancesId']}"
+    )
+    assert [r["State"] for r in bought_by(ec2, execution_id)] == ["active"]
+
+    # When the reservation has been sold on the Marketplace and the rollback is asked for again
+    reserved_instances.set_state(reservation["ReservedInstancesId"], "retired", account_id=ACCOUNT_ID, region=REGION)
+    api.rollback(execution_id)
+    execution = api.wait_for(execution_id, frozenset({"rolled_back", "rollback_failed"}))
+
+    # Then the execution is closed as rolled back
+    assert execution["status"] == "rolled_back"
+    assert len(bought_by(ec2, execution_id)) == 1
+
+
+def test_a_purchase_above_the_limit_is_refused_and_buys_nothing(
+    api: ApiClient, recommend_ri: Callable[..., str]
+) -> None:
+    before = all_purchases()
+    recommendation_id = recommend_ri(
+        "m5.4xlarge", instance_type="m5.4xlarge", term="3yr", offering_type="All Upfront", instance_count=5
+    )
+
+    execution = api.wait_for(api.execute(recommendation_id, auto_approve=True)["execution_id"])
+
+    assert execution["status"] == "failed"
+    assert "above the RI purchase limit of $10,000.00" in execution["error_message"]
+    assert execution["approval"] is None
+    assert all_purchases() == before
+
+
+def test_no_matching_offering_is_refused_with_what_to_change(api: ApiClient, recommend_ri: Callable[..., str]) -> None:
+    before = all_purchases()
+
+    execution = api.wait_for(api.execute(recommend_ri(tenancy="dedicated"))["execution_id"])
+
+    assert execution["status"] == "failed"
+    assert "no reserved instance offering matches" in execution["error_message"]
+    assert "tenancy default" in execution["error_message"]
+    assert all_purchases() == before
+
+
+def test_a_repeated_request_for_a_recommendation_that_bought_is_refused(
+    api: ApiClient, recommend_ri: Callable[..., str]
+) -> None:
+    recommendation_id = recommend_ri()
+    first = approve_and_wait(api, api.execute(recommendation_id)["execution_id"])
+    before = all_purchases()
+
+    again = api.wait_for(api.execute(recommendation_id)["execution_id"])
+
+    assert first["status"] == "completed"
+    assert again["status"] == "failed"
+    assert "already bought reserved instances" in again["error_message"]
+    assert all_purchases() == before
+
+
+def test_rejection_buys_nothing(api: ApiClient, recommend_ri: Callable[..., str]) -> None:
+    before = all_purchases()
+    execution_id = api.execute(recommend_ri())["execution_id"]
+    api.wait_for(execution_id, frozenset({"awaiting_approval"}))
+
+    api.reject(execution_id, "finops@example.com", "usage will drop next quarter")
+
+    assert api.wait_for(execution_id)["status"] == "rejected"
+    assert all_purchases() == before
+    with pytest.raises(ApiError) as refused:
+        api.rollback(execution_id)
+    assert refused.value.status_code == 409
