@@ -10,9 +10,9 @@ import boto3
 import pytest
 
 from cost_engine.aws import AwsClients
+from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.delete_volume import SOURCE_VOLUME_TAG, DeleteVolumeExecutor
-from cost_engine.executors.terminate import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from local_runtime.emulations import cloudtrail_volume_events

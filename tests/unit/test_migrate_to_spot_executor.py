@@ -12,9 +12,9 @@ import boto3
 import pytest
 
 from cost_engine.aws import AwsClients
+from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.migrate_to_spot import SPOT_FOR_TAG, SpotMigrationExecutor
-from cost_engine.executors.terminate import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION

@@ -11,8 +11,8 @@ import boto3
 import pytest
 
 from cost_engine.aws import AwsClients
+from cost_engine.ec2_instances import EXECUTION_TAG
 from cost_engine.executors.rightsize_database import RightsizeDatabaseExecutor
-from cost_engine.executors.terminate import EXECUTION_TAG
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from local_runtime.emulations.rds_pending_modifications import patch, run_maintenance_window, unpatch

@@ -11,12 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from cost_engine.aws import AwsClients
-from cost_engine.executors.terminate import (
-    EXECUTION_TAG,
-    RESTORED_FOR_TAG,
-    SOURCE_INSTANCE_TAG,
-    TerminateExecutor,
-)
+from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
+from cost_engine.executors.terminate import TerminateExecutor
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION

@@ -9,12 +9,8 @@ import boto3
 import pytest
 
 from cost_engine.aws import AwsClients
-from cost_engine.executors.terminate import (
-    EXECUTION_TAG,
-    RESTORED_FOR_TAG,
-    SOURCE_DB_INSTANCE_TAG,
-    TerminateExecutor,
-)
+from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
+from cost_engine.executors.terminate import SOURCE_DB_INSTANCE_TAG, TerminateExecutor
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION

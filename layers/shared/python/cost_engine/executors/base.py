@@ -47,6 +47,12 @@ class BaseExecutor(ABC):
         self.clients = clients
         self.settings = settings
 
+    def _invalid(self, errors: list[str], warnings: list[str] | None = None) -> ValidationResult:
+        """A refusal: the validation result of a change that must not be made, and why."""
+        return ValidationResult(
+            valid=False, errors=errors, warnings=warnings or [], risk_level=self.risk_level, estimated_duration=0
+        )
+
     def parameters(self, recommendation: Recommendation) -> BaseModel:
         return self.parameters_model.model_validate(recommendation.parameters)
 

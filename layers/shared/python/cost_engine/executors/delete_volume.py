@@ -15,10 +15,10 @@ from botocore.exceptions import ClientError
 from pydantic import Field, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
-from cost_engine.executors.terminate import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.models import (
     ExecutionPlan,
     Recommendation,
@@ -203,9 +203,6 @@ class DeleteVolumeExecutor(BaseExecutor):
             risk_level=self.risk_level,
             estimated_duration=5,
         )
-
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
 
     @staticmethod
     def _monthly_savings(settings: dict[str, Any]) -> float | None:

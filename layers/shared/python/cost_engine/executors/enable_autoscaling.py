@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -94,7 +95,7 @@ def names_for(instance_id: str, execution_id: str) -> dict[str, str]:
 
 
 @register_executor
-class EnableAutoscalingExecutor(BaseExecutor):
+class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.ENABLE_AUTOSCALING
     parameters_model = EnableAutoscalingParameters
     risk_level = RiskLevel.MEDIUM
@@ -189,22 +190,6 @@ class EnableAutoscalingExecutor(BaseExecutor):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _instance(self, instance_id: str) -> InstanceTypeDef | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return instances[0] if instances else None
-
-    def _require_instance(self, instance_id: str) -> InstanceTypeDef:
-        instance = self._instance(instance_id)
-        if instance is None:
-            raise ActionFailed(f"EC2 instance {instance_id} does not exist in {self.clients.region}")
-        return instance
-
     def _group(self, name: str) -> AutoScalingGroupTypeDef | None:
         groups = self.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
         found = groups.get("AutoScalingGroups", [])
@@ -233,12 +218,6 @@ class EnableAutoscalingExecutor(BaseExecutor):
             raise aws_failure("DescribeImages", error) from error
         return dict(images[0]) if images else None
 
-    def _instance_store_gb(self, instance_type: str) -> int:
-        info = self.clients.ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]  # type: ignore[list-item]
-        if not info or not info[0].get("InstanceStorageSupported"):
-            return 0
-        return int(info[0].get("InstanceStorageInfo", {}).get("TotalSizeInGB", 0)) or 1
-
     def _engine_groups_from(self, instance_id: str) -> list[str]:
         groups = self.clients.autoscaling.describe_auto_scaling_groups(
             Filters=[{"Name": f"tag:{SOURCE_INSTANCE_TAG}", "Values": [instance_id]}]
@@ -252,9 +231,6 @@ class EnableAutoscalingExecutor(BaseExecutor):
         return [t["LaunchTemplateName"] for t in templates]
 
     # -- validate and plan ---------------------------------------------------------------------
-
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

@@ -468,9 +468,6 @@ class FixConfigExecutor(BaseExecutor):
             return self._invalid([f"{what} already matches the baseline ({_shown(current)}): nothing to change"])
         return ValidationResult(valid=True, risk_level=self.risk_level, estimated_duration=1)
 
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
-
     def _savings(self, recommendation: Recommendation, baseline: Baseline) -> tuple[float | None, str]:
         estimate = recommendation.estimated_monthly_savings
         match baseline:

@@ -18,10 +18,16 @@ from botocore.exceptions import ClientError
 from pydantic import Field, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import (
+    EXECUTION_TAG,
+    GONE_STATES,
+    RESTORED_FOR_TAG,
+    SOURCE_INSTANCE_TAG,
+    Ec2InstanceReads,
+)
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
-from cost_engine.executors.terminate import EXECUTION_TAG, GONE_STATES, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.models import (
     ExecutionPlan,
     Recommendation,
@@ -119,7 +125,7 @@ def _run_request(
 
 
 @register_executor
-class SpotMigrationExecutor(BaseExecutor):
+class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
     parameters_model = MigrateToSpotParameters
     risk_level = RiskLevel.HIGH
@@ -170,22 +176,6 @@ class SpotMigrationExecutor(BaseExecutor):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _instance(self, instance_id: str) -> InstanceTypeDef | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return instances[0] if instances else None
-
-    def _require_instance(self, instance_id: str) -> InstanceTypeDef:
-        instance = self._instance(instance_id)
-        if instance is None:
-            raise ActionFailed(f"EC2 instance {instance_id} does not exist in {self.clients.region}")
-        return instance
-
     def _tagged_instances(self, tag: str, execution_id: str) -> list[str]:
         reservations = self.clients.ec2.describe_instances(
             Filters=[
@@ -194,12 +184,6 @@ class SpotMigrationExecutor(BaseExecutor):
             ]
         )["Reservations"]
         return [i["InstanceId"] for r in reservations for i in r.get("Instances", [])]
-
-    def _instance_store_gb(self, instance_type: str) -> int:
-        info = self.clients.ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]  # type: ignore[list-item]
-        if not info or not info[0].get("InstanceStorageSupported"):
-            return 0
-        return int(info[0].get("InstanceStorageInfo", {}).get("TotalSizeInGB", 0)) or 1
 
     def _protections(self, instance_id: str) -> tuple[bool, bool]:
         """(termination protection, stop protection) of the instance."""
@@ -356,9 +340,6 @@ class SpotMigrationExecutor(BaseExecutor):
             valid=not errors, errors=errors, warnings=warnings, risk_level=self.risk_level, estimated_duration=15
         )
 
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
-
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
         params = MigrateToSpotParameters.model_validate(recommendation.parameters)
         instance_id = recommendation.resource_id
@@ -413,12 +394,6 @@ class SpotMigrationExecutor(BaseExecutor):
         )
 
     # -- backup --------------------------------------------------------------------------------
-
-    def _existing_backup_image(self, execution_id: str) -> str | None:
-        images = self.clients.ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{EXECUTION_TAG}", "Values": [execution_id]}]
-        )["Images"]
-        return images[0]["ImageId"] if images else None
 
     def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
         user_data = self.clients.ec2.describe_instance_attribute(

@@ -1235,9 +1235,6 @@ class StorageOptimizeExecutor(BaseExecutor):
             valid=not errors, errors=errors, warnings=warnings, risk_level=self.risk_level, estimated_duration=10
         )
 
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
-
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
         return self._strategy(recommendation.resource_id).plan(
             recommendation, self._params(recommendation), execution_id

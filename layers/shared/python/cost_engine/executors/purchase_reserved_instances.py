@@ -261,11 +261,6 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
 
     # -- validate and plan ---------------------------------------------------------------------
 
-    def _invalid(self, errors: list[str], warnings: list[str] | None = None) -> ValidationResult:
-        return ValidationResult(
-            valid=False, errors=errors, warnings=warnings or [], risk_level=self.risk_level, estimated_duration=0
-        )
-
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:
             params = PurchaseReservedInstancesParameters.model_validate(recommendation.parameters)

@@ -160,9 +160,6 @@ class RightsizeDatabaseExecutor(BaseExecutor):
             estimated_duration=20 if params.apply_immediately else 5,
         )
 
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
-
     def _monthly_savings(self, current: str, target: str, multi_az: bool) -> float | None:
         catalog = price_catalog()
         before = catalog.db_instance_monthly(current, multi_az)

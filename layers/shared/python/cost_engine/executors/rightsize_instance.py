@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from pydantic import StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -61,7 +62,7 @@ class RightsizeInstanceParameters(StrictModel):
 
 
 @register_executor
-class RightsizeInstanceExecutor(BaseExecutor):
+class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.RIGHTSIZE_INSTANCE
     parameters_model = RightsizeInstanceParameters
     risk_level = RiskLevel.MEDIUM
@@ -81,22 +82,6 @@ class RightsizeInstanceExecutor(BaseExecutor):
     )
 
     # -- reading -------------------------------------------------------------------------------
-
-    def _instance(self, instance_id: str) -> InstanceTypeDef | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return instances[0] if instances else None
-
-    def _require_instance(self, instance_id: str) -> InstanceTypeDef:
-        instance = self._instance(instance_id)
-        if instance is None:
-            raise ActionFailed(f"EC2 instance {instance_id} does not exist in {self.clients.region}")
-        return instance
 
     def _type_info(self, instance_type: str) -> InstanceTypeInfoTypeDef | None:
         """What EC2 says about an instance type, or None when EC2 does not know it."""
@@ -255,9 +240,6 @@ class RightsizeInstanceExecutor(BaseExecutor):
                 "UUID: check it (e.g. with AWS's NVMe/ENA check script) and set parameters.nvme_drivers_installed=true"
             )
         return errors
-
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
 
     @staticmethod
     def _monthly_savings(state: str, current_type: str, target_type: str) -> float | None:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError, field_validator, model_validator
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -230,7 +231,7 @@ def _is_ours(schedule: GetScheduleOutputTypeDef | dict[str, Any], execution_id: 
 
 
 @register_executor
-class ScheduleInstanceExecutor(BaseExecutor):
+class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.SCHEDULE_INSTANCE
     parameters_model = ScheduleInstanceParameters
     risk_level = RiskLevel.MEDIUM
@@ -269,22 +270,6 @@ class ScheduleInstanceExecutor(BaseExecutor):
 
     def _role_arn(self) -> str | None:
         return self.settings.scheduler_role_arn if self.settings else None
-
-    def _instance(self, instance_id: str) -> InstanceTypeDef | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return instances[0] if instances else None
-
-    def _require_instance(self, instance_id: str) -> InstanceTypeDef:
-        instance = self._instance(instance_id)
-        if instance is None:
-            raise ActionFailed(f"EC2 instance {instance_id} does not exist in {self.clients.region}")
-        return instance
 
     def _schedule(self, name: str, group: str) -> GetScheduleOutputTypeDef | None:
         try:
@@ -384,9 +369,6 @@ class ScheduleInstanceExecutor(BaseExecutor):
         return ValidationResult(
             valid=not errors, errors=errors, warnings=warnings, risk_level=self.risk_level, estimated_duration=2
         )
-
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
 
     def _monthly_savings(self, instance_type: str, params: ScheduleInstanceParameters) -> tuple[float | None, str]:
         catalog = price_catalog()

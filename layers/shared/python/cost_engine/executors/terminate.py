@@ -19,6 +19,13 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import (
+    EXECUTION_TAG,
+    GONE_STATES,
+    RESTORED_FOR_TAG,
+    SOURCE_INSTANCE_TAG,
+    Ec2InstanceReads,
+)
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -43,10 +50,6 @@ if TYPE_CHECKING:
     from cost_engine.settings import Settings
 
 TERMINABLE_STATES = frozenset({"running", "stopped"})
-GONE_STATES = frozenset({"shutting-down", "terminated"})
-EXECUTION_TAG = "cost-engine:execution-id"
-SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
-RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
 SOURCE_DB_INSTANCE_TAG = "cost-engine:source-db-instance"
 
 # EC2 instance ids are `i-` and 8 or 17 hex digits; a DB identifier may also start with "i-".
@@ -156,7 +159,7 @@ class RdsDatabases:
 # -- EC2 ------------------------------------------------------------------------------------------------
 
 
-class Ec2InstanceTermination(BaseExecutor):
+class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
     """An EC2 instance: AMI backup with the launch configuration, terminate, relaunch on rollback."""
 
     parameters_model = TerminateInstanceParameters
@@ -214,22 +217,6 @@ class Ec2InstanceTermination(BaseExecutor):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _instance(self, instance_id: str) -> InstanceTypeDef | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return instances[0] if instances else None
-
-    def _require_instance(self, instance_id: str) -> InstanceTypeDef:
-        instance = self._instance(instance_id)
-        if instance is None:
-            raise ActionFailed(f"EC2 instance {instance_id} does not exist in {self.clients.region}")
-        return instance
-
     def _volumes(self, instance: InstanceTypeDef) -> list[dict[str, Any]]:
         mappings = [m for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
         volume_ids = [m["Ebs"]["VolumeId"] for m in mappings]
@@ -246,12 +233,6 @@ class Ec2InstanceTermination(BaseExecutor):
             }
             for m in mappings
         ]
-
-    def _instance_store_gb(self, instance_type: str) -> int:
-        info = self.clients.ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]  # type: ignore[list-item]
-        if not info or not info[0].get("InstanceStorageSupported"):
-            return 0
-        return int(info[0].get("InstanceStorageInfo", {}).get("TotalSizeInGB", 0)) or 1
 
     # -- validate and plan ---------------------------------------------------------------------
 
@@ -309,9 +290,6 @@ class Ec2InstanceTermination(BaseExecutor):
             risk_level=self.risk_level,
             estimated_duration=10,
         )
-
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
 
     def _monthly_savings(self, state: str, instance_type: str, volumes: list[dict[str, Any]]) -> float | None:
         catalog = price_catalog()
@@ -372,12 +350,6 @@ class Ec2InstanceTermination(BaseExecutor):
         )
 
     # -- backup --------------------------------------------------------------------------------
-
-    def _existing_backup_image(self, execution_id: str) -> str | None:
-        images = self.clients.ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{EXECUTION_TAG}", "Values": [execution_id]}]
-        )["Images"]
-        return images[0]["ImageId"] if images else None
 
     def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
         user_data = self.clients.ec2.describe_instance_attribute(
@@ -629,9 +601,6 @@ class RdsInstanceTermination(BaseExecutor):
                 "really should go"
             )
         return ValidationResult(valid=not errors, errors=errors, risk_level=self.risk_level, estimated_duration=20)
-
-    def _invalid(self, errors: list[str]) -> ValidationResult:
-        return ValidationResult(valid=False, errors=errors, risk_level=self.risk_level, estimated_duration=0)
 
     def _monthly_savings(self, status: str, config: dict[str, Any]) -> float | None:
         catalog = price_catalog()

@@ -1,0 +1,53 @@
+"""What every executor acting on an EC2 instance reads the same way, and the tags they all write."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+from cost_engine.aws import AwsClients, aws_failure, error_code
+from cost_engine.errors import ActionFailed
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+
+GONE_STATES = frozenset({"shutting-down", "terminated"})
+# Tags the engine puts on what it creates, so that a retried step finds what it already made.
+EXECUTION_TAG = "cost-engine:execution-id"
+SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
+RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
+
+
+class Ec2InstanceReads:
+    """Mixed into executors of EC2 instances: reading an instance, its type, its backup image."""
+
+    clients: AwsClients
+
+    def _instance(self, instance_id: str) -> InstanceTypeDef | None:
+        try:
+            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        except ClientError as error:
+            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+                return None
+            raise aws_failure("DescribeInstances", error) from error
+        instances = [i for r in reservations for i in r.get("Instances", [])]
+        return instances[0] if instances else None
+
+    def _require_instance(self, instance_id: str) -> InstanceTypeDef:
+        instance = self._instance(instance_id)
+        if instance is None:
+            raise ActionFailed(f"EC2 instance {instance_id} does not exist in {self.clients.region}")
+        return instance
+
+    def _instance_store_gb(self, instance_type: str) -> int:
+        info = self.clients.ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]  # type: ignore[list-item]
+        if not info or not info[0].get("InstanceStorageSupported"):
+            return 0
+        return int(info[0].get("InstanceStorageInfo", {}).get("TotalSizeInGB", 0)) or 1
+
+    def _existing_backup_image(self, execution_id: str) -> str | None:
+        images = self.clients.ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": f"tag:{EXECUTION_TAG}", "Values": [execution_id]}]
+        )["Images"]
+        return images[0]["ImageId"] if images else None
