@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -17,6 +17,14 @@ GONE_STATES = frozenset({"shutting-down", "terminated"})
 EXECUTION_TAG = "cost-engine:execution-id"
 SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
 RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
+# Tags the engine (or AWS) sets are not part of the workload's configuration: copying them to a
+# relaunched or replacement instance would make it look like another execution's backup or restore
+# (and repeat a key the engine then sets again).
+NOT_COPIED_TAG_PREFIXES = ("aws:", "cost-engine:")
+
+
+def workload_tags(instance: InstanceTypeDef) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", []) if not t["Key"].startswith(NOT_COPIED_TAG_PREFIXES)}
 
 
 class Ec2InstanceReads:
@@ -51,3 +59,22 @@ class Ec2InstanceReads:
             Owners=["self"], Filters=[{"Name": f"tag:{EXECUTION_TAG}", "Values": [execution_id]}]
         )["Images"]
         return images[0]["ImageId"] if images else None
+
+    def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
+        """Everything needed to launch an instance like this one again (from an image of it)."""
+        user_data = self.clients.ec2.describe_instance_attribute(
+            InstanceId=instance["InstanceId"], Attribute="userData"
+        ).get("UserData", {})
+        return {
+            "instance_type": instance["InstanceType"],
+            "subnet_id": instance.get("SubnetId"),
+            "vpc_id": instance.get("VpcId"),
+            "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
+            "security_group_ids": [g["GroupId"] for g in instance.get("SecurityGroups", [])],
+            "key_name": instance.get("KeyName"),
+            "iam_instance_profile_arn": instance.get("IamInstanceProfile", {}).get("Arn"),
+            "ebs_optimized": bool(instance.get("EbsOptimized", False)),
+            "detailed_monitoring": instance.get("Monitoring", {}).get("State") == "enabled",
+            "user_data_base64": user_data.get("Value"),
+            "tags": workload_tags(instance),
+        }

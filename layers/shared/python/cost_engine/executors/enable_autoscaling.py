@@ -34,7 +34,7 @@ from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef, ScalingPolicyTypeDef
-    from mypy_boto3_ec2.type_defs import InstanceTypeDef, TagTypeDef
+    from mypy_boto3_ec2.type_defs import TagTypeDef
 
 EXECUTION_TAG = "cost-engine:execution-id"
 SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
@@ -378,30 +378,6 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
 
     # -- backup --------------------------------------------------------------------------------
 
-    def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
-        user_data = self.clients.ec2.describe_instance_attribute(
-            InstanceId=instance["InstanceId"], Attribute="userData"
-        ).get("UserData", {})
-        return {
-            "instance_type": instance["InstanceType"],
-            "subnet_id": instance.get("SubnetId"),
-            "vpc_id": instance.get("VpcId"),
-            "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
-            "security_group_ids": [g["GroupId"] for g in instance.get("SecurityGroups", [])],
-            "key_name": instance.get("KeyName"),
-            "iam_instance_profile_arn": instance.get("IamInstanceProfile", {}).get("Arn"),
-            "ebs_optimized": bool(instance.get("EbsOptimized", False)),
-            "detailed_monitoring": instance.get("Monitoring", {}).get("State") == "enabled",
-            "user_data_base64": user_data.get("Value"),
-            "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", []) if not t["Key"].startswith("aws:")},
-        }
-
-    def _existing_image(self, execution_id: str) -> str | None:
-        images = self.clients.ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": f"tag:{EXECUTION_TAG}", "Values": [execution_id]}]
-        )["Images"]
-        return images[0]["ImageId"] if images else None
-
     def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
         params = EnableAutoscalingParameters.model_validate(recommendation.parameters)
         instance_id = recommendation.resource_id
@@ -411,7 +387,7 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         # A launch template needs an image: an AMI of this instance carries its software and
         # configuration, so that the group's instances serve what it serves. It is also what a
         # person would relaunch from. Tagged as it is created, so a retried step finds it.
-        image_id = self._existing_image(execution_id)
+        image_id = self._existing_backup_image(execution_id)
         if image_id is None:
             try:
                 image_id = self.clients.ec2.create_image(

@@ -24,6 +24,7 @@ from cost_engine.ec2_instances import (
     RESTORED_FOR_TAG,
     SOURCE_INSTANCE_TAG,
     Ec2InstanceReads,
+    workload_tags,
 )
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 MIGRATABLE_STATES = frozenset({"running", "stopped"})
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 SPOT_FOR_TAG = "cost-engine:spot-for-execution"
-# Tags the engine (or AWS) sets are not part of the workload's configuration: copying them to the
-# replacement would make it look like another execution's backup or restore.
-_NOT_COPIED_TAG_PREFIXES = ("aws:", "cost-engine:")
 # AWS advertises spot discounts of "up to 90%": a reported price far below that is not a real market
 # price (moto answers 0.00001 USD/hour for every type), and one above on-demand is not a saving.
 _MIN_SPOT_SHARE_OF_ON_DEMAND = 0.05
@@ -80,10 +78,6 @@ class SpotPrice:
 
     hourly: float | None
     detail: str
-
-
-def _tags(instance: InstanceTypeDef) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in instance.get("Tags", []) if not t["Key"].startswith(_NOT_COPIED_TAG_PREFIXES)}
 
 
 def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
@@ -387,30 +381,13 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
                 "instance_type": instance_type,
                 "state": state,
                 "availability_zone": availability_zone,
-                "tags": _tags(instance),
+                "tags": workload_tags(instance),
                 "max_price": params.max_price,
                 "instance_interruption_behavior": params.instance_interruption_behavior,
             },
         )
 
     # -- backup --------------------------------------------------------------------------------
-
-    def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
-        user_data = self.clients.ec2.describe_instance_attribute(
-            InstanceId=instance["InstanceId"], Attribute="userData"
-        ).get("UserData", {})
-        return {
-            "instance_type": instance["InstanceType"],
-            "subnet_id": instance.get("SubnetId"),
-            "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
-            "security_group_ids": [g["GroupId"] for g in instance.get("SecurityGroups", [])],
-            "key_name": instance.get("KeyName"),
-            "iam_instance_profile_arn": instance.get("IamInstanceProfile", {}).get("Arn"),
-            "ebs_optimized": bool(instance.get("EbsOptimized", False)),
-            "detailed_monitoring": instance.get("Monitoring", {}).get("State") == "enabled",
-            "user_data_base64": user_data.get("Value"),
-            "tags": _tags(instance),
-        }
 
     def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
         instance_id = recommendation.resource_id
@@ -560,7 +537,7 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
             check(spot.get("SubnetId") == expected["subnet_id"], f"{spot_id} is in subnet {spot.get('SubnetId')}")
             groups = sorted(g["GroupId"] for g in spot.get("SecurityGroups", []))
             check(groups == expected["security_group_ids"], f"{spot_id} has security groups {', '.join(groups)}")
-            tags = _tags(spot)
+            tags = workload_tags(spot)
             missing = {k: v for k, v in expected["tags"].items() if tags.get(k) != v}
             check(not missing, f"{spot_id} carries the original's tags" + (f" except {missing}" if missing else ""))
         original = self._instance(action["original_instance_id"])

@@ -351,24 +351,6 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
 
     # -- backup --------------------------------------------------------------------------------
 
-    def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
-        user_data = self.clients.ec2.describe_instance_attribute(
-            InstanceId=instance["InstanceId"], Attribute="userData"
-        ).get("UserData", {})
-        profile = instance.get("IamInstanceProfile", {}).get("Arn")
-        return {
-            "instance_type": instance["InstanceType"],
-            "subnet_id": instance.get("SubnetId"),
-            "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
-            "security_group_ids": [g["GroupId"] for g in instance.get("SecurityGroups", [])],
-            "key_name": instance.get("KeyName"),
-            "iam_instance_profile_arn": profile,
-            "ebs_optimized": bool(instance.get("EbsOptimized", False)),
-            "detailed_monitoring": instance.get("Monitoring", {}).get("State") == "enabled",
-            "user_data_base64": user_data.get("Value"),
-            "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", []) if not t["Key"].startswith("aws:")},
-        }
-
     def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
