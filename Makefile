@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.installed
 # banner is silenced for that one major version (a newer Node.js needs nothing).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help demo serve test unit integration lint format typecheck synth bench prices clean
+.PHONY: help demo serve test unit integration browser lint format typecheck synth bench prices clean
 
 help:
 	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
@@ -26,6 +26,17 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
+
+# The approval-page tests open the emailed link in a real headless Chromium: Debian's chromium and
+# chromium-driver (test tools' own browser downloads do not work offline). Installed once, as root
+# or through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "Installing Debian's chromium and chromium-driver for the browser tests"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver >/dev/null; }
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -50,14 +61,14 @@ typecheck: $(VENV_STAMP)
 
 # Two pytest runs: the unit tests use moto in-process (mock_aws), which would reset the emulator
 # that the integration tests' local runtime keeps running in its own process.
-test: lint typecheck
+test: lint typecheck browser
 	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 	$(PY) -m pytest tests/integration
 
 unit: $(VENV_STAMP)
 	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 
-integration: $(VENV_STAMP)
+integration: $(VENV_STAMP) browser
 	$(PY) -m pytest tests/integration
 
 synth: $(VENV_STAMP) $(NODE_STAMP)

@@ -15,13 +15,25 @@ from infra.stack import CostExecutionEngineStack
 
 ANY_RESOURCE = "Resource::*"
 TRACING_REASON = "X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions."
+APPROVAL_PAGE_REASON = (
+    "Approval links are opened from email by approvers without AWS credentials; each request is authorized "
+    "by an HMAC-SHA256 signature over an unguessable approval id and its expiry, checked by the function; "
+    "GET only reads."
+)
 
 
-def _suppress(construct: IConstruct, rule: str, reason: str, applies_to: list[str] | None = None) -> None:
+def _suppress(
+    construct: IConstruct,
+    rule: str,
+    reason: str,
+    applies_to: list[str] | None = None,
+    *,
+    apply_to_children: bool = True,
+) -> None:
     NagSuppressions.add_resource_suppressions(
         construct,
         [NagPackSuppression(id=f"AwsSolutions-{rule}", reason=reason, applies_to=applies_to)],
-        apply_to_children=True,
+        apply_to_children=apply_to_children,
     )
 
 
@@ -89,16 +101,32 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         "only at run time; the role can do nothing else, on instances of this account and region only.",
         ["Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*"],
     )
+    # On each method itself, not on its children (the Lambda permissions of its integration).
+    approval_page_paths = {method.node.path for method in stack.approval_page_methods}
+    for method in stack.api.methods:
+        if method.node.path in approval_page_paths:
+            _suppress(method, "APIG4", APPROVAL_PAGE_REASON, apply_to_children=False)
+            _suppress(method, "COG4", APPROVAL_PAGE_REASON, apply_to_children=False)
+        else:
+            _suppress(
+                method,
+                "COG4",
+                "Callers are AWS principals (the CLI, EventBridge targets, other services and people with IAM "
+                "credentials), so this method uses AWS_IAM (SigV4) authorization instead of a Cognito user pool.",
+                apply_to_children=False,
+            )
     _suppress(
-        stack.api,
-        "COG4",
-        "Callers are AWS principals (the CLI, EventBridge targets, other services and people with IAM "
-        "credentials), so every method uses AWS_IAM (SigV4) authorization instead of a Cognito user pool.",
+        stack.api.deployment_stage,
+        "APIG3",
+        "Every method but the approval pages requires a SigV4 signature from an IAM principal. The approval pages "
+        "act only on a link with a valid HMAC-SHA256 signature and have their own throttling, below the stage's, "
+        "so a flood of them cannot starve the signed routes; a WAFv2 web ACL would add cost for little more. "
+        "Attach one where the API is exposed to untrusted networks at scale.",
     )
     _suppress(
-        stack.api,
-        "APIG3",
-        "Every method requires a SigV4 signature from an IAM principal and the stage is throttled, so a WAFv2 "
-        "web ACL would add cost without guarding anything reachable unsigned. Attach one where the API is "
-        "exposed to untrusted networks.",
+        stack.approval_secret,
+        "SMG4",
+        "Rotating the approval link key would invalidate the links already emailed and still inside their "
+        "approval window (24 hours at most). Rotation can come once the API function also accepts the previous "
+        "version (AWSPREVIOUS) for one window.",
     )

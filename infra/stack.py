@@ -6,9 +6,10 @@ shared package gets its function, role, state machine and API wiring from the lo
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from aws_cdk import ArnFormat, Aws, CfnElement, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
@@ -17,13 +18,16 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
-from constructs import Construct, IConstruct
+from constructs import Construct, IConstruct, Node
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cost_engine import topology
+from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import Permission
 from cost_engine.models import RecommendationType
@@ -54,6 +58,12 @@ API_REQUEST_VALIDATOR_ID = "RequestValidator"
 API_ACCESS_LOG_GROUP_ID = "ApiAccessLogs"
 API_GATEWAY_LOGGING_ROLE_ID = "ApiGatewayLoggingRole"
 API_GATEWAY_ACCOUNT_ID = "ApiGatewayAccount"
+APPROVAL_PAGE_RESOURCE = f"{topology.APPROVAL_PAGE_PATH}/{{approval_id}}"
+APPROVAL_PAGE_METHODS = ("GET", "POST")
+# Per approval method, below the stage's limits: a mail scanner opening every link cannot use up the
+# requests that the IAM-signed routes need.
+APPROVAL_PAGE_RATE_LIMIT = 10
+APPROVAL_PAGE_BURST_LIMIT = 20
 SCHEDULER_ROLE_ID = "SchedulerRole"
 SCHEDULER_ACTIONS = ("ec2:StopInstances", "ec2:StartInstances")
 
@@ -64,9 +74,11 @@ POWERTOOLS_ENVIRONMENT = {
 }
 API_ENVIRONMENT = {
     EnvVar.POLL_INTERVAL_SECONDS: "15",
-    EnvVar.APPROVAL_TIMEOUT_SECONDS: "86400",
     EnvVar.MAX_POLL_ATTEMPTS: "120",
 }
+# The state machines' TimeoutSeconds (topology.STATE_MACHINE_TIMEOUT_SECONDS) leaves an hour for the
+# acting phase after an approval wait of at most this long.
+MAX_APPROVAL_TIMEOUT_SECONDS = 24 * 3600
 
 # Exactly the DynamoDB calls of cost_engine.stores: nothing deletes (the audit log is append-only) and
 # nothing scans (listings are served by indexes).
@@ -77,19 +89,88 @@ LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 TRACING_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 # Publishing to a topic encrypted with a customer managed key needs these on the key.
 TOPIC_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+# Reading the approval link key, nothing else (not even DescribeSecret). The secret is encrypted with
+# the AWS managed key aws/secretsmanager, whose key policy already lets Secrets Manager decrypt for
+# any principal of the account that may read the secret.
+SECRET_READ_ACTIONS = ("secretsmanager:GetSecretValue",)
 # What every executor role holds besides the permissions its executor class declares.
 EXECUTOR_BASE_ACTIONS = frozenset(
-    {*LOG_WRITE_ACTIONS, *TRACING_ACTIONS, *TABLE_READ_ACTIONS, *TABLE_WRITE_ACTIONS, "sns:Publish", *TOPIC_KEY_ACTIONS}
+    {
+        *LOG_WRITE_ACTIONS,
+        *TRACING_ACTIONS,
+        *TABLE_READ_ACTIONS,
+        *TABLE_WRITE_ACTIONS,
+        "sns:Publish",
+        *TOPIC_KEY_ACTIONS,
+        *SECRET_READ_ACTIONS,
+    }
 )
 EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
 
 
-def approver_emails(context_value: object) -> list[str]:
-    """The `approver_emails` context value ("a@example.com,b@example.com"), as a list."""
-    if not isinstance(context_value, str):
-        return []
-    return [email.strip() for email in context_value.split(",") if email.strip()]
+def _email_address(value: str) -> str:
+    # Only what catches a slip (a missing "@", two addresses run together): SNS asks each address
+    # to confirm its subscription anyway.
+    if "@" not in value or any(character.isspace() for character in value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _https_url(value: str) -> str:
+    if not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"{value!r} is not an https:// URL without a query or fragment")
+    return value.rstrip("/")
+
+
+class DeploymentContext(BaseModel):
+    """What a deployment chooses with `cdk deploy -c name=value` (or cdk.json's "context").
+
+    Checked when the app synthesizes, so a typo fails there instead of in the functions on AWS. The
+    field names are the context keys.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    # Who the approval topic mails: a list, or one comma-separated string as `-c` passes it.
+    approver_emails: tuple[Annotated[str, AfterValidator(_email_address)], ...] = ()
+    # cost_engine.approval_policy.ApprovalPolicy, as an object or as its JSON. Unset: its defaults.
+    approval_policy: ApprovalPolicy | None = None
+    # How long an approval request waits for a person; also how long its link stays valid.
+    approval_timeout_seconds: int = Field(default=MAX_APPROVAL_TIMEOUT_SECONDS, ge=1, le=MAX_APPROVAL_TIMEOUT_SECONDS)
+    # Where approval links point, e.g. a custom domain. Unset: the API's own execute-api address.
+    api_base_url: Annotated[str, AfterValidator(_https_url)] | None = None
+
+    @field_validator("approver_emails", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            # An address listed twice is subscribed once.
+            return tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+        return value
+
+    @field_validator("approval_policy", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"not JSON ({error})") from None
+        return value
+
+    @classmethod
+    def of(cls, node: Node) -> DeploymentContext:
+        values = {name: node.try_get_context(name) for name in cls.model_fields}
+        try:
+            return cls.model_validate({name: value for name, value in values.items() if value is not None})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}" for problem in error.errors()
+            )
+            raise ValueError(f"invalid CDK context (cdk -c name=value or cdk.json): {problems}") from None
 
 
 def permission_statement(permission: Permission) -> iam.PolicyStatement:
@@ -107,6 +188,7 @@ def permission_statement(permission: Permission) -> iam.PolicyStatement:
 class CostExecutionEngineStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self.deployment_context = DeploymentContext.of(self.node)
 
         self.tables = {spec.construct_id: self._table(spec) for spec in topology.TABLES}
         self.approval_topic_key = kms.Key(
@@ -122,8 +204,15 @@ class CostExecutionEngineStack(Stack):
             master_key=self.approval_topic_key,
             enforce_ssl=True,
         )
-        for email in approver_emails(self.node.try_get_context("approver_emails")):
+        for email in self.deployment_context.approver_emails:
             self.approval_topic.add_subscription(subscriptions.EmailSubscription(email))
+        # The HMAC key of the approval links: the executors sign them, the API function checks them.
+        self.approval_secret = secretsmanager.Secret(
+            self,
+            topology.APPROVAL_SECRET_CONSTRUCT_ID,
+            description="Signs the Cost Execution Engine's approval links (HMAC-SHA256 key)",
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
+        )
 
         # What EventBridge Scheduler assumes to stop and start instances on the schedules that
         # schedule_instance creates: those two actions on instances, nothing else.
@@ -162,7 +251,7 @@ class CostExecutionEngineStack(Stack):
         # Executors first: the state machines invoke them, and the API starts the state machines.
         # Executors never refer to a state machine, so there is no dependency cycle.
         for machine in topology.state_machines():
-            executor = self._function(machine.executor)
+            executor = self._function(machine.executor, self._approval_request_environment())
             self._allow_executor(machine.recommendation_type, self.roles[machine.executor.construct_id])
             self.state_machines[machine.recommendation_type] = self._state_machine(machine, executor)
 
@@ -177,6 +266,14 @@ class CostExecutionEngineStack(Stack):
         )
         self._allow_api(self.roles[topology.API_FUNCTION.construct_id])
         self.api = self._rest_api(api_function)
+        # Set once the API exists. Built from the API's id, not from its stage: a reference to the
+        # stage would make each executor depend on it, and the stage (through the deployment and the
+        # methods) on the API function, the state machines and so on the executors: a cycle.
+        approval_links_base = self.deployment_context.api_base_url or (
+            f"https://{self.api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{topology.API_STAGE_NAME}"
+        )
+        for machine in topology.state_machines():
+            self.functions[machine.executor.construct_id].add_environment(EnvVar.API_BASE_URL, approval_links_base)
 
     def logical_id(self, construct: IConstruct) -> str:
         """The CloudFormation logical ID of an L2 construct's main resource."""
@@ -231,6 +328,10 @@ class CostExecutionEngineStack(Stack):
             description=f"Runs {spec.construct_id}",
         )
         role.add_to_policy(iam.PolicyStatement(actions=list(LOG_WRITE_ACTIONS), resources=[log_group.log_group_arn]))
+        # Every function signs or checks approval links with the key (APPROVAL_SECRET_ARN).
+        role.add_to_policy(
+            iam.PolicyStatement(actions=list(SECRET_READ_ACTIONS), resources=[self.approval_secret.secret_arn])
+        )
         function = lambda_.Function(
             self,
             spec.construct_id,
@@ -250,6 +351,8 @@ class CostExecutionEngineStack(Stack):
                 EnvVar.APPROVAL_TOPIC_ARN: self.approval_topic.topic_arn,
                 EnvVar.SCHEDULER_ROLE_ARN: self.scheduler_role.role_arn,
                 EnvVar.RI_PURCHASE_LIMIT_USD: str(self.node.try_get_context("ri_purchase_limit_usd") or "10000"),
+                EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.deployment_context.approval_timeout_seconds),
+                EnvVar.APPROVAL_SECRET_ARN: self.approval_secret.secret_arn,
                 **POWERTOOLS_ENVIRONMENT,
                 **(environment or {}),
             },
@@ -257,6 +360,17 @@ class CostExecutionEngineStack(Stack):
         self.functions[spec.construct_id] = function
         self.roles[spec.construct_id] = role
         return function
+
+    def _approval_request_environment(self) -> dict[str, str]:
+        """What the executors put in an approval request, as the deployment chose it."""
+        chosen = self.deployment_context
+        environment = {}
+        if chosen.approver_emails:
+            environment[EnvVar.APPROVER_EMAILS] = ",".join(chosen.approver_emails)
+        if chosen.approval_policy is not None:
+            # Only what the deployment set: the rest keeps the defaults of the running code.
+            environment[EnvVar.APPROVAL_POLICY] = chosen.approval_policy.model_dump_json(exclude_unset=True)
+        return environment
 
     def _allow(self, role: iam.Role, actions: Sequence[str], resources: Sequence[str]) -> None:
         role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
@@ -319,6 +433,12 @@ class CostExecutionEngineStack(Stack):
 
     def _rest_api(self, api_function: lambda_.Function) -> apigw.RestApi:
         access_logs = logs.LogGroup(self, API_ACCESS_LOG_GROUP_ID, retention=LOG_RETENTION)
+        method_logging: dict[str, Any] = {
+            "metrics_enabled": True,
+            "logging_level": apigw.MethodLoggingLevel.INFO,
+            # Request and response bodies stay out of the logs.
+            "data_trace_enabled": False,
+        }
         api = apigw.RestApi(
             self,
             API_ID,
@@ -328,11 +448,19 @@ class CostExecutionEngineStack(Stack):
             cloud_watch_role=False,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             deploy_options=apigw.StageOptions(
+                # Named here, so the approval links can be built without a reference to the stage.
+                stage_name=topology.API_STAGE_NAME,
                 tracing_enabled=True,
-                metrics_enabled=True,
-                logging_level=apigw.MethodLoggingLevel.INFO,
-                # Request and response bodies stay out of the logs.
-                data_trace_enabled=False,
+                **method_logging,
+                # A method's own settings replace the stage's, so they repeat its logging settings.
+                method_options={
+                    f"{APPROVAL_PAGE_RESOURCE}/{method}": apigw.MethodDeploymentOptions(
+                        **method_logging,
+                        throttling_rate_limit=APPROVAL_PAGE_RATE_LIMIT,
+                        throttling_burst_limit=APPROVAL_PAGE_BURST_LIMIT,
+                    )
+                    for method in APPROVAL_PAGE_METHODS
+                },
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
                     caller=True,
@@ -357,13 +485,19 @@ class CostExecutionEngineStack(Stack):
         )
         # One proxy: the API function routes (Powertools Router), so routes are declared once.
         # CDK adds the same ANY method to "/" as well, since {proxy+} does not match it.
+        integration = apigw.LambdaIntegration(api_function)
         proxy = api.root.add_proxy(any_method=False)
         proxy.add_method(
-            "ANY",
-            apigw.LambdaIntegration(api_function),
-            authorization_type=apigw.AuthorizationType.IAM,
-            request_validator=validator,
+            "ANY", integration, authorization_type=apigw.AuthorizationType.IAM, request_validator=validator
         )
+        # The approval pages, opened from an email by people without AWS credentials: the link's
+        # HMAC signature, checked by the function, stands in for IAM. API Gateway matches this
+        # explicit resource before {proxy+}.
+        approval_page = api.root.resource_for_path(APPROVAL_PAGE_RESOURCE)
+        self.approval_page_methods = [
+            approval_page.add_method(method, integration, authorization_type=apigw.AuthorizationType.NONE)
+            for method in APPROVAL_PAGE_METHODS
+        ]
         api.deployment_stage.node.add_dependency(self._api_gateway_account())
         return api
 

@@ -10,6 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cost_engine.topology import APPROVAL_PAGE_PATH
+
 # Runs the API function on one proxy event and returns its proxy response.
 ApiHandler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
@@ -93,7 +95,9 @@ class ApiServer:
                     self.close_connection = True
                     return self._refuse(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
                 raw = self.rfile.read(length) if length else b""
-                if self.headers.get("x-api-key") != server.api_key:
+                # The approval pages are public on AWS too: the link's signature stands in for IAM.
+                public = urlsplit(self.path).path.startswith(APPROVAL_PAGE_PATH + "/")
+                if not public and self.headers.get("x-api-key") != server.api_key:
                     return self._refuse(403, "forbidden", "missing or wrong x-api-key header")
                 try:
                     body = raw.decode("utf-8") if raw else None

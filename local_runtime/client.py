@@ -42,9 +42,36 @@ class ApiClient:
     def register(self, recommendation: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", "/recommendations", json=recommendation)
 
-    def execute(self, recommendation_id: str, *, dry_run: bool = False, auto_approve: bool = False) -> dict[str, Any]:
-        body = {"recommendation_id": recommendation_id, "dry_run": dry_run, "auto_approve": auto_approve}
+    def execute(
+        self,
+        recommendation_id: str,
+        *,
+        dry_run: bool = False,
+        auto_approve: bool = False,
+        approval_timeout_seconds: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "recommendation_id": recommendation_id,
+            "dry_run": dry_run,
+            "auto_approve": auto_approve,
+        }
+        if approval_timeout_seconds is not None:
+            body["approval_timeout_seconds"] = approval_timeout_seconds
         return self._json("POST", "/executions/execute", json=body)
+
+    def run(
+        self, recommendation_id: str, *, approver: str | None = None, comment: str = "", **options: Any
+    ) -> dict[str, Any]:
+        """Execute and wait for the end. With `approver`, an execution the policy holds for a person
+        is approved by them through the API (and the approval shows in its audit log)."""
+        execution_id = self.execute(recommendation_id, **options)["execution_id"]
+        if approver is None:
+            return self.wait_for(execution_id)
+        execution = self.wait_for(execution_id, FINAL_STATUSES | {"awaiting_approval"})
+        if execution["status"] != "awaiting_approval":
+            return execution
+        self.approve(execution_id, approver, comment)
+        return self.wait_for(execution_id)
 
     def status(self, execution_id: str) -> dict[str, Any]:
         return self._json("GET", f"/executions/{execution_id}")

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import zipfile
@@ -50,6 +51,8 @@ class LocalRuntime:
         api_key: str = "local-dev-key",
         host: str = "127.0.0.1",
         approval_timeout_seconds: int = 86400,
+        approval_policy: dict[str, Any] | None = None,
+        approver_emails: tuple[str, ...] = (),
         log_level: str = "WARNING",
         echo_function_output: bool = False,
     ) -> None:
@@ -58,6 +61,8 @@ class LocalRuntime:
         self.api_port = api_port
         self.api_key = api_key
         self.approval_timeout_seconds = approval_timeout_seconds
+        self.approval_policy = approval_policy
+        self.approver_emails = approver_emails
         self.log_level = log_level
         self.echo_function_output = echo_function_output
         self.dispatcher = Dispatcher(echo=echo_function_output)
@@ -148,7 +153,11 @@ class LocalRuntime:
             topology.EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.approval_timeout_seconds),
             topology.EnvVar.MAX_POLL_ATTEMPTS: "200",
             topology.EnvVar.API_BASE_URL: self.api_url,
+            topology.EnvVar.APPROVER_EMAILS: ",".join(self.approver_emails),
         }
+        os.environ.pop(topology.EnvVar.APPROVAL_POLICY, None)
+        if self.approval_policy is not None:
+            env[topology.EnvVar.APPROVAL_POLICY] = json.dumps(self.approval_policy)
         for table in topology.TABLES:
             env[table.env_var] = table.local_name
         os.environ.update(env)
@@ -171,6 +180,10 @@ class LocalRuntime:
 
         self.approval_topic_arn = self.client("sns").create_topic(Name=topology.APPROVAL_TOPIC_LOCAL_NAME)["TopicArn"]
         os.environ[topology.EnvVar.APPROVAL_TOPIC_ARN] = self.approval_topic_arn
+        # The local secret that signs approval links, kept where the deployed engine keeps its own.
+        os.environ[topology.EnvVar.APPROVAL_SECRET_ARN] = self.client("secretsmanager").create_secret(
+            Name=topology.APPROVAL_SECRET_LOCAL_NAME, SecretString=secrets.token_urlsafe(48)
+        )["ARN"]
 
         role_arn = self.client("iam").create_role(
             RoleName=LOCAL_ROLE_NAME,

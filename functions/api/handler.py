@@ -4,6 +4,7 @@
 # tracer's wrappers, which only works with evaluated annotations.
 
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -13,11 +14,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
+from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
 from cost_engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound, UnsupportedType
 from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
-from cost_engine.service import ExecutionService
+from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
 
 logger = Logger()
@@ -119,13 +122,70 @@ def rollback_execution(execution_id: str) -> Response[Any]:
 @app.post("/executions/<execution_id>/approve")
 @tracer.capture_method
 def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
-    return service.status_view(service.decide(execution_id, decision, approve=True))
+    return service.status_view(service.decide(execution_id, decision, approve=True, actor=_actor()))
 
 
 @app.post("/executions/<execution_id>/reject")
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
-    return service.status_view(service.decide(execution_id, decision, approve=False))
+    return service.status_view(service.decide(execution_id, decision, approve=False, actor=_actor()))
+
+
+# -- the approval page: public routes, where the link's signature stands in for IAM ----------------
+
+
+def _html(status: int, page: str) -> Response[Any]:
+    return Response(status_code=status, content_type="text/html; charset=utf-8", body=page, headers=PAGE_HEADERS)
+
+
+def _outcome(outcome: LinkOutcome) -> Response[Any]:
+    return _html(outcome.status_code, outcome_page(outcome.title, outcome.message, outcome.record))
+
+
+@app.get("/approvals/<approval_id>")
+@tracer.capture_method
+def approval_page(approval_id: str) -> Response[Any]:
+    # Mail scanners and link previews open every link: this route only reads.
+    event = app.current_event
+    expires = event.get_query_string_value("expires")
+    signature = event.get_query_string_value("signature")
+    outcome = service.open_link(approval_id, expires, signature)
+    if not outcome.decidable or outcome.record is None:
+        return _outcome(outcome)
+    return _html(200, review_page(outcome.record, approval_id, expires or "", signature or ""))
+
+
+@app.post("/approvals/<approval_id>")
+@tracer.capture_method
+def approval_decision(approval_id: str) -> Response[Any]:
+    event = app.current_event
+    form = {key: values[-1] for key, values in parse_qs(event.decoded_body or "", keep_blank_values=True).items()}
+    choice = form.get("decision")
+    if choice not in ("approve", "reject"):
+        return _html(400, outcome_page("Nothing was decided", "Use the Approve or Reject button on the page."))
+    try:
+        decision = ApprovalDecision(approver=form.get("approver", ""), comment=form.get("comment", ""))
+    except ValidationError:
+        return _html(
+            400,
+            outcome_page(
+                "Nothing was decided",
+                "Give your name or email (up to 128 characters) and a comment of at most 1024 characters, "
+                "then use the button again.",
+            ),
+        )
+    identity = event.request_context.identity
+    source = f"link:{identity.source_ip or 'unknown'} {(event.headers.get('user-agent') or '')[:120]}".strip()
+    outcome = service.decide_by_link(
+        approval_id,
+        form.get("expires"),
+        form.get("signature"),
+        decision,
+        approve=choice == "approve",
+        source=source,
+    )
+    metrics.add_metric(name="ApprovalLinkDecisions", unit=MetricUnit.Count, value=1)
+    return _outcome(outcome)
 
 
 # -- errors: the one place where exceptions become HTTP responses -----------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,15 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from cost_engine import topology
+from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.topology import EnvVar
 from infra.nag import suppress_accepted_findings
 from infra.stack import (
+    APPROVAL_PAGE_BURST_LIMIT,
+    APPROVAL_PAGE_METHODS,
+    APPROVAL_PAGE_RATE_LIMIT,
+    APPROVAL_PAGE_RESOURCE,
     APPROVAL_TOPIC_KEY_ID,
     EXECUTOR_BASE_ACTIONS,
     POWERTOOLS_ENVIRONMENT,
@@ -32,6 +38,10 @@ from infra.stack import (
 )
 
 APPROVERS = ("finops@example.com", "platform@example.com")
+APPROVAL_POLICY = {
+    "default": {"max_auto_approve_risk": "low", "high_risk_monthly_savings_usd": 500.0},
+    "customers": {"acme": {"auto_approve_types": ["delete_volume"]}},
+}
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
 
@@ -65,10 +75,55 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def referenced(value: Any) -> Iterator[str]:
+    """The logical IDs (and pseudo parameters) that a template value refers to, with Ref, GetAtt or Sub."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            yield value["Ref"]
+        if "Fn::GetAtt" in value:
+            attribute = value["Fn::GetAtt"]
+            yield attribute[0] if isinstance(attribute, list) else attribute.split(".")[0]
+        if "Fn::Sub" in value:
+            text = as_list(value["Fn::Sub"])[0]
+            yield from (name.split(".")[0] for name in re.findall(r"\$\{(?!!)([^}]+)\}", text))
+        for item in value.values():
+            yield from referenced(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from referenced(item)
+
+
+def api_path(resources: Mapping[str, Any], method: Mapping[str, Any]) -> str:
+    """The path of an API Gateway method, from its resource up to the root."""
+    parts = []
+    parent = method["Properties"]["ResourceId"]
+    while "Ref" in parent:
+        resource = resources[parent["Ref"]]["Properties"]
+        parts.append(resource["PathPart"])
+        parent = resource["ParentId"]
+    return "/" + "/".join(reversed(parts))
+
+
+def synthesize(context: dict[str, Any]) -> tuple[CostExecutionEngineStack, Mapping[str, Any]]:
+    """The stack's template for a deployment context, without cdk-nag (for what the context changes)."""
+    stack = CostExecutionEngineStack(App(context=context), "CostExecutionEngineContext")
+    return stack, Template.from_stack(stack).to_json()
+
+
+def function_environment(
+    stack: CostExecutionEngineStack, template: Mapping[str, Any], function: topology.Function
+) -> dict[str, Any]:
+    resource = template["Resources"][stack.logical_id(stack.functions[function.construct_id])]
+    return resource["Properties"]["Environment"]["Variables"]  # type: ignore[no-any-return]
+
+
+EXECUTORS = [sm.executor for sm in topology.state_machines()]
+
+
 @pytest.fixture(scope="module")
 def synthesized() -> Synthesized:
-    """Given the app as app.py builds it, with cdk-nag and approver emails in the context."""
-    app = App(context={"approver_emails": ", ".join(APPROVERS)})
+    """Given the app as app.py builds it, with cdk-nag, and approvers and a policy as `cdk -c` gives them."""
+    app = App(context={"approver_emails": ", ".join(APPROVERS), "approval_policy": json.dumps(APPROVAL_POLICY)})
     stack = CostExecutionEngineStack(app, "CostExecutionEngineTest")
     suppress_accepted_findings(stack)
     Aspects.of(app).add(AwsSolutionsChecks())
@@ -297,13 +352,197 @@ def test_every_placeholder_of_each_asl_file_is_supplied_by_the_topology(machine:
 # -- API and approvals ------------------------------------------------------------------------
 
 
-def test_every_api_method_requires_iam_authorization(synthesized: Synthesized) -> None:
+def test_only_the_approval_pages_are_public_and_every_other_method_requires_iam(synthesized: Synthesized) -> None:
+    resources = synthesized.template.to_json()["Resources"]
     methods = synthesized.template.find_resources("AWS::ApiGateway::Method")
 
-    assert methods
-    assert {name: m["Properties"]["AuthorizationType"] for name, m in methods.items()} == dict.fromkeys(
-        methods, "AWS_IAM"
+    authorization = {
+        (api_path(resources, m), m["Properties"]["HttpMethod"]): m["Properties"]["AuthorizationType"]
+        for m in methods.values()
+    }
+    assert authorization == {
+        ("/", "ANY"): "AWS_IAM",
+        ("/{proxy+}", "ANY"): "AWS_IAM",
+        **{(APPROVAL_PAGE_RESOURCE, method): "NONE" for method in APPROVAL_PAGE_METHODS},
+    }
+
+
+def test_the_approval_pages_are_served_by_the_api_function(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    api_function = stack.logical_id(stack.functions[topology.API_FUNCTION.construct_id])
+
+    for method in stack.approval_page_methods:
+        integration = synthesized.resource(method.node.path, method)["Properties"]["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        assert api_function in set(referenced(integration["Uri"]))
+
+
+def test_the_approval_pages_have_their_own_throttling_below_the_stages(synthesized: Synthesized) -> None:
+    stage = next(iter(synthesized.template.find_resources("AWS::ApiGateway::Stage").values()))["Properties"]
+    settings = {(s["ResourcePath"], s["HttpMethod"]): s for s in stage["MethodSettings"]}
+
+    assert stage["StageName"] == topology.API_STAGE_NAME
+    whole_stage = settings[("/*", "*")]
+    for method in APPROVAL_PAGE_METHODS:
+        # API Gateway spells each "/" of the resource path in a method setting as "~1", after a "/".
+        page = settings[("/" + APPROVAL_PAGE_RESOURCE.replace("/", "~1"), method)]
+        assert page["ThrottlingRateLimit"] == APPROVAL_PAGE_RATE_LIMIT
+        assert page["ThrottlingBurstLimit"] == APPROVAL_PAGE_BURST_LIMIT
+        assert page["ThrottlingRateLimit"] < whole_stage["ThrottlingRateLimit"]
+        assert page["ThrottlingBurstLimit"] < whole_stage["ThrottlingBurstLimit"]
+
+
+def test_the_approval_link_key_is_a_generated_secret(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    secret = synthesized.resource(topology.APPROVAL_SECRET_CONSTRUCT_ID, stack.approval_secret)["Properties"]
+
+    # Long enough for the functions, which refuse a key shorter than 32 characters.
+    assert secret["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
+    synthesized.template.resource_count_is("AWS::SecretsManager::Secret", 1)
+
+
+@pytest.mark.parametrize("function", topology.functions(), ids=lambda f: f.construct_id)
+def test_each_function_is_told_the_approval_link_key_and_may_only_read_that_one_secret(
+    synthesized: Synthesized, function: topology.Function
+) -> None:
+    stack = synthesized.stack
+    secret_ref = {"Ref": stack.logical_id(stack.approval_secret)}
+    variables = synthesized.resource(function.construct_id, stack.functions[function.construct_id])["Properties"][
+        "Environment"
+    ]["Variables"]
+
+    assert variables[EnvVar.APPROVAL_SECRET_ARN] == secret_ref
+    secret_statements = [
+        statement
+        for statement in synthesized.role_statements(function.construct_id)
+        if any(action.startswith("secretsmanager:") for action in as_list(statement["Action"]))
+        or secret_ref in as_list(statement["Resource"])
+    ]
+    assert secret_statements == [{"Action": "secretsmanager:GetSecretValue", "Effect": "Allow", "Resource": secret_ref}]
+
+
+def test_no_other_principal_may_use_secrets_manager(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    readers = {stack.logical_id(stack.roles[f.construct_id]) for f in topology.functions()}
+
+    for policy in synthesized.template.find_resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if any(action.startswith("secretsmanager:") for action in as_list(statement["Action"])):
+                assert {role["Ref"] for role in policy["Properties"]["Roles"]} <= readers
+
+
+@pytest.mark.parametrize("executor", EXECUTORS, ids=lambda f: f.construct_id)
+def test_each_executor_builds_approval_links_from_the_api_id_not_from_its_stage(
+    synthesized: Synthesized, executor: topology.Function
+) -> None:
+    stack = synthesized.stack
+    variables = function_environment(stack, synthesized.template.to_json(), executor)
+    base_url = variables[EnvVar.API_BASE_URL]
+
+    assert set(referenced(base_url)) == {stack.logical_id(stack.api), "AWS::Region", "AWS::URLSuffix"}
+    parts = base_url["Fn::Join"][1]
+    assert parts[0] == "https://"
+    assert parts[-1] == f"/{topology.API_STAGE_NAME}"
+
+
+def test_the_template_has_no_dependency_cycle(synthesized: Synthesized) -> None:
+    """CloudFormation refuses a template whose resources depend on each other in a circle."""
+    # Template.from_json walks Ref, GetAtt, Sub and DependsOn, and raises naming the resources of a cycle.
+    Template.from_json(synthesized.template.to_json(), skip_cyclical_dependencies_check=False)
+
+
+@pytest.mark.parametrize("executor", EXECUTORS, ids=lambda f: f.construct_id)
+def test_each_executor_is_told_the_approvers_and_the_approval_policy_of_the_context(
+    synthesized: Synthesized, executor: topology.Function
+) -> None:
+    variables = function_environment(synthesized.stack, synthesized.template.to_json(), executor)
+
+    assert variables[EnvVar.APPROVER_EMAILS] == ",".join(APPROVERS)
+    assert ApprovalPolicy.model_validate_json(variables[EnvVar.APPROVAL_POLICY]) == ApprovalPolicy.model_validate(
+        APPROVAL_POLICY
     )
+
+
+def test_executions_can_be_found_by_the_approval_id_of_their_link(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    table = synthesized.resource("ExecutionsTable", stack.tables[topology.EXECUTIONS_TABLE.construct_id])
+    indexes = {i["IndexName"]: i["KeySchema"] for i in table["Properties"]["GlobalSecondaryIndexes"]}
+
+    assert indexes[topology.IndexName.APPROVAL] == [
+        {"AttributeName": "approval_id", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    # The API function, which serves the approval pages, may query it.
+    queries = [
+        json.dumps(statement["Resource"])
+        for statement in synthesized.role_statements(topology.API_FUNCTION.construct_id)
+        if "dynamodb:Query" in as_list(statement["Action"])
+    ]
+    assert any(f"/index/{topology.IndexName.APPROVAL}" in resources for resources in queries)
+
+
+def test_a_deployment_context_in_cdk_json_form_sets_approvers_policy_timeout_and_link_address() -> None:
+    # Given the context as cdk.json holds it: a list, an object, a number, and a custom domain.
+    stack, template = synthesize(
+        {
+            "approver_emails": list(APPROVERS),
+            "approval_policy": APPROVAL_POLICY,
+            "approval_timeout_seconds": 3600,
+            "api_base_url": "https://approvals.example.com/",
+        }
+    )
+
+    for executor in EXECUTORS:
+        variables = function_environment(stack, template, executor)
+        assert variables[EnvVar.API_BASE_URL] == "https://approvals.example.com"
+        assert variables[EnvVar.APPROVER_EMAILS] == ",".join(APPROVERS)
+        assert json.loads(variables[EnvVar.APPROVAL_POLICY]) == APPROVAL_POLICY
+    # The API (which starts the wait) and the executors (which date the link) agree on the deadline.
+    for function in topology.functions():
+        assert function_environment(stack, template, function)[EnvVar.APPROVAL_TIMEOUT_SECONDS] == "3600"
+    subscriptions = [r for r in template["Resources"].values() if r["Type"] == "AWS::SNS::Subscription"]
+    assert sorted(s["Properties"]["Endpoint"] for s in subscriptions) == list(APPROVERS)
+
+
+def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_nobody() -> None:
+    stack, template = synthesize({})
+
+    for executor in EXECUTORS:
+        variables = function_environment(stack, template, executor)
+        assert EnvVar.APPROVAL_POLICY not in variables
+        assert EnvVar.APPROVER_EMAILS not in variables
+    assert [r for r in template["Resources"].values() if r["Type"] == "AWS::SNS::Subscription"] == []
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"approver_emails": "finops@example.com,finops.example.com"}, "approver_emails.1: .*'finops.example.com'"),
+        ({"approver_emails": "fin ops@example.com"}, "approver_emails.0: .*not an email address"),
+        ({"approval_policy": "{default: low}"}, "approval_policy: .*not JSON"),
+        ({"approval_policy": '{"defaults": {}}'}, "approval_policy.defaults: Extra inputs are not permitted"),
+        (
+            {"approval_policy": {"default": {"max_auto_approve_risk": "high"}}},
+            "approval_policy.default.max_auto_approve_risk: .*high-risk changes always wait for a person",
+        ),
+        ({"approval_timeout_seconds": "90000"}, "approval_timeout_seconds: .*less than or equal to 86400"),
+        ({"api_base_url": "http://approvals.example.com"}, "api_base_url: .*not an https:// URL"),
+    ],
+    ids=[
+        "email-without-at",
+        "email-with-space",
+        "policy-not-json",
+        "policy-unknown-field",
+        "policy-high-risk",
+        "timeout-beyond-the-state-machines",
+        "base-url-not-https",
+    ],
+)
+def test_a_wrong_deployment_context_fails_the_synth_naming_the_context_key(
+    context: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^invalid CDK context .*{message}"):
+        synthesize(context)
 
 
 def test_the_api_stage_is_traced_and_writes_access_and_execution_logs_without_bodies(
@@ -353,6 +592,28 @@ def test_cdk_nag_leaves_no_unsuppressed_error_or_warning(synthesized: Synthesize
 
     assert annotations.find_error("*", Match.any_value()) == []
     assert annotations.find_warning("*", Match.string_like_regexp("AwsSolutions-.*")) == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "suppressed_on"),
+    [
+        ("AwsSolutions-APIG4", lambda stack: stack.approval_page_methods),
+        ("AwsSolutions-SMG4", lambda stack: [stack.approval_secret]),
+    ],
+    ids=["public-approval-pages", "approval-key-rotation"],
+)
+def test_the_approval_findings_are_accepted_only_where_they_apply(
+    synthesized: Synthesized, rule: str, suppressed_on: Any
+) -> None:
+    resources = synthesized.template.to_json()["Resources"]
+
+    suppressed = {
+        name
+        for name, resource in resources.items()
+        for suppression in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+        if suppression["id"] == rule
+    }
+    assert suppressed == {synthesized.stack.logical_id(c) for c in suppressed_on(synthesized.stack)}
 
 
 def test_the_powertools_layer_is_the_release_the_tests_run_with() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cost_engine.approval_links import ApprovalLinks, SecretKey
 from cost_engine.aws import AwsClients
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import BaseExecutor
@@ -21,15 +22,24 @@ class EngineContext:
     audit: AuditStore
     recommendations: RecommendationStore
     clients: AwsClients
+    # None when no signing key is configured: approvals then go through the API only.
+    links: ApprovalLinks | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineContext:
+        clients = AwsClients(settings.region)
+        links = None
+        secret_arn = settings.approval_secret_arn
+        if secret_arn:
+            key = SecretKey(lambda: clients.secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
+            links = ApprovalLinks(key, settings.api_base_url)
         return cls(
             settings=settings,
             executions=ExecutionStore(settings.executions_table, settings.region),
             audit=AuditStore(settings.audit_table, settings.region),
             recommendations=RecommendationStore(settings.recommendations_table, settings.region),
-            clients=AwsClients(settings.region),
+            clients=clients,
+            links=links,
         )
 
     def executor_for(self, recommendation: Recommendation) -> BaseExecutor:

@@ -107,6 +107,10 @@ class ExecutionRequest(StrictModel):
     dry_run: bool = False
     auto_approve: bool = False
     scheduled_time: datetime | None = None
+    # How long approvers have, when a person must approve; the deployment's setting (24 hours by
+    # default) when left out. Up to 7 days: a Step Functions standard workflow could wait a year,
+    # but an approval that old no longer describes the resource.
+    approval_timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
 
     @field_validator("scheduled_time")
     @classmethod
@@ -147,6 +151,8 @@ class ExecutionPlan(BaseModel):
     estimated_monthly_savings: float | None
     savings_basis: str
     resource: dict[str, Any] = Field(default_factory=dict)
+    # Money spent once by carrying out the plan (e.g. an upfront payment), for the approval policy.
+    one_time_cost: float | None = None
 
 
 class VerificationResult(BaseModel):
@@ -155,13 +161,27 @@ class VerificationResult(BaseModel):
     failures: list[str] = Field(default_factory=list)
 
 
+class PolicyDecision(BaseModel):
+    """What the approval policy decided for one execution, and why (cost_engine.approval_policy)."""
+
+    risk_level: RiskLevel
+    auto_approve: bool
+    reason: str
+
+
 class ApprovalState(BaseModel):
     requested_at: datetime
     deadline: datetime
+    # Where the request went (the topic) and who it reaches (the approvers' addresses, if known).
     approvers_notified: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    risk_level: RiskLevel | None = None
+    reason: str | None = None
     decided_by: str | None = None
     decided_at: datetime | None = None
     decision: str | None = None
+    # "link" (the emailed approval page) or "api" (an authenticated call).
+    decided_via: str | None = None
     comment: str = ""
 
 
@@ -182,6 +202,7 @@ class ExecutionRecord(BaseModel):
     dry_run: bool = False
     auto_approve_requested: bool = False
     auto_approved: bool = False
+    approval_timeout_seconds: int = 86400
     success: bool | None = None
     error_message: str | None = None
     rollback_available: bool = False
@@ -197,6 +218,9 @@ class ExecutionRecord(BaseModel):
     rollback: dict[str, Any] | None = None
     verification: VerificationResult | None = None
     approval: ApprovalState | None = None
+    policy: PolicyDecision | None = None
+    # The id of the current approval link (indexed, so the approval page can find the execution).
+    approval_id: str | None = None
     poll_attempts: int = 0
     state_machine_execution_arn: str | None = None
     rollback_runs: int = 0

@@ -7,12 +7,14 @@ people's decisions (approve, reject, cancel, rollback) to them, each as a condit
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from cost_engine.approval_links import LinkCheck
 from cost_engine.context import EngineContext
 from cost_engine.errors import Conflict, InvalidParameters, InvalidRequest, UnsupportedType
 from cost_engine.executors import executor_class
@@ -33,6 +35,19 @@ from cost_engine.transitions import CANCELLABLE_STATES, FINAL_STATES, ROLLBACK_R
 
 S = ExecutionStatus
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    """What an approval link leads to: the HTTP status, a title and message for the page, and the
+    execution (when there is one to show). `decidable` is true only while a decision can be made."""
+
+    status_code: int
+    title: str
+    message: str
+    record: ExecutionRecord | None = None
+    decidable: bool = False
+
 
 # How far along an execution is, for people following it.
 PROGRESS: dict[ExecutionStatus, int] = {
@@ -77,8 +92,7 @@ class ExecutionService:
 
     def execute(self, request: ExecutionRequest, actor: str) -> ExecutionRecord:
         recommendation = self.ctx.recommendations.get(request.recommendation_id)
-        executor = executor_class(recommendation.type)
-        auto_approve = request.auto_approve and not executor.requires_human_approval
+        executor_class(recommendation.type)  # refuses types the engine cannot carry out
         state_machine_arn = self.ctx.settings.state_machine_arns.get(recommendation.type.value)
         if not state_machine_arn:
             raise UnsupportedType(f"no state machine is deployed for '{recommendation.type.value}'")
@@ -98,25 +112,18 @@ class ExecutionService:
             region=recommendation.region,
             dry_run=request.dry_run,
             auto_approve_requested=request.auto_approve,
+            approval_timeout_seconds=request.approval_timeout_seconds or self.ctx.settings.approval_timeout_seconds,
             estimated_monthly_savings=recommendation.estimated_monthly_savings,
             scheduled_time=request.scheduled_time,
         )
         self.ctx.executions.create(record)
         self.ctx.audit.append(record.execution_id, "execution_requested", actor, request.model_dump(mode="json"))
-        if request.auto_approve and not auto_approve:
-            self.ctx.audit.append(
-                record.execution_id,
-                "auto_approve_overruled",
-                "policy",
-                {"reason": f"{recommendation.type.value} cannot be undone: a person must approve it"},
-            )
         state_input: dict[str, Any] = {
             "execution_id": record.execution_id,
             "mode": "execute",
             "dry_run": request.dry_run,
-            "auto_approve": auto_approve,
             "poll_seconds": self.ctx.settings.poll_interval_seconds,
-            "approval_timeout_seconds": self.ctx.settings.approval_timeout_seconds,
+            "approval_timeout_seconds": record.approval_timeout_seconds,
             "error": None,
             # Always present (null when unset) so the state machine's Choice never meets a missing path.
             "scheduled_time": (
@@ -225,7 +232,11 @@ class ExecutionService:
         self._start(state_machine_arn, f"{execution_id}-rollback-{run}", state_input, record, S.ROLLING_BACK)
         return record
 
-    def decide(self, execution_id: str, decision: ApprovalDecision, approve: bool) -> ExecutionRecord:
+    def decide(
+        self, execution_id: str, decision: ApprovalDecision, approve: bool, actor: str, via: str = "api"
+    ) -> ExecutionRecord:
+        """Approve or reject a waiting execution. The first decision wins: the write is conditional
+        on the status still being awaiting_approval, so a second (or concurrent) one is a 409."""
         record = self.ctx.executions.get(execution_id)
         if record.status != S.AWAITING_APPROVAL:
             raise Conflict(
@@ -239,6 +250,7 @@ class ExecutionService:
             approval.decided_by = decision.approver
             approval.decided_at = now
             approval.decision = "approved" if approve else "rejected"
+            approval.decided_via = via
             approval.comment = decision.comment
         changes: dict[str, Any] = {"approval": approval}
         if not approve:
@@ -248,7 +260,6 @@ class ExecutionService:
                 "error_message": f"rejected by {decision.approver}"
                 + (f": {decision.comment}" if decision.comment else ""),
             }
-        # First decision wins: the write only succeeds while the status is still awaiting approval.
         record = self.ctx.executions.transition(
             execution_id,
             S.APPROVED if approve else S.REJECTED,
@@ -260,7 +271,7 @@ class ExecutionService:
             execution_id,
             "approved" if approve else "rejected",
             f"approver:{decision.approver}",
-            {"comment": decision.comment},
+            {"comment": decision.comment, "via": via, "caller": actor},
         )
         if token:
             if approve:
@@ -268,6 +279,76 @@ class ExecutionService:
             else:
                 self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}")
         return record
+
+    # -- approval links (the emailed page) ---------------------------------------------------------
+
+    def open_link(self, approval_id: str, expires: str | None, signature: str | None) -> LinkOutcome:
+        """What the approval page shows for a link. Reads only: mail scanners open every link."""
+        if self.ctx.links is None:
+            return LinkOutcome(404, "Approval links are off", "This deployment has no approval link key; use the API.")
+        check = self.ctx.links.check(approval_id, expires, signature)
+        if check == LinkCheck.TAMPERED:
+            return LinkOutcome(
+                403,
+                "This link is not valid",
+                "The link was changed or cut short: its signature does not match. Open the link from the email "
+                "exactly as it was sent. Nothing was changed.",
+            )
+        if check == LinkCheck.EXPIRED:
+            return LinkOutcome(
+                410,
+                "This link has expired",
+                "The deadline for this approval has passed; the execution expired without changing anything. "
+                "Ask for a new execution if the change is still wanted.",
+            )
+        record = self.ctx.executions.find_by_approval(approval_id)
+        if record is None:
+            return LinkOutcome(
+                404,
+                "No such approval",
+                "No execution waits for this link: it may have been replaced by a newer request. Nothing was changed.",
+            )
+        if record.status != S.AWAITING_APPROVAL:
+            approval = record.approval
+            if approval and approval.decision:
+                message = (
+                    f"This execution was already {approval.decision} by {approval.decided_by}"
+                    + (f" at {approval.decided_at:%Y-%m-%d %H:%M:%S UTC}" if approval.decided_at else "")
+                    + f". It is now '{record.status.value}'. Your click changed nothing."
+                )
+            else:
+                message = f"This execution is '{record.status.value}' and no longer waits for a decision."
+            return LinkOutcome(409, "Already decided", message, record)
+        return LinkOutcome(200, "Approval needed", "", record, decidable=True)
+
+    def decide_by_link(
+        self,
+        approval_id: str,
+        expires: str | None,
+        signature: str | None,
+        decision: ApprovalDecision,
+        approve: bool,
+        source: str,
+    ) -> LinkOutcome:
+        outcome = self.open_link(approval_id, expires, signature)
+        if not outcome.decidable or outcome.record is None:
+            return outcome
+        try:
+            record = self.decide(outcome.record.execution_id, decision, approve, actor=source, via="link")
+        except Conflict:
+            # Someone decided between the page's read and this write: show what won.
+            return self.open_link(approval_id, expires, signature)
+        if approve:
+            return LinkOutcome(
+                200,
+                "Approved",
+                f"Thank you, {decision.approver}. The execution goes ahead: it backs up, acts, verifies and "
+                "rolls back by itself if anything fails.",
+                record,
+            )
+        return LinkOutcome(
+            200, "Rejected", f"Thank you, {decision.approver}. The execution was rejected; nothing was changed.", record
+        )
 
     def status_view(self, record: ExecutionRecord) -> dict[str, Any]:
         """The execution as the API shows it: the record, progress, steps and any pending approval."""

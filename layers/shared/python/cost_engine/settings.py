@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.topology import EnvVar
 
 
@@ -23,6 +24,9 @@ class Settings(BaseModel):
     api_base_url: str | None = None
     scheduler_role_arn: str | None = None
     ri_purchase_limit_usd: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
+    approval_secret_arn: str | None = None
+    approval_policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    approver_emails: list[str] = Field(default_factory=list)
     region: str = "us-east-1"
 
 
@@ -36,6 +40,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "state_machine_arns": env.get(EnvVar.STATE_MACHINE_ARNS) or "{}",
         "api_base_url": env.get(EnvVar.API_BASE_URL) or None,
         "scheduler_role_arn": env.get(EnvVar.SCHEDULER_ROLE_ARN) or None,
+        "approval_secret_arn": env.get(EnvVar.APPROVAL_SECRET_ARN) or None,
+        "approver_emails": [e.strip() for e in (env.get(EnvVar.APPROVER_EMAILS) or "").split(",") if e.strip()],
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
     }
     for field_name, var in (
@@ -48,6 +54,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             values[field_name] = env[var]
     try:
         values["state_machine_arns"] = json.loads(values["state_machine_arns"])
+        if env.get(EnvVar.APPROVAL_POLICY):
+            values["approval_policy"] = json.loads(env[EnvVar.APPROVAL_POLICY])
         return Settings.model_validate(values)
     except (ValidationError, ValueError) as error:
         raise RuntimeError(f"the function's environment is incomplete or wrong: {error}") from error

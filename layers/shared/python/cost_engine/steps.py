@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel
 
+from cost_engine.approval_links import new_approval_id
+from cost_engine.approval_policy import decide
 from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
 from cost_engine.errors import ActionFailed, Conflict, StatusConflict, TransientError
@@ -75,6 +77,42 @@ def error_message(error: dict[str, Any] | None) -> str:
     except (TypeError, ValueError):
         pass
     return f"{name}: {cause}" if cause else name
+
+
+def approval_message(record: ExecutionRecord, approval: ApprovalState, link: str | None) -> str:
+    """The approvers' email: what will be done, why a person is asked, and where to decide."""
+    plan = record.plan
+    savings = plan.estimated_monthly_savings if plan else record.estimated_monthly_savings
+    lines = [
+        "An execution of the Cost Execution Engine waits for your approval.",
+        "",
+        f"What:       {plan.summary if plan else record.recommendation_type.value}",
+        f"Resource:   {record.resource_id} ({record.region}), customer {record.customer_id}",
+        f"Risk:       {approval.risk_level.value if approval.risk_level else 'unknown'}"
+        + (f" ({approval.reason})" if approval.reason else ""),
+        f"Savings:    {f'${savings:,.2f}/month (estimated)' if savings is not None else 'not estimated'}",
+    ]
+    if plan and plan.one_time_cost:
+        lines.append(f"Costs:      ${plan.one_time_cost:,.2f} once")
+    if plan:
+        lines.append(
+            f"Rollback:   {plan.rollback_plan.rollback_steps[0] if plan.rollback_plan.rollback_steps else '-'}"
+        )
+    lines += [f"Decide by:  {approval.deadline.strftime('%Y-%m-%d %H:%M UTC')}", ""]
+    if link:
+        lines += [
+            "Review the plan and approve or reject it here:",
+            link,
+            "",
+            "Opening the link changes nothing; only the Approve or Reject button on the page decides. "
+            "The link stops working after the first decision or at the deadline.",
+        ]
+    else:
+        lines.append(
+            f"Approve or reject with POST /executions/{record.execution_id}/approve or /reject on the engine's API."
+        )
+    lines += ["", f"Execution {record.execution_id}, recommendation {record.recommendation_id}."]
+    return "\n".join(lines)
 
 
 class StepRunner:
@@ -195,25 +233,41 @@ class StepRunner:
     def plan(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
         plan = executor.plan(recommendation, record.execution_id)
+        policy = decide(
+            self.ctx.settings.approval_policy,
+            customer_id=record.customer_id,
+            recommendation_type=record.recommendation_type,
+            base_risk=record.validation.risk_level if record.validation else executor.risk_level,
+            requires_human_approval=executor.requires_human_approval,
+            auto_approve_requested=record.auto_approve_requested,
+            estimated_monthly_savings=plan.estimated_monthly_savings,
+            one_time_cost=plan.one_time_cost,
+        )
         changes = {
             "plan": plan,
+            "policy": policy,
             "estimated_monthly_savings": plan.estimated_monthly_savings,
             "current_step": Step.PLAN.value,
         }
         if record.dry_run:
             self._advance(record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()})
             self._event(record, "dry_run_completed", Step.PLAN, plan=plan.model_dump(mode="json"))
-            return {"dry_run": True}
+            self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
+            return {"dry_run": True, "auto_approve": False}
         self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
         self._event(record, "planned", Step.PLAN, plan=plan.model_dump(mode="json"))
-        return {"dry_run": False}
+        self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
+        return {"dry_run": False, "auto_approve": policy.auto_approve}
 
     def auto_approve(self, request: StepRequest) -> dict[str, Any]:
         record = self.ctx.executions.get(request.execution_id)
+        if record.policy is None or not record.policy.auto_approve:
+            # Only the policy's own decision (recorded by the plan step) approves without a person.
+            raise ActionFailed(f"execution {record.execution_id} was not cleared for automatic approval by the policy")
         self._advance(
             record, S.APPROVED, S.VALIDATING, {"auto_approved": True, "current_step": Step.AUTO_APPROVE.value}
         )
-        self._event(record, "approved", Step.AUTO_APPROVE, approver="auto_approve", reason="auto_approve was requested")
+        self._event(record, "approved", Step.AUTO_APPROVE, approver="policy", reason=record.policy.reason)
         return {"approved": True}
 
     def request_approval(self, request: StepRequest) -> dict[str, Any]:
@@ -221,44 +275,57 @@ class StepRunner:
         if not request.task_token:
             raise ActionFailed("request_approval needs the task token of the waiting state")
         # The token is stored before the status says "awaiting", so whoever sees that status
-        # can complete the wait. It is never logged nor returned by the API.
+        # can complete the wait. It is never logged, returned by the API nor put in a link.
         self.ctx.executions.store_task_token(record.execution_id, request.task_token)
         now = utc_now()
+        settings = self.ctx.settings
         approval = ApprovalState(
             requested_at=now,
-            deadline=now + timedelta(seconds=self.ctx.settings.approval_timeout_seconds),
-            approvers_notified=self.ctx.settings.approval_topic_arn,
+            deadline=now + timedelta(seconds=record.approval_timeout_seconds),
+            approvers_notified=settings.approval_topic_arn,
+            approvers=settings.approver_emails,
+            risk_level=record.policy.risk_level if record.policy else None,
+            reason=record.policy.reason if record.policy else None,
         )
+        # A new id on every request (a retried step makes a fresh link; older links stop working).
+        approval_id = new_approval_id()
         record = self._advance(
             record,
             S.AWAITING_APPROVAL,
             S.VALIDATING,
-            {"approval": approval, "current_step": Step.REQUEST_APPROVAL.value},
+            {"approval": approval, "approval_id": approval_id, "current_step": Step.REQUEST_APPROVAL.value},
         )
-        self._notify_approvers(record)
-        self._event(record, "approval_requested", Step.REQUEST_APPROVAL, deadline=approval.deadline.isoformat())
+        link = self.ctx.links.link(approval_id, approval.deadline) if self.ctx.links else None
+        self._notify_approvers(record, approval, link)
+        self._event(
+            record,
+            "approval_requested",
+            Step.REQUEST_APPROVAL,
+            deadline=approval.deadline.isoformat(),
+            notified=settings.approval_topic_arn,
+            approvers=settings.approver_emails,
+            link_sent=link is not None,
+        )
         return {"requested": True}
 
-    def _notify_approvers(self, record: ExecutionRecord) -> None:
+    def _notify_approvers(self, record: ExecutionRecord, approval: ApprovalState, link: str | None) -> None:
         topic = self.ctx.settings.approval_topic_arn
         if not topic:
             return
-        plan = record.plan
-        lines = [
-            f"Execution {record.execution_id} of recommendation {record.recommendation_id} waits for approval.",
-            f"Type: {record.recommendation_type.value}   Resource: {record.resource_id} ({record.region})",
-            f"Plan: {plan.summary if plan else 'see the execution'}",
-            f"Estimated monthly savings: {plan.estimated_monthly_savings if plan else 'unknown'} USD",
-            f"Deadline: {record.approval.deadline.isoformat() if record.approval else 'unknown'}",
-            f"Approve: POST /executions/{record.execution_id}/approve",
-            f"Reject:  POST /executions/{record.execution_id}/reject",
-        ]
-        if self.ctx.settings.api_base_url:
-            lines.append(f"Status: {self.ctx.settings.api_base_url.rstrip('/')}/executions/{record.execution_id}")
         self.ctx.clients.sns.publish(
             TopicArn=topic,
             Subject=f"Approval needed: {record.recommendation_type.value} on {record.resource_id}"[:99],
-            Message="\n".join(lines),
+            Message=approval_message(record, approval, link),
+            # For subscriptions that only want some of the requests (filter policies).
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in (
+                    ("execution_id", record.execution_id),
+                    ("customer_id", record.customer_id),
+                    ("recommendation_type", record.recommendation_type.value),
+                    ("risk_level", approval.risk_level.value if approval.risk_level else "unknown"),
+                )
+            },
         )
 
     def expire(self, request: StepRequest) -> dict[str, Any]:

@@ -36,6 +36,13 @@ class EnvVar:
     SCHEDULER_ROLE_ARN = "SCHEDULER_ROLE_ARN"
     # The most one Reserved Instances purchase may cost, in USD (purchase_reserved_instances).
     RI_PURCHASE_LIMIT_USD = "RI_PURCHASE_LIMIT_USD"
+    # The Secrets Manager secret that signs approval links (the local runtime keeps its own there).
+    APPROVAL_SECRET_ARN = "APPROVAL_SECRET_ARN"
+    # Which executions may be approved automatically, per customer and per type (JSON; see
+    # cost_engine.approval_policy). Unset: the built-in defaults.
+    APPROVAL_POLICY = "APPROVAL_POLICY"
+    # Who the approval topic mails, comma-separated: shown in an execution's pending approval.
+    APPROVER_EMAILS = "APPROVER_EMAILS"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class IndexName:
     CUSTOMER_CREATED = "by-customer"
     CUSTOMER_STATUS_CREATED = "by-customer-status"
     RECOMMENDATION_CREATED = "by-recommendation"
+    # Sparse: only executions that asked for approval carry an `approval_id` (an approval link's id).
+    APPROVAL = "by-approval"
 
 
 EXECUTIONS_TABLE = Table(
@@ -72,6 +81,7 @@ EXECUTIONS_TABLE = Table(
         Index(IndexName.CUSTOMER_CREATED, "customer_id", "created_at"),
         Index(IndexName.CUSTOMER_STATUS_CREATED, "customer_status", "created_at"),
         Index(IndexName.RECOMMENDATION_CREATED, "recommendation_id", "created_at"),
+        Index(IndexName.APPROVAL, "approval_id", "created_at"),
     ),
 )
 AUDIT_TABLE = Table(
@@ -170,5 +180,12 @@ def functions() -> tuple[Function, ...]:
 
 APPROVAL_TOPIC_CONSTRUCT_ID = "ApprovalTopic"
 APPROVAL_TOPIC_LOCAL_NAME = "cost-engine-approvals"
+APPROVAL_SECRET_CONSTRUCT_ID = "ApprovalLinkSecret"
+APPROVAL_SECRET_LOCAL_NAME = "cost-engine/approval-link-key"
+# The public (signature-checked, not IAM-authorized) routes of the approval pages.
+APPROVAL_PAGE_PATH = "/approvals"
+# The API's stage: part of every URL, so the executors can build approval links without a
+# reference to the stage resource (which would make a dependency cycle in the template).
+API_STAGE_NAME = "prod"
 # Long enough for a 24-hour approval wait plus the acting phase; the acting phase has its own limit.
 STATE_MACHINE_TIMEOUT_SECONDS = 25 * 3600

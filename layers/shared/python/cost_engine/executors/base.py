@@ -39,8 +39,9 @@ class BaseExecutor(ABC):
     parameters_model: ClassVar[type[BaseModel]]
     permissions: ClassVar[tuple[Permission, ...]]
     risk_level: ClassVar[RiskLevel]
-    # An action that cannot be undone (e.g. a purchase) always waits for a person, whatever the
-    # request's auto_approve says.
+    # High-risk types whose change cannot be fully undone (a termination loses the instance's
+    # identity and local disks, a purchase is final, a spot instance can be reclaimed): they always
+    # wait for a person, whatever the request's auto_approve or the approval policy says.
     requires_human_approval: ClassVar[bool] = False
 
     def __init__(self, clients: AwsClients, settings: Settings | None = None) -> None:

@@ -123,6 +123,7 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
     parameters_model = MigrateToSpotParameters
     risk_level = RiskLevel.HIGH
+    requires_human_approval = True
     permissions = (
         Permission(
             (

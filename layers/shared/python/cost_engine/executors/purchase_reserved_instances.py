@@ -400,6 +400,7 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
             ),
             estimated_monthly_savings=savings,
             savings_basis=basis,
+            one_time_cost=cost["total_usd"],
             resource={
                 "covers": recommendation.resource_id,
                 "offering": offering,

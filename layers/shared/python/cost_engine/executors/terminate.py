@@ -851,6 +851,7 @@ class TerminateExecutor(BaseExecutor):
     recommendation_type = RecommendationType.TERMINATE_INSTANCE
     parameters_model = TerminateInstanceParameters
     risk_level = RiskLevel.HIGH
+    requires_human_approval = True
     permissions = Ec2InstanceTermination.permissions + RdsInstanceTermination.permissions
 
     def __init__(self, clients: AwsClients, settings: Settings | None = None) -> None:

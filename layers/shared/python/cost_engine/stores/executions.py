@@ -39,6 +39,10 @@ class ExecutionStore:
         item = to_item(record)
         item["created_at"] = sortable_time(record.created_at)
         item["customer_status"] = _customer_status(record.customer_id, record.status)
+        # An index key may be absent (a sparse index) but never null: DynamoDB refuses that.
+        for index in EXECUTIONS_TABLE.indexes:
+            if item.get(index.partition_key) is None:
+                item.pop(index.partition_key, None)
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(execution_id)")
         except ClientError as error:
@@ -158,6 +162,11 @@ class ExecutionStore:
 
     def list_by_recommendation(self, recommendation_id: str, limit: int, cursor: str | None) -> Page:
         return self._query(IndexName.RECOMMENDATION_CREATED, "recommendation_id", recommendation_id, limit, cursor)
+
+    def find_by_approval(self, approval_id: str) -> ExecutionRecord | None:
+        """The execution whose approval link has this id, read consistently; None if there is none."""
+        page = self._query(IndexName.APPROVAL, "approval_id", approval_id, 1, None)
+        return self.get(page.items[0].execution_id) if page.items else None
 
     def _query(self, index: str, key: str, value: str, limit: int, cursor: str | None) -> Page:
         request: dict[str, Any] = {
