@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from local_runtime import scenarios
-from local_runtime.client import ApiClient
+from local_runtime.client import FINAL_STATUSES, ApiClient
 from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime, free_port
 
 CUSTOMER = "acme"
+APPROVER = "finops@acme.example"
 RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
 
 
@@ -80,8 +81,16 @@ class Demo:
         return str(recommendation["recommendation_id"])
 
     def run(self, recommendation_id: str, **options: Any) -> dict[str, Any]:
-        """Execute and wait for the final status."""
-        return self.api.wait_for(self.api.execute(recommendation_id, **options)["execution_id"])
+        """Execute and wait for the final status. When the approval policy holds the execution for a
+        person, the demo's approver approves it through the API, and says why it was held."""
+        execution_id = self.api.execute(recommendation_id, **options)["execution_id"]
+        execution = self.api.wait_for(execution_id, FINAL_STATUSES | {"awaiting_approval"})
+        if execution["status"] != "awaiting_approval":
+            return execution
+        print(f"     held for a person: {execution['policy']['reason']}")
+        print(f"     {APPROVER} approves through the API")
+        self.api.approve(execution_id, APPROVER, "reviewed in the demo")
+        return self.api.wait_for(execution_id)
 
     def instance(self, instance_id: str) -> dict[str, Any]:
         reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]

@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+import warnings
 import zipfile
 from typing import Any, TextIO
 
@@ -98,6 +99,8 @@ class LocalRuntime:
         from moto.server import ThreadedMotoServer
 
         default_user_config["stepfunctions"]["execute_state_machine"] = True
+        # Powertools warns whenever a function published no metric; in one long process that is noise.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per emulated AWS call otherwise
         # The interpreter logs every Fail state as an error; the executions' own records say more.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)

@@ -27,7 +27,7 @@ def run(demo: Demo) -> None:
     worker = demo.launch_instance("queue-batch-worker", "c5.xlarge", "on-demand, works off a queue, retries")
     renderer = demo.launch_instance("render-worker", "m5.xlarge", "on-demand, restartable render jobs")
 
-    print("\n1. Execute: move queue-batch-worker to spot, auto-approved")
+    print("\n1. Execute: move queue-batch-worker to spot (auto_approve asked; spot is high risk)")
     execution = demo.run(
         demo.recommend("migrate_to_spot", worker, 75.0, {"instance_interruption_behavior": "terminate"}),
         auto_approve=True,

@@ -44,7 +44,7 @@ def run(demo: Demo) -> None:
         rds, "billing-db", "db.t3.medium", "idle, but deletion protection is on", DeletionProtection=True
     )
 
-    print("\n1. Execute: delete legacy-reports-db after a snapshot, auto-approved")
+    print("\n1. Execute: delete legacy-reports-db after a snapshot (high risk: a person approves)")
     execution = demo.run(demo.recommend("terminate_instance", idle, 95.0), auto_approve=True)
     demo.show_plan(execution)
     snapshot_id = (execution.get("backup") or {}).get("snapshot_id", "")

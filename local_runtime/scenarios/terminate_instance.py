@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import requests
 
 if TYPE_CHECKING:
     from local_runtime.demo import Demo
@@ -31,7 +36,7 @@ def run(demo: Demo) -> None:
         demo.state(batch) == "running",
     )
 
-    print("\n2. Execute: terminate idle-batch-worker, auto-approved")
+    print("\n2. Execute: terminate idle-batch-worker (auto_approve asked; termination is high risk)")
     execution = demo.run(batch_recommendation, auto_approve=True)
     image_id = (execution.get("backup") or {}).get("image_id")
     images = demo.ec2.describe_images(ImageIds=[image_id])["Images"] if image_id else []
@@ -55,25 +60,35 @@ def run(demo: Demo) -> None:
         len(restored) == 1 and restored[0]["State"]["Name"] == "running",
     )
 
-    print("\n4. Execute with a person's approval: terminate idle-dev-box")
-    sqs = demo.runtime.client("sqs")
-    queue = sqs.create_queue(QueueName="approvers")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    demo.runtime.client("sns").subscribe(TopicArn=demo.runtime.approval_topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    print("\n4. Approval by link: terminate idle-dev-box, approved from the emailed page")
+    inbox = Inbox(demo)
     execution_id = demo.api.execute(demo.recommend("terminate_instance", dev_box, 60.0))["execution_id"]
     waiting = demo.api.wait_for(execution_id, frozenset({"awaiting_approval", "failed"}))
-    for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", []):
-        print(f"     approvers were notified: {json.loads(message['Body']).get('Subject', '')!r}")
-    deadline = (waiting.get("pending_approval") or {}).get("deadline")
-    print(f"     waiting until {deadline}; approving as finops@acme.example")
-    demo.api.approve(execution_id, "finops@acme.example", "idle for 45 days, agreed with the team")
+    email = inbox.message_for(execution_id)
+    print("     the approvers' email (read through an SQS queue subscribed to the approval topic):")
+    for line in email.splitlines():
+        print(f"       | {line}")
+    link = next(line for line in email.splitlines() if "/approvals/" in line)
+    page = requests.get(link, timeout=30)
+    print(
+        f"     GET the link (as a mail scanner would): HTTP {page.status_code}, '{_title(page.text)}', "
+        f"execution still {demo.api.status(execution_id)['status']}"
+    )
+    form = {k: v[-1] for k, v in parse_qs(urlsplit(link).query).items()}
+    form |= {"decision": "approve", "approver": "lead@acme.example", "comment": "idle for 45 days, agreed"}
+    decided = requests.post(link.split("?")[0], data=form, timeout=30)
+    print(f"     POST Approve on the page: HTTP {decided.status_code}, '{_title(decided.text)}'")
+    again = requests.post(link.split("?")[0], data=form, timeout=30)
+    print(f"     a second click: HTTP {again.status_code}, '{_title(again.text)}' (changes nothing)")
     execution = demo.api.wait_for(execution_id)
+    approval = execution.get("approval") or {}
     demo.record(
-        "terminate: approved by a person",
+        "terminate: approved by link",
         execution,
         "completed",
-        f"instance {demo.state(dev_box)}",
-        demo.state(dev_box) == "terminated",
+        f"instance {demo.state(dev_box)}; approved by {approval.get('decided_by')} via {approval.get('decided_via')}"
+        f" before {(waiting.get('pending_approval') or {}).get('deadline')}",
+        demo.state(dev_box) == "terminated" and approval.get("decided_via") == "link" and again.status_code == 409,
     )
 
     print("\n5. A failure after the backup: terminate idle-reporting, the verification step crashes")
@@ -97,3 +112,27 @@ def run(demo: Demo) -> None:
     demo.record(
         "terminate: refusal", execution, "failed", f"instance {demo.state(proxy)}", demo.state(proxy) == "running"
     )
+
+
+def _title(page: str) -> str:
+    match = re.search(r"<h1>(.*?)</h1>", page)
+    return match.group(1) if match else "?"
+
+
+class Inbox:
+    """What an approver's mailbox would get: an SQS queue subscribed to the approval topic."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.sqs = demo.runtime.client("sqs")
+        self.queue = self.sqs.create_queue(QueueName="approvers")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        demo.runtime.client("sns").subscribe(TopicArn=demo.runtime.approval_topic_arn, Protocol="sqs", Endpoint=arn)
+
+    def message_for(self, execution_id: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.sqs.receive_message(QueueUrl=self.queue, WaitTimeSeconds=1).get("Messages", []):
+                text = str(json.loads(message["Body"])["Message"])
+                if execution_id in text:
+                    return text
+        raise RuntimeError(f"no approval message for {execution_id} arrived")

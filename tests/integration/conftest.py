@@ -12,10 +12,20 @@ import local_runtime  # noqa: F401  (puts the shared package on the path)
 from local_runtime.client import ApiClient
 from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime, free_port
 
+# A customer whose policy lets nothing be approved automatically (see test_approval_policy.py);
+# every other customer has the built-in defaults.
+MANUAL_ONLY_CUSTOMER = "cust-manual-only"
+APPROVAL_POLICY: dict[str, Any] = {"customers": {MANUAL_ONLY_CUSTOMER: {"auto_approve_types": []}}}
+
 
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[LocalRuntime]:
-    with LocalRuntime(aws_port=free_port(), api_port=free_port()) as started:
+    with LocalRuntime(
+        aws_port=free_port(),
+        api_port=free_port(),
+        approval_policy=APPROVAL_POLICY,
+        approver_emails=("finops@example.com", "lead@example.com"),
+    ) as started:
         yield started
 
 

@@ -179,3 +179,9 @@ def test_an_automatic_approval_is_only_ever_of_a_requested_change_below_high_ris
         assert not requires_human_approval
         assert (savings or 0) <= 1000
         assert not cost
+
+
+def test_a_partial_default_keeps_the_built_in_thresholds() -> None:
+    policy = ApprovalPolicy.model_validate({"default": {"max_auto_approve_risk": "low"}})
+    assert decision(policy, base_risk=RiskLevel.MEDIUM).auto_approve is False
+    assert decision(policy, savings=5000.0).risk_level == RiskLevel.HIGH

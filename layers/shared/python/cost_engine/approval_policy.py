@@ -40,25 +40,27 @@ class PolicyRules(StrictModel):
         return value
 
 
-class ApprovalPolicy(StrictModel):
-    """The deployment's policy: defaults, then per customer, then per type within a customer."""
+# What applies where the deployment's policy says nothing.
+BUILT_IN_RULES = PolicyRules(
+    auto_approve_types=None,
+    max_auto_approve_risk=RiskLevel.MEDIUM,
+    high_risk_monthly_savings_usd=1000.0,
+    high_risk_one_time_cost_usd=0.0,
+)
 
-    default: PolicyRules = Field(
-        default_factory=lambda: PolicyRules(
-            auto_approve_types=None,
-            max_auto_approve_risk=RiskLevel.MEDIUM,
-            high_risk_monthly_savings_usd=1000.0,
-            high_risk_one_time_cost_usd=0.0,
-        )
-    )
-    customers: dict[CustomerId, PolicyRules] = Field(default_factory=dict)
-    # Per type, for every customer (a customer's own rules come after these).
+
+class ApprovalPolicy(StrictModel):
+    """The deployment's policy: its defaults, then per type, then per customer (later levels win;
+    a field a level leaves out comes from the level before, and finally from BUILT_IN_RULES)."""
+
+    default: PolicyRules = Field(default_factory=PolicyRules)
+    # Per type, for every customer.
     types: dict[RecommendationType, PolicyRules] = Field(default_factory=dict)
+    customers: dict[CustomerId, PolicyRules] = Field(default_factory=dict)
 
     def rules_for(self, customer_id: str, recommendation_type: RecommendationType) -> PolicyRules:
-        """The effective rules: default, overlaid by the type's, overlaid by the customer's."""
-        merged = self.default.model_dump()
-        for level in (self.types.get(recommendation_type), self.customers.get(customer_id)):
+        merged = BUILT_IN_RULES.model_dump()
+        for level in (self.default, self.types.get(recommendation_type), self.customers.get(customer_id)):
             if level is not None:
                 merged |= level.model_dump(exclude_none=True)
         return PolicyRules.model_validate(merged)
@@ -95,11 +97,15 @@ def decide(
     def human(reason: str) -> PolicyDecision:
         return PolicyDecision(risk_level=risk, auto_approve=False, reason=reason)
 
+    high = f"high risk ({'; '.join(risk_reasons) or f'{recommendation_type.value} is high risk'})"
     if not auto_approve_requested:
-        return human("auto_approve was not requested: a person approves")
+        return human(
+            "auto_approve was not requested"
+            + (f" and it is {high}" if risk == RiskLevel.HIGH else "")
+            + ": a person approves"
+        )
     if risk == RiskLevel.HIGH:
-        why = "; ".join(risk_reasons) or f"{recommendation_type.value} is high risk"
-        return human(f"high risk ({why}): a person must approve, whatever auto_approve says")
+        return human(f"{high}: a person must approve, whatever auto_approve says")
     if rules.auto_approve_types is not None and recommendation_type not in rules.auto_approve_types:
         return human(f"the policy for customer {customer_id} does not auto-approve {recommendation_type.value}")
     max_risk = rules.max_auto_approve_risk or RiskLevel.LOW
