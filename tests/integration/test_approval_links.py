@@ -328,3 +328,21 @@ def test_no_decision_before_the_deadline_ends_expired_and_touches_nothing(
     late = post_form(link.group(1), "approve")
     assert late.status_code == 410
     assert api.status(execution_id)["status"] == "expired"
+
+
+def test_simultaneous_approve_and_reject_clicks_let_exactly_one_decision_win(
+    api: ApiClient, ec2: Any, waiting: dict[str, Any]
+) -> None:
+    clicks = [("approve", "alice@example.com"), ("reject", "bob@example.com")] * 4
+    with ThreadPoolExecutor(max_workers=len(clicks)) as pool:
+        responses = list(pool.map(lambda click: post_form(waiting["link"], *click), clicks))
+
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] + [409] * (len(clicks) - 1)
+    execution = api.wait_for(waiting["execution_id"])
+    decisions = [e for e in audit_events(api, waiting["execution_id"]) if e["event_type"] in ("approved", "rejected")]
+    assert len(decisions) == 1
+    winner = decisions[0]
+    expected = {"approved": ("completed", "terminated"), "rejected": ("rejected", "running")}[winner["event_type"]]
+    assert (execution["status"], instance_state(ec2, waiting["instance_id"])) == expected
+    assert execution["approval"]["decided_by"] == winner["actor"].removeprefix("approver:")
