@@ -60,18 +60,24 @@ class ApiClient:
         return self._json("POST", "/executions/execute", json=body)
 
     def run(
-        self, recommendation_id: str, *, approver: str | None = None, comment: str = "", **options: Any
+        self,
+        recommendation_id: str,
+        *,
+        approver: str | None = None,
+        comment: str = "",
+        timeout: float = 60.0,
+        **options: Any,
     ) -> dict[str, Any]:
         """Execute and wait for the end. With `approver`, an execution the policy holds for a person
         is approved by them through the API (and the approval shows in its audit log)."""
         execution_id = self.execute(recommendation_id, **options)["execution_id"]
         if approver is None:
-            return self.wait_for(execution_id)
-        execution = self.wait_for(execution_id, FINAL_STATUSES | {"awaiting_approval"})
+            return self.wait_for(execution_id, timeout=timeout)
+        execution = self.wait_for(execution_id, FINAL_STATUSES | {"awaiting_approval"}, timeout=timeout)
         if execution["status"] != "awaiting_approval":
             return execution
         self.approve(execution_id, approver, comment)
-        return self.wait_for(execution_id)
+        return self.wait_for(execution_id, timeout=timeout)
 
     def status(self, execution_id: str) -> dict[str, Any]:
         return self._json("GET", f"/executions/{execution_id}")
