@@ -91,7 +91,12 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     ]
     assert plan["estimated_monthly_savings"] == 8.0
     assert retention(logs, log_group) is None
-    assert events(api, execution["execution_id"]) == ["execution_requested", "validated", "dry_run_completed"]
+    assert events(api, execution["execution_id"]) == [
+        "execution_requested",
+        "validated",
+        "approval_policy_decided",
+        "dry_run_completed",
+    ]
 
 
 def test_execution_sets_the_retention_and_records_that_it_never_expired(

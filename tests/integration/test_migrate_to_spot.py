@@ -15,6 +15,8 @@ from tests.integration.conftest import backup_images, instance_state, restored_i
 
 SPOT_FOR_TAG = "cost-engine:spot-for-execution"
 ESTIMATE = 45.0
+# Spot instances can be reclaimed: every migration waits for a person, who approves it here.
+APPROVER = "lead@example.com"
 
 
 def spot_instances(ec2: Any, execution_id: str) -> list[dict[str, Any]]:
@@ -40,10 +42,6 @@ def recommend_spot(recommend: Callable[..., str]) -> Callable[..., str]:
     return register
 
 
-def execute(api: ApiClient, recommendation_id: str, **options: Any) -> dict[str, Any]:
-    return api.wait_for(api.execute(recommendation_id, **options)["execution_id"])
-
-
 def test_dry_run_reports_the_plan_and_changes_nothing(
     api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend_spot: Callable[..., str]
 ) -> None:
@@ -51,7 +49,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     instance_id = launch_instance("m5.large", name="batch-worker")
 
     # When a dry run is executed
-    execution = execute(api, recommend_spot(instance_id), dry_run=True)
+    execution = api.run(recommend_spot(instance_id), dry_run=True)
 
     # Then it completes with a plan and the account is untouched
     assert execution["status"] == "completed"
@@ -77,11 +75,15 @@ def test_execution_leaves_a_running_spot_instance_of_the_same_configuration_and_
     # Given a running on-demand batch worker
     instance_id = launch_instance("c5.large", name="batch-worker", UserData="#!/bin/sh\nrun-queue\n")
 
-    # When its migration is executed with auto-approval
-    execution = execute(api, recommend_spot(instance_id, parameters={"max_price": 0.06}), auto_approve=True)
+    # When its migration is executed and a person approves it through the API
+    execution = api.run(recommend_spot(instance_id, parameters={"max_price": 0.06}), approver=APPROVER)
 
     # Then a spot instance with the original's configuration runs, and the original is terminated
     assert execution["status"] == "completed", execution["error_message"]
+    assert execution["auto_approved"] is False
+    assert execution["approval"]["decided_by"] == APPROVER
+    assert execution["approval"]["decided_via"] == "api"
+    assert execution["policy"]["risk_level"] == "high"
     [spot] = spot_instances(ec2, execution["execution_id"])
     assert spot["State"]["Name"] == "running"
     assert spot["InstanceLifecycle"] == "spot"
@@ -136,8 +138,8 @@ def test_a_failing_step_rolls_back_the_original_runs_and_no_spot_instance_is_lef
     instance_id = launch_instance("m5.large", name="batch-worker")
     runtime.faults.inject(step, when=when)
 
-    # When the migration is executed
-    execution = execute(api, recommend_spot(instance_id), auto_approve=True)
+    # When the migration is executed and approved
+    execution = api.run(recommend_spot(instance_id), approver=APPROVER)
 
     # Then it rolled back by itself and says why
     assert execution["status"] == "rolled_back"
@@ -161,7 +163,7 @@ def test_a_crash_after_the_spot_launch_ends_the_spot_instance_it_launched(
     instance_id = launch_instance("m5.large", name="batch-worker")
     runtime.faults.inject("act", when="after")
 
-    execution = execute(api, recommend_spot(instance_id), auto_approve=True)
+    execution = api.run(recommend_spot(instance_id), approver=APPROVER)
 
     assert execution["status"] == "rolled_back"
     [spot] = spot_instances(ec2, execution["execution_id"])
@@ -179,7 +181,7 @@ def test_manual_rollback_after_success_relaunches_on_demand_from_the_ami_and_end
 ) -> None:
     # Given a completed migration: the original is terminated, a spot instance runs
     instance_id = launch_instance("m5.large", name="batch-worker")
-    execution_id = execute(api, recommend_spot(instance_id), auto_approve=True)["execution_id"]
+    execution_id = api.run(recommend_spot(instance_id), approver=APPROVER)["execution_id"]
     [spot] = spot_instances(ec2, execution_id)
     assert instance_state(ec2, instance_id) == "terminated"
 
@@ -217,7 +219,7 @@ def test_an_instance_that_is_already_spot_is_refused(
 ) -> None:
     spot_id = launch_instance("m5.large", InstanceMarketOptions={"MarketType": "spot"})
 
-    execution = execute(api, recommend_spot(spot_id), auto_approve=True)
+    execution = api.run(recommend_spot(spot_id), approver=APPROVER)
 
     assert_refused_and_untouched(ec2, execution, "is already a spot instance")
     assert instance_state(ec2, spot_id) == "running"
@@ -244,7 +246,7 @@ def test_an_auto_scaling_group_member_is_refused(
         "Instances"
     ]
 
-    execution = execute(api, recommend_spot(member["InstanceId"]), auto_approve=True)
+    execution = api.run(recommend_spot(member["InstanceId"]), approver=APPROVER)
 
     assert_refused_and_untouched(ec2, execution, f"belongs to Auto Scaling group '{name}'")
     assert instance_state(ec2, member["InstanceId"]) == "running"
@@ -256,7 +258,7 @@ def test_an_instance_with_termination_protection_is_refused(
     instance_id = launch_instance("m5.large")
     ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": True})
 
-    execution = execute(api, recommend_spot(instance_id), auto_approve=True)
+    execution = api.run(recommend_spot(instance_id), approver=APPROVER)
 
     assert_refused_and_untouched(ec2, execution, "termination protection")
     assert instance_state(ec2, instance_id) == "running"
@@ -267,7 +269,7 @@ def test_an_instance_store_type_is_refused(
 ) -> None:
     instance_id = launch_instance("m5d.large")
 
-    execution = execute(api, recommend_spot(instance_id), auto_approve=True)
+    execution = api.run(recommend_spot(instance_id), approver=APPROVER)
 
     assert_refused_and_untouched(ec2, execution, "m5d.large has instance-store volumes")
     assert instance_state(ec2, instance_id) == "running"
@@ -276,6 +278,6 @@ def test_an_instance_store_type_is_refused(
 def test_an_instance_that_does_not_exist_is_refused(
     api: ApiClient, ec2: Any, recommend_spot: Callable[..., str]
 ) -> None:
-    execution = execute(api, recommend_spot("i-0123456789abcdef0"), auto_approve=True)
+    execution = api.run(recommend_spot("i-0123456789abcdef0"), approver=APPROVER)
 
     assert_refused_and_untouched(ec2, execution, "EC2 instance i-0123456789abcdef0 does not exist")

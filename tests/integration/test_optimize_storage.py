@@ -147,6 +147,7 @@ def test_execution_moves_the_attached_volume_to_gp3_with_at_least_its_performanc
         "execution_requested",
         "validated",
         "planned",
+        "approval_policy_decided",
         "approved",
         "backup_started",
         "backup_done",

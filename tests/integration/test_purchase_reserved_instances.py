@@ -71,19 +71,34 @@ def test_dry_run_shows_the_total_cost_and_that_it_cannot_be_undone_and_buys_noth
     assert all_purchases() == before
 
 
-def test_auto_approve_is_overruled_and_the_purchase_waits_for_a_person_then_completes(
+def test_with_auto_approve_the_policy_holds_the_purchase_for_a_person_and_says_why_then_it_completes(
     api: ApiClient, ec2: Any, recommend_ri: Callable[..., str]
 ) -> None:
     # Given a recommendation executed with auto_approve
     execution_id = api.execute(recommend_ri(), auto_approve=True)["execution_id"]
 
-    # Then it still waits for a person, having bought nothing
+    # Then the policy holds it for a person, having bought nothing, and records why
     waiting = api.wait_for(execution_id, frozenset({"awaiting_approval", "failed", "completed"}))
-    assert waiting["status"] == "awaiting_approval"
+    assert waiting["status"] == "awaiting_approval", waiting["error_message"]
     assert waiting["auto_approve_requested"] is True
     assert bought_by(ec2, execution_id) == []
-    events = [e["event_type"] for e in api.logs(execution_id)["events"]]
-    assert "auto_approve_overruled" in events
+    policy = waiting["policy"]
+    assert policy["auto_approve"] is False
+    assert policy["risk_level"] == "high"
+    assert "purchase_reserved_instances cannot be fully undone" in policy["reason"]
+    assert f"one-time cost (${waiting['plan']['one_time_cost']:,.2f})" in policy["reason"]
+    assert "a person must approve, whatever auto_approve says" in policy["reason"]
+    assert waiting["approval"]["reason"] == policy["reason"]
+    events = api.logs(execution_id)["events"]
+    assert [e["event_type"] for e in events] == [
+        "execution_requested",
+        "validated",
+        "planned",
+        "approval_policy_decided",
+        "approval_requested",
+    ]
+    [decided] = [e for e in events if e["event_type"] == "approval_policy_decided"]
+    assert decided["detail"] == policy
 
     # When a person approves it
     api.approve(execution_id, "finops@example.com", "steady usage")
@@ -93,6 +108,7 @@ def test_auto_approve_is_overruled_and_the_purchase_waits_for_a_person_then_comp
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["auto_approved"] is False
     assert execution["approval"]["decided_by"] == "finops@example.com"
+    assert execution["approval"]["decided_via"] == "api"
     [reservation] = bought_by(ec2, execution_id)
     assert reservation["State"] == "active"
     assert reservation["InstanceCount"] == 2

@@ -67,7 +67,12 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     expected = (catalog.instance_monthly("m5.2xlarge") or 0) - (catalog.instance_monthly("m5.large") or 0)
     assert plan["estimated_monthly_savings"] == pytest.approx(expected)
     assert type_and_state(ec2, instance_id) == ("m5.2xlarge", "running")
-    assert events(api, execution["execution_id"]) == ["execution_requested", "validated", "dry_run_completed"]
+    assert events(api, execution["execution_id"]) == [
+        "execution_requested",
+        "validated",
+        "approval_policy_decided",
+        "dry_run_completed",
+    ]
 
 
 def test_execution_changes_the_type_and_the_instance_runs_again(
@@ -84,10 +89,19 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
     assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
     assert execution["rollback_available"] is True
     assert any("downtime" in warning for warning in execution["validation"]["warnings"])
-    assert events(api, execution["execution_id"]) == [
+    # A medium-risk change with modest savings: the policy lets auto_approve stand
+    assert execution["auto_approved"] is True
+    assert execution["policy"] == {
+        "risk_level": "medium",
+        "auto_approve": True,
+        "reason": "auto_approve was requested and the policy allows medium-risk rightsize_instance",
+    }
+    logged = api.logs(execution["execution_id"])["events"]
+    assert [event["event_type"] for event in logged] == [
         "execution_requested",
         "validated",
         "planned",
+        "approval_policy_decided",
         "approved",
         "backup_started",
         "backup_done",
@@ -96,6 +110,9 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
         "verified",
         "completed",
     ]
+    [approved] = [event for event in logged if event["event_type"] == "approved"]
+    assert approved["actor"] == "state-machine:auto_approve"
+    assert approved["detail"]["approver"] == "policy"
 
 
 def test_a_stopped_instance_gets_the_new_type_and_stays_stopped(

@@ -50,7 +50,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     assert backup_images(ec2, execution["execution_id"]) == []
     assert execution["rollback_available"] is False
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events == ["execution_requested", "validated", "dry_run_completed"]
+    assert events == ["execution_requested", "validated", "approval_policy_decided", "dry_run_completed"]
 
 
 def test_a_dry_run_cannot_be_rolled_back(
@@ -72,13 +72,15 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     instance_id = launch_instance("m5.large", name="batch-7")
     recommendation_id = recommend(instance_id)
 
-    # When it is executed with auto-approval
-    execution = api.wait_for(api.execute(recommendation_id, auto_approve=True)["execution_id"])
+    # When it is executed and a person approves it through the API
+    execution = api.run(recommendation_id, approver="lead@example.com", comment="idle for a month")
 
     # Then the instance is terminated, an AMI of it is available, and the record says so
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["success"] is True
-    assert execution["auto_approved"] is True
+    assert execution["auto_approved"] is False
+    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["decided_via"] == "api"
     assert instance_state(ec2, instance_id) == "terminated"
     images = backup_images(ec2, execution["execution_id"])
     assert [image["State"] for image in images] == ["available"]
@@ -91,11 +93,13 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     assert execution["verification"]["passed"] is True
     assert execution["result"]["success"] is True
     assert execution["result"]["actual_savings"] == execution["actual_savings"]
-    events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events == [
+    events = api.logs(execution["execution_id"])["events"]
+    assert [event["event_type"] for event in events] == [
         "execution_requested",
         "validated",
         "planned",
+        "approval_policy_decided",
+        "approval_requested",
         "approved",
         "backup_started",
         "backup_done",
@@ -104,6 +108,10 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
         "verified",
         "completed",
     ]
+    [approved] = [event for event in events if event["event_type"] == "approved"]
+    assert approved["actor"] == "approver:lead@example.com"
+    assert approved["detail"]["comment"] == "idle for a month"
+    assert approved["detail"]["via"] == "api"
 
 
 @pytest.mark.parametrize(
@@ -126,8 +134,8 @@ def test_a_failure_after_the_backup_rolls_back_and_the_instance_runs_again(
     recommendation_id = recommend(instance_id)
     runtime.faults.inject(step, when=when)
 
-    # When it is executed
-    execution = api.wait_for(api.execute(recommendation_id, auto_approve=True)["execution_id"])
+    # When it is executed and approved
+    execution = api.run(recommendation_id, approver="lead@example.com")
 
     # Then the execution rolled back by itself and says why
     assert execution["status"] == "rolled_back"
@@ -158,7 +166,7 @@ def test_a_failure_before_terminating_leaves_the_original_instance_running(
     instance_id = launch_instance()
     runtime.faults.inject("act", when="before")
 
-    execution = api.wait_for(api.execute(recommend(instance_id), auto_approve=True)["execution_id"])
+    execution = api.run(recommend(instance_id), approver="lead@example.com")
 
     # Then nothing needed relaunching: the original is still running
     assert execution["status"] == "rolled_back"
@@ -172,7 +180,7 @@ def test_manual_rollback_restores_a_completed_execution(
 ) -> None:
     # Given a completed termination
     instance_id = launch_instance("m5.large", name="old-api")
-    execution_id = api.wait_for(api.execute(recommend(instance_id), auto_approve=True)["execution_id"])["execution_id"]
+    execution_id = api.run(recommend(instance_id), approver="lead@example.com")["execution_id"]
     assert instance_state(ec2, instance_id) == "terminated"
 
     # When a rollback is asked for
@@ -203,7 +211,7 @@ def test_validation_refuses_a_protected_instance_and_touches_nothing(
     instance_id = launch_instance()
     ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": True})
 
-    execution = api.wait_for(api.execute(recommend(instance_id), auto_approve=True)["execution_id"])
+    execution = api.run(recommend(instance_id), approver="lead@example.com")
 
     assert execution["status"] == "failed"
     assert "termination protection" in execution["error_message"]
@@ -213,7 +221,7 @@ def test_validation_refuses_a_protected_instance_and_touches_nothing(
 
 
 def test_validation_refuses_an_instance_that_does_not_exist(api: ApiClient, recommend: Callable[..., str]) -> None:
-    execution = api.wait_for(api.execute(recommend("i-0123456789abcdef0"), auto_approve=True)["execution_id"])
+    execution = api.run(recommend("i-0123456789abcdef0"), approver="lead@example.com")
 
     assert execution["status"] == "failed"
     assert "does not exist" in execution["error_message"]
@@ -237,7 +245,59 @@ def test_without_auto_approve_the_execution_waits_for_a_person_and_then_acts(
 
     assert execution["status"] == "completed"
     assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["decided_via"] == "api"
     assert execution["auto_approved"] is False
+    assert execution["policy"]["auto_approve"] is False
+    assert "auto_approve was not requested" in execution["policy"]["reason"]
+    assert instance_state(ec2, instance_id) == "terminated"
+
+
+def test_auto_approve_on_terminate_instance_waits_for_a_person_and_records_the_policy_reason(
+    api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    # Given a running instance
+    instance_id = launch_instance()
+
+    # When its termination is executed with auto_approve
+    execution_id = api.execute(recommend(instance_id), auto_approve=True)["execution_id"]
+
+    # Then the policy holds it for a person: nothing is backed up or terminated, and it says why
+    waiting = api.wait_for(execution_id, frozenset({"awaiting_approval", "failed", "completed"}))
+    assert waiting["status"] == "awaiting_approval"
+    assert waiting["auto_approve_requested"] is True
+    assert waiting["auto_approved"] is False
+    policy = waiting["policy"]
+    assert policy["risk_level"] == "high"
+    assert policy["auto_approve"] is False
+    assert "terminate_instance cannot be fully undone" in policy["reason"]
+    assert "a person must approve, whatever auto_approve says" in policy["reason"]
+    # (the type alone decides: the savings are well under the policy's threshold)
+    assert waiting["plan"]["estimated_monthly_savings"] < 1000
+    assert "savings" not in policy["reason"]
+    assert waiting["approval"]["risk_level"] == "high"
+    assert waiting["approval"]["reason"] == policy["reason"]
+    assert instance_state(ec2, instance_id) == "running"
+    assert backup_images(ec2, execution_id) == []
+    events = api.logs(execution_id)["events"]
+    assert [event["event_type"] for event in events] == [
+        "execution_requested",
+        "validated",
+        "planned",
+        "approval_policy_decided",
+        "approval_requested",
+    ]
+    [decided] = [event for event in events if event["event_type"] == "approval_policy_decided"]
+    assert decided["detail"] == policy
+
+    # When a person approves it
+    api.approve(execution_id, "lead@example.com", "checked with the team")
+    execution = api.wait_for(execution_id)
+
+    # Then it goes ahead on their word, not the request's
+    assert execution["status"] == "completed", execution["error_message"]
+    assert execution["auto_approved"] is False
+    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["decided_via"] == "api"
     assert instance_state(ec2, instance_id) == "terminated"
 
 
@@ -314,7 +374,7 @@ def test_a_transient_error_is_retried_and_the_execution_still_completes(
     instance_id = launch_instance()
     fault = runtime.faults.inject("act", when="before", times=2, error_type="TransientError")
 
-    execution = api.wait_for(api.execute(recommend(instance_id), auto_approve=True)["execution_id"])
+    execution = api.run(recommend(instance_id), approver="lead@example.com")
 
     # Then the state machine retried it with backoff and the execution completed once
     assert fault.hits == 2
@@ -329,9 +389,7 @@ def test_a_recommendation_for_another_account_is_refused_and_nothing_is_touched(
 ) -> None:
     instance_id = launch_instance()
 
-    execution = api.wait_for(
-        api.execute(recommend(instance_id, account_id="210987654321"), auto_approve=True)["execution_id"]
-    )
+    execution = api.run(recommend(instance_id, account_id="210987654321"), approver="lead@example.com")
 
     assert execution["status"] == "failed"
     assert "account 210987654321" in execution["error_message"]

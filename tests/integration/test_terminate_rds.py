@@ -118,10 +118,15 @@ def test_execution_deletes_the_database_and_keeps_its_snapshots(
 ) -> None:
     identifier = create_database(name="old-reports")
 
-    execution = api.wait_for(api.execute(recommend(identifier), auto_approve=True)["execution_id"])
+    # When its deletion is executed and a person approves it through the API
+    execution = api.run(recommend(identifier), approver="lead@example.com", comment="unused since the migration")
 
     # Then the DB is gone, the backup and the final snapshot are available, and the record says so
     assert execution["status"] == "completed", execution["error_message"]
+    assert execution["auto_approved"] is False
+    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["decided_via"] == "api"
+    assert execution["policy"]["risk_level"] == "high"
     assert database(rds, identifier) is None
     backup = execution["backup"]
     assert execution_snapshots(rds, execution["execution_id"]) == {
@@ -159,8 +164,8 @@ def test_a_failure_in_an_acting_step_rolls_back_to_the_original_database(
     identifier = create_database()
     runtime.faults.inject(step, when=when)
 
-    # When it is executed
-    execution = api.wait_for(api.execute(recommend(identifier), auto_approve=True)["execution_id"])
+    # When it is executed and approved
+    execution = api.run(recommend(identifier), approver="lead@example.com")
 
     # Then the execution rolled back by itself, and the DB is there again as it was
     assert execution["status"] == "rolled_back", execution["error_message"]
@@ -181,7 +186,7 @@ def test_once_deleted_a_failure_restores_the_database_from_the_final_snapshot(
     identifier = create_database()
     runtime.faults.inject("verify", when="before")
 
-    execution = api.wait_for(api.execute(recommend(identifier), auto_approve=True)["execution_id"])
+    execution = api.run(recommend(identifier), approver="lead@example.com")
 
     assert execution["status"] == "rolled_back"
     assert execution["rollback"]["restored"] is True
@@ -200,7 +205,7 @@ def test_manual_rollback_restores_a_deleted_database(
 ) -> None:
     # Given a completed deletion
     identifier = create_database()
-    execution_id = api.wait_for(api.execute(recommend(identifier), auto_approve=True)["execution_id"])["execution_id"]
+    execution_id = api.run(recommend(identifier), approver="lead@example.com")["execution_id"]
     assert database(rds, identifier) is None
 
     # When a rollback is asked for
@@ -221,7 +226,7 @@ def test_a_database_with_deletion_protection_is_refused_and_untouched(
 ) -> None:
     identifier = create_database(DeletionProtection=True)
 
-    execution = api.wait_for(api.execute(recommend(identifier), auto_approve=True)["execution_id"])
+    execution = api.run(recommend(identifier), approver="lead@example.com")
 
     assert execution["status"] == "failed"
     assert "deletion protection on" in execution["error_message"]
@@ -236,7 +241,7 @@ def test_the_source_of_a_read_replica_is_refused_and_untouched(
     replica = f"{identifier}-replica"
     rds.create_db_instance_read_replica(DBInstanceIdentifier=replica, SourceDBInstanceIdentifier=identifier)
 
-    execution = api.wait_for(api.execute(recommend(identifier), auto_approve=True)["execution_id"])
+    execution = api.run(recommend(identifier), approver="lead@example.com")
 
     assert execution["status"] == "failed"
     assert f"source of read replica(s) {replica}" in execution["error_message"]
@@ -246,7 +251,7 @@ def test_the_source_of_a_read_replica_is_refused_and_untouched(
 
 
 def test_a_database_that_does_not_exist_is_refused(api: ApiClient, recommend: Callable[..., str]) -> None:
-    execution = api.wait_for(api.execute(recommend("no-such-database"), auto_approve=True)["execution_id"])
+    execution = api.run(recommend("no-such-database"), approver="lead@example.com")
 
     assert execution["status"] == "failed"
     assert "RDS DB instance no-such-database does not exist" in execution["error_message"]

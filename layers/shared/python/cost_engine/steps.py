@@ -250,9 +250,10 @@ class StepRunner:
             "current_step": Step.PLAN.value,
         }
         if record.dry_run:
+            # What the policy would decide is part of the dry run's report; the last event ends it.
+            self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
             self._advance(record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()})
             self._event(record, "dry_run_completed", Step.PLAN, plan=plan.model_dump(mode="json"))
-            self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
             return {"dry_run": True, "auto_approve": False}
         self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
         self._event(record, "planned", Step.PLAN, plan=plan.model_dump(mode="json"))
