@@ -10,13 +10,14 @@ NODE_STAMP := node_modules/.installed
 # banner is silenced for that one major version (a newer Node.js needs nothing).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help demo serve test unit integration browser lint format typecheck synth bench prices clean
+.PHONY: help demo serve test unit integration browser lint format typecheck synth openapi bench prices clean
 
 help:
 	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
 	@echo "make serve     API on http://127.0.0.1:$${API_PORT:-8080}, emulated AWS on http://127.0.0.1:$${AWS_PORT:-5000}"
 	@echo "make test      lint, type-check and the whole test suite"
 	@echo "make synth     synthesize the CDK stack (offline) into cdk.out/"
+	@echo "make openapi   write the API's OpenAPI document (generated from the handler) to openapi.json"
 	@echo "make format    format the code with ruff"
 	@echo "make prices    refresh the price catalog from the AWS Price List API (needs AWS credentials)"
 	@echo "make bench     time and memory of executions on the local runtime, against the targets"
@@ -73,6 +74,9 @@ integration: $(VENV_STAMP) browser
 
 synth: $(VENV_STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting
+
+openapi: $(VENV_STAMP)
+	$(PY) -m tools.write_openapi
 
 # Needs AWS credentials that may call the Price List API (pricing:GetProducts).
 prices: $(VENV_STAMP)

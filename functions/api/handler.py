@@ -27,6 +27,13 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
+API_TITLE = "Cost Execution Engine API"
+API_VERSION = "0.1.0"
+API_DESCRIPTION = (
+    "Register cost-optimization recommendations and carry them out safely: validate, approve, back up, act, "
+    "verify, measure, and roll back. Every route but the approval pages needs SigV4-signed requests "
+    "(IAM authorization); the approval pages are authorized by the signature in their link."
+)
 service = ExecutionService(EngineContext.from_settings(load_settings()))
 
 
@@ -129,6 +136,20 @@ def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, B
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
     return service.status_view(service.decide(execution_id, decision, approve=False, actor=_actor()))
+
+
+# -- the contract --------------------------------------------------------------------------------
+
+
+def openapi_document() -> str:
+    """The OpenAPI document of these routes, generated from their signatures and pydantic models."""
+    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+@tracer.capture_method
+def get_openapi() -> Response[Any]:
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_document())
 
 
 # -- the approval page: public routes, where the link's signature stands in for IAM ----------------
