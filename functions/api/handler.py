@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
 from cost_engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound, UnsupportedType
+from cost_engine.formats import ImportRequest
+from cost_engine.formats import import_recommendation as to_recommendation
 from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
 from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
@@ -56,6 +58,20 @@ def _error(status: int, code: str, message: str, details: list[dict[str, Any]] |
 @tracer.capture_method
 def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -> Response[Any]:
     stored, created = service.register_recommendation(recommendation)
+    return Response(
+        status_code=201 if created else 200,
+        content_type=content_types.APPLICATION_JSON,
+        body=stored.model_dump(mode="json"),
+    )
+
+
+@app.post("/recommendations/import")
+@tracer.capture_method
+def import_recommendation(request: Annotated[ImportRequest, Body()]) -> Response[Any]:
+    """Register a Cost Optimization Hub or Compute Optimizer recommendation, mapped to the engine's types."""
+    stored, created = service.register_recommendation(
+        to_recommendation(request.format, request.recommendation, request.customer_id)
+    )
     return Response(
         status_code=201 if created else 200,
         content_type=content_types.APPLICATION_JSON,

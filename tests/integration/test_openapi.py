@@ -10,6 +10,7 @@ from tools.write_openapi import OUTPUT
 
 DOCUMENTED_ROUTES = {
     ("/recommendations", "post"),
+    ("/recommendations/import", "post"),
     ("/recommendations/{recommendation_id}", "get"),
     ("/executions/execute", "post"),
     ("/executions", "get"),

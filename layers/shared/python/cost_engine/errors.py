@@ -13,6 +13,7 @@ class ErrorCode(StrEnum):
     INVALID_TRANSITION = "invalid_transition"
     UNSUPPORTED_TYPE = "unsupported_type"
     INVALID_PARAMETERS = "invalid_parameters"
+    UNMAPPABLE_RECOMMENDATION = "unmappable_recommendation"
     VALIDATION_FAILED = "validation_failed"
     TRANSIENT = "transient"
     ACTION_FAILED = "action_failed"
@@ -69,3 +70,9 @@ class ActionFailed(EngineError):
     """An acting step could not do what it had to: the state machine rolls back."""
 
     code = ErrorCode.ACTION_FAILED
+
+
+class UnmappableRecommendation(InvalidParameters):
+    """A recommendation in another tool's format that the engine cannot turn into one of its types."""
+
+    code = ErrorCode.UNMAPPABLE_RECOMMENDATION
