@@ -10,12 +10,13 @@ NODE_STAMP := node_modules/.installed
 # banner is silenced for that one major version (a newer Node.js needs nothing).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help demo serve test unit integration browser lint format typecheck synth openapi bench prices clean
+.PHONY: help demo serve test unit integration browser cli lint format typecheck synth openapi bench prices clean
 
 help:
 	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
 	@echo "make serve     API on http://127.0.0.1:$${API_PORT:-8080}, emulated AWS on http://127.0.0.1:$${AWS_PORT:-5000}"
 	@echo "make test      lint, type-check and the whole test suite"
+	@echo "make cli       install the command-line client as .venv/bin/cost-engine"
 	@echo "make synth     synthesize the CDK stack (offline) into cdk.out/"
 	@echo "make openapi   write the API's OpenAPI document (generated from the handler) to openapi.json"
 	@echo "make format    format the code with ruff"
@@ -39,11 +40,21 @@ browser:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			chromium chromium-driver >/dev/null; }
 
+# The CLI, as a command in the virtual environment: `.venv/bin/cost-engine --help` (or put .venv/bin on
+# PATH). It runs this checkout's code.
+CLI := $(VENV)/bin/cost-engine
+$(CLI): $(VENV_STAMP) Makefile
+	printf '#!/bin/sh\n# The Cost Execution Engine CLI (written by make).\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m cli "$$@"\n' \
+		"$(CURDIR)" "$(CURDIR)/$(PY)" > $@
+	chmod +x $@
+
+cli: $(CLI)
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(VENV_STAMP)
+demo: $(VENV_STAMP) $(CLI)
 	$(PY) -m local_runtime demo
 
 serve: $(VENV_STAMP)
@@ -62,14 +73,14 @@ typecheck: $(VENV_STAMP)
 
 # Two pytest runs: the unit tests use moto in-process (mock_aws), which would reset the emulator
 # that the integration tests' local runtime keeps running in its own process.
-test: lint typecheck browser
+test: lint typecheck browser $(CLI)
 	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 	$(PY) -m pytest tests/integration
 
 unit: $(VENV_STAMP)
 	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 
-integration: $(VENV_STAMP) browser
+integration: $(VENV_STAMP) browser $(CLI)
 	$(PY) -m pytest tests/integration
 
 synth: $(VENV_STAMP) $(NODE_STAMP)
