@@ -14,6 +14,7 @@ from typing import Annotated, Any, cast
 from aws_cdk import ArnFormat, Aws, CfnElement, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -93,6 +94,8 @@ TOPIC_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 # the AWS managed key aws/secretsmanager, whose key policy already lets Secrets Manager decrypt for
 # any principal of the account that may read the secret.
 SECRET_READ_ACTIONS = ("secretsmanager:GetSecretValue",)
+# Publishing the engine's own events (Execution Status Changed) to its bus, nothing else.
+EVENT_PUBLISH_ACTIONS = ("events:PutEvents",)
 # What every executor role holds besides the permissions its executor class declares.
 EXECUTOR_BASE_ACTIONS = frozenset(
     {
@@ -103,6 +106,7 @@ EXECUTOR_BASE_ACTIONS = frozenset(
         "sns:Publish",
         *TOPIC_KEY_ACTIONS,
         *SECRET_READ_ACTIONS,
+        *EVENT_PUBLISH_ACTIONS,
     }
 )
 EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
@@ -207,6 +211,8 @@ class CostExecutionEngineStack(Stack):
         for email in self.deployment_context.approver_emails:
             self.approval_topic.add_subscription(subscriptions.EmailSubscription(email))
         # The HMAC key of the approval links: the executors sign them, the API function checks them.
+        # Where the engine publishes Execution Status Changed events (docs/events.md) for others to follow.
+        self.event_bus = events.EventBus(self, topology.EVENT_BUS_CONSTRUCT_ID)
         self.approval_secret = secretsmanager.Secret(
             self,
             topology.APPROVAL_SECRET_CONSTRUCT_ID,
@@ -332,6 +338,10 @@ class CostExecutionEngineStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(actions=list(SECRET_READ_ACTIONS), resources=[self.approval_secret.secret_arn])
         )
+        # Every function changes execution statuses, and each change is announced on the bus.
+        role.add_to_policy(
+            iam.PolicyStatement(actions=list(EVENT_PUBLISH_ACTIONS), resources=[self.event_bus.event_bus_arn])
+        )
         function = lambda_.Function(
             self,
             spec.construct_id,
@@ -353,6 +363,7 @@ class CostExecutionEngineStack(Stack):
                 EnvVar.RI_PURCHASE_LIMIT_USD: str(self.node.try_get_context("ri_purchase_limit_usd") or "10000"),
                 EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.deployment_context.approval_timeout_seconds),
                 EnvVar.APPROVAL_SECRET_ARN: self.approval_secret.secret_arn,
+                EnvVar.EVENT_BUS_NAME: self.event_bus.event_bus_name,
                 **POWERTOOLS_ENVIRONMENT,
                 **(environment or {}),
             },

@@ -183,6 +183,8 @@ class LocalRuntime:
 
         self.approval_topic_arn = self.client("sns").create_topic(Name=topology.APPROVAL_TOPIC_LOCAL_NAME)["TopicArn"]
         os.environ[topology.EnvVar.APPROVAL_TOPIC_ARN] = self.approval_topic_arn
+        self.client("events").create_event_bus(Name=topology.EVENT_BUS_LOCAL_NAME)
+        os.environ[topology.EnvVar.EVENT_BUS_NAME] = topology.EVENT_BUS_LOCAL_NAME
         # The local secret that signs approval links, kept where the deployed engine keeps its own.
         os.environ[topology.EnvVar.APPROVAL_SECRET_ARN] = self.client("secretsmanager").create_secret(
             Name=topology.APPROVAL_SECRET_LOCAL_NAME, SecretString=secrets.token_urlsafe(48)

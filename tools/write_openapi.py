@@ -1,7 +1,8 @@
-"""`make openapi`: writes the API's OpenAPI document, generated from the handler, to openapi.json.
+"""`make openapi`: writes the API's OpenAPI document, generated from the handler, to openapi.json, and
+the JSON Schema of the events the engine publishes to docs/events/.
 
-The same document is served at GET /openapi.json; a test fails when the file in the repository no
-longer matches the code, so the committed contract cannot drift.
+The same document is served at GET /openapi.json; tests fail when the files in the repository no
+longer match the code, so the committed contracts cannot drift.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-OUTPUT = Path(__file__).resolve().parents[1] / "openapi.json"
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "openapi.json"
+STATUS_CHANGED_SCHEMA = ROOT / "docs" / "events" / "execution-status-changed.schema.json"
 
 
 def generate() -> str:
@@ -30,9 +33,19 @@ def generate() -> str:
     return json.dumps(json.loads(openapi_document()), indent=2, sort_keys=True) + "\n"
 
 
+def event_schema() -> str:
+    import local_runtime  # noqa: F401  (puts the shared package on the path)
+    from cost_engine.events import status_changed_schema
+
+    return json.dumps(status_changed_schema(), indent=2, sort_keys=True) + "\n"
+
+
 def main() -> int:
     OUTPUT.write_text(generate())
-    print(f"wrote {OUTPUT.relative_to(Path.cwd()) if OUTPUT.is_relative_to(Path.cwd()) else OUTPUT}")
+    STATUS_CHANGED_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
+    STATUS_CHANGED_SCHEMA.write_text(event_schema())
+    for path in (OUTPUT, STATUS_CHANGED_SCHEMA):
+        print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 

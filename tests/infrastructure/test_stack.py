@@ -632,3 +632,18 @@ def test_the_scheduler_role_can_only_stop_and_start_instances_for_eventbridge_sc
 
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert {a for s in statements for a in as_list(s["Action"])} == set(SCHEDULER_ACTIONS)
+
+
+def test_every_function_publishes_status_events_to_the_engines_own_bus_only(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    template = synthesized.template.to_json()
+    buses = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::Events::EventBus"]
+    assert buses == [stack.logical_id(stack.event_bus)]
+    for function in topology.functions():
+        publishing = [
+            s for s in synthesized.role_statements(function.construct_id) if "events:PutEvents" in as_list(s["Action"])
+        ]
+        assert len(publishing) == 1, function.construct_id
+        assert publishing[0]["Resource"] == {"Fn::GetAtt": [buses[0], "Arn"]}
+        environment = function_environment(stack, template, function)
+        assert environment[EnvVar.EVENT_BUS_NAME] == {"Ref": buses[0]}

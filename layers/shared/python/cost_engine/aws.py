@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_cloudtrail import CloudTrailClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_s3 import S3Client
@@ -130,3 +131,7 @@ class AwsClients:
     @cached_property
     def secretsmanager(self) -> SecretsManagerClient:
         return self._client("secretsmanager")  # type: ignore[no-any-return]
+
+    @cached_property
+    def events(self) -> EventBridgeClient:
+        return self._client("events")  # type: ignore[no-any-return]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cost_engine.approval_links import ApprovalLinks, SecretKey
 from cost_engine.aws import AwsClients
+from cost_engine.events import StatusEventPublisher
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.models import Recommendation
@@ -33,9 +34,10 @@ class EngineContext:
         if secret_arn:
             key = SecretKey(lambda: clients.secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
             links = ApprovalLinks(key, settings.api_base_url)
+        publisher = StatusEventPublisher(clients.events, settings.event_bus_name) if settings.event_bus_name else None
         return cls(
             settings=settings,
-            executions=ExecutionStore(settings.executions_table, settings.region),
+            executions=ExecutionStore(settings.executions_table, settings.region, on_transition=publisher),
             audit=AuditStore(settings.audit_table, settings.region),
             recommendations=RecommendationStore(settings.recommendations_table, settings.region),
             clients=clients,

@@ -27,6 +27,7 @@ class Settings(BaseModel):
     approval_secret_arn: str | None = None
     approval_policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     approver_emails: list[str] = Field(default_factory=list)
+    event_bus_name: str | None = None
     region: str = "us-east-1"
 
 
@@ -41,6 +42,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "api_base_url": env.get(EnvVar.API_BASE_URL) or None,
         "scheduler_role_arn": env.get(EnvVar.SCHEDULER_ROLE_ARN) or None,
         "approval_secret_arn": env.get(EnvVar.APPROVAL_SECRET_ARN) or None,
+        "event_bus_name": env.get(EnvVar.EVENT_BUS_NAME) or None,
         "approver_emails": [e.strip() for e in (env.get(EnvVar.APPROVER_EMAILS) or "").split(",") if e.strip()],
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
     }

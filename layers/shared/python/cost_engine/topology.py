@@ -43,6 +43,8 @@ class EnvVar:
     APPROVAL_POLICY = "APPROVAL_POLICY"
     # Who the approval topic mails, comma-separated: shown in an execution's pending approval.
     APPROVER_EMAILS = "APPROVER_EMAILS"
+    # The EventBridge bus the engine publishes its own events to (Execution Status Changed).
+    EVENT_BUS_NAME = "EVENT_BUS_NAME"
 
 
 @dataclass(frozen=True)
@@ -189,3 +191,9 @@ APPROVAL_PAGE_PATH = "/approvals"
 API_STAGE_NAME = "prod"
 # Long enough for a 24-hour approval wait plus the acting phase; the acting phase has its own limit.
 STATE_MACHINE_TIMEOUT_SECONDS = 25 * 3600
+
+EVENT_BUS_CONSTRUCT_ID = "EventBus"
+EVENT_BUS_LOCAL_NAME = "cost-engine-events"
+# The source and detail-type of the events the engine publishes (docs/events.md).
+EVENT_SOURCE = "cost-execution-engine"
+STATUS_CHANGED_DETAIL_TYPE = "Execution Status Changed"

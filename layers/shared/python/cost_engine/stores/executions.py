@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +31,14 @@ def _is_conditional_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+# Called with the record before and after each status change that was written.
+TransitionObserver = Callable[[ExecutionRecord, ExecutionRecord], None]
+
+
 class ExecutionStore:
-    def __init__(self, table_name: str, region: str) -> None:
+    def __init__(self, table_name: str, region: str, on_transition: TransitionObserver | None = None) -> None:
         self._table = table(table_name, region)
+        self.on_transition = on_transition
 
     def create(self, record: ExecutionRecord) -> None:
         item = to_item(record)
@@ -88,7 +93,10 @@ class ExecutionStore:
             "customer_status": _customer_status(record.customer_id, new_status),
             "status": new_status,
         }
-        return self._update(execution_id, values, expected_set, remove, intent=f"become '{new_status.value}'")
+        after = self._update(execution_id, values, expected_set, remove, intent=f"become '{new_status.value}'")
+        if self.on_transition is not None:
+            self.on_transition(record, after)
+        return after
 
     def update(
         self,

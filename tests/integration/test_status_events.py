@@ -1,0 +1,88 @@
+"""`Execution Status Changed` events on the engine's bus, read through a rule with an SQS target."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from cost_engine.topology import EVENT_BUS_LOCAL_NAME, EVENT_SOURCE, STATUS_CHANGED_DETAIL_TYPE
+from local_runtime.client import ApiClient
+from local_runtime.runtime import LocalRuntime
+
+
+def follow(runtime: LocalRuntime, customer_id: str) -> tuple[Any, str]:
+    """A rule on the engine's bus for one customer's status changes, delivering to a new queue."""
+    sqs, events = runtime.client("sqs"), runtime.client("events")
+    queue_url = sqs.create_queue(QueueName=f"status-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rule = f"follow-{uuid.uuid4().hex[:8]}"
+    events.put_rule(
+        Name=rule,
+        EventBusName=EVENT_BUS_LOCAL_NAME,
+        EventPattern=json.dumps(
+            {
+                "source": [EVENT_SOURCE],
+                "detail-type": [STATUS_CHANGED_DETAIL_TYPE],
+                "detail": {"customer_id": [customer_id]},
+            }
+        ),
+    )
+    events.put_targets(Rule=rule, EventBusName=EVENT_BUS_LOCAL_NAME, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    return sqs, queue_url
+
+
+def received(sqs: Any, queue_url: str, until: str, timeout: float = 20.0) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(e["detail"]["new_status"] == until for e in events):
+        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            events.append(json.loads(message["Body"]))
+    return events
+
+
+def test_every_status_change_of_an_execution_is_published_in_order_with_its_savings(
+    api: ApiClient, runtime: LocalRuntime, customer_id: str
+) -> None:
+    sqs, queue_url = follow(runtime, customer_id)
+    log_group = f"events-{uuid.uuid4().hex[:8]}"
+    runtime.client("logs").create_log_group(logGroupName=log_group)
+    recommendation = api.register(
+        {
+            "customer_id": customer_id,
+            "type": "fix_config",
+            "account_id": "123456789012",
+            "region": "us-east-1",
+            "resource_id": log_group,
+            "parameters": {"setting": "log_retention", "retention_in_days": 30},
+            "estimated_monthly_savings": 12.0,
+        }
+    )
+    execution = api.run(recommendation["recommendation_id"], auto_approve=True)
+    assert execution["status"] == "completed"
+
+    events = received(sqs, queue_url, until="completed")
+    assert {(e["source"], e["detail-type"]) for e in events} == {(EVENT_SOURCE, STATUS_CHANGED_DETAIL_TYPE)}
+    details = sorted((e["detail"] for e in events), key=lambda d: d["changed_at"])
+    assert [(d["old_status"], d["new_status"]) for d in details] == [
+        ("pending", "validating"),
+        ("validating", "approved"),
+        ("approved", "executing"),
+        ("executing", "verifying"),
+        ("verifying", "completed"),
+    ]
+    last = details[-1]
+    assert last["execution_id"] == execution["execution_id"]
+    assert last["recommendation_id"] == recommendation["recommendation_id"]
+    assert last["recommendation_type"] == "fix_config"
+    assert last["actual_savings"] == execution["actual_savings"]
+    assert last["estimated_monthly_savings"] == execution["estimated_monthly_savings"]
+
+
+def test_the_committed_event_schema_is_the_one_the_code_publishes() -> None:
+    from tools.write_openapi import STATUS_CHANGED_SCHEMA, event_schema
+
+    assert STATUS_CHANGED_SCHEMA.read_text() == event_schema(), "run `make openapi` and commit docs/events/"
