@@ -126,7 +126,11 @@ def get_execution(execution_id: str) -> dict[str, Any]:
 @tracer.capture_method
 def get_execution_logs(execution_id: str) -> dict[str, Any]:
     events = service.logs(execution_id)
-    return {"execution_id": execution_id, "events": [event.model_dump(mode="json") for event in events]}
+    return {
+        "execution_id": execution_id,
+        "events": [event.model_dump(mode="json") for event in events],
+        "history": service.history(execution_id),
+    }
 
 
 @app.post("/executions/<execution_id>/cancel")

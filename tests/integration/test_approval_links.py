@@ -161,7 +161,8 @@ def test_approver_opens_the_emailed_link_in_chromium_approves_and_the_instance_i
     assert browser.find_element(By.ID, "deadline").text == datetime.fromisoformat(
         status["pending_approval"]["deadline"]
     ).strftime("%Y-%m-%d %H:%M UTC")
-    assert task_token(runtime, execution_id) not in browser.page_source
+    token = task_token(runtime, execution_id)
+    assert token not in browser.page_source
     assert status["status"] == "awaiting_approval"
     assert instance_state(ec2, instance_id) == "running"
 
@@ -185,6 +186,8 @@ def test_approver_opens_the_emailed_link_in_chromium_approves_and_the_instance_i
     approved = [e for e in audit_events(api, execution_id) if e["event_type"] == "approved"]
     assert len(approved) == 1
     assert approved[0]["actor"] == "approver:lead@example.com"
+    # Neither the audit log nor the step-by-step history shows the task token.
+    assert token not in json.dumps(api.logs(execution_id))
     assert approved[0]["detail"]["via"] == "link"
     assert approved[0]["detail"]["caller"].startswith("link:127.0.0.1")
 

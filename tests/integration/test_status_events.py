@@ -86,3 +86,42 @@ def test_the_committed_event_schema_is_the_one_the_code_publishes() -> None:
     from tools.write_openapi import STATUS_CHANGED_SCHEMA, event_schema
 
     assert STATUS_CHANGED_SCHEMA.read_text() == event_schema(), "run `make openapi` and commit docs/events/"
+
+
+def test_logs_show_the_audit_events_and_the_step_by_step_history_in_order(
+    api: ApiClient, runtime: LocalRuntime, customer_id: str
+) -> None:
+    log_group = f"history-{uuid.uuid4().hex[:8]}"
+    runtime.client("logs").create_log_group(logGroupName=log_group)
+    recommendation = api.register(
+        {
+            "customer_id": customer_id,
+            "type": "fix_config",
+            "account_id": "123456789012",
+            "region": "us-east-1",
+            "resource_id": log_group,
+            "parameters": {"setting": "log_retention", "retention_in_days": 30},
+        }
+    )
+    execution = api.run(recommendation["recommendation_id"], auto_approve=True)
+    api.rollback(execution["execution_id"])
+    assert api.wait_for(execution["execution_id"])["status"] == "rolled_back"
+
+    logs = api.logs(execution["execution_id"])
+    assert logs["events"][0]["event_type"] == "execution_requested"
+    history = logs["history"]
+    entered = [(h["run"], h["state"]) for h in history if h["event"] == "state_entered"]
+    execute_states = [state for run, state in entered if run == "execute"]
+    for earlier, later in (
+        ("Validate", "Plan"),
+        ("Plan", "AutoApprove"),
+        ("Backup", "Act"),
+        ("Act", "Verify"),
+        ("Verify", "Record"),
+    ):
+        assert execute_states.index(earlier) < execute_states.index(later)
+    assert ("rollback-1", "Rollback") in entered
+    results = [h["result"] for h in history if h["event"] == "step_result" and h["run"] == "execute"]
+    assert {"valid": True} in results
+    assert [h["event"] for h in history if h["event"].startswith("Execution")] == ["ExecutionSucceeded"] * 2
+    assert all("task_token" not in json.dumps(h) and "Token" not in json.dumps(h) for h in history)

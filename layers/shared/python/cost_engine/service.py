@@ -37,6 +37,30 @@ S = ExecutionStatus
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 
 
+def _history_step(event: dict[str, Any]) -> dict[str, Any] | None:
+    """One Step Functions history event as a line of the execution's history, or None to leave out."""
+    kind = str(event["type"])
+    at = event["timestamp"].isoformat() if hasattr(event["timestamp"], "isoformat") else str(event["timestamp"])
+    details: dict[str, Any] = next((v for k, v in event.items() if k.endswith("EventDetails")), {}) or {}
+    if kind.endswith("StateEntered"):
+        return {"at": at, "event": "state_entered", "state": details.get("name")}
+    if kind == "TaskSucceeded":
+        try:
+            result = json.loads(details.get("output") or "null")
+        except ValueError:
+            result = None
+        return {
+            "at": at,
+            "event": "step_result",
+            "result": result.get("Payload") if isinstance(result, dict) else result,
+        }
+    if kind in ("TaskFailed", "TaskTimedOut", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"):
+        return {"at": at, "event": kind, "error": details.get("error"), "cause": details.get("cause")}
+    if kind == "ExecutionSucceeded":
+        return {"at": at, "event": kind}
+    return None
+
+
 @dataclass(frozen=True)
 class LinkOutcome:
     """What an approval link leads to: the HTTP status, a title and message for the page, and the
@@ -169,6 +193,40 @@ class ExecutionService:
     def logs(self, execution_id: str) -> list[AuditEvent]:
         self.ctx.executions.get(execution_id)  # 404 for an unknown execution
         return self.ctx.audit.events(execution_id)
+
+    def history(self, execution_id: str) -> list[dict[str, Any]]:
+        """The step-by-step history of the execution's state machine runs (the execution, then each
+        manual rollback run), oldest first: each state entered, each step's result or error, and how
+        each run ended. Task parameters are left out: the approval step's carry the task token."""
+        record = self.ctx.executions.get(execution_id)
+        if not record.state_machine_execution_arn:
+            return []
+        prefix = record.state_machine_execution_arn.rsplit(":", 1)[0]
+        runs = [record.state_machine_execution_arn] + [
+            f"{prefix}:{execution_id}-rollback-{n}" for n in range(1, record.rollback_runs + 1)
+        ]
+        steps: list[dict[str, Any]] = []
+        for run, arn in enumerate(runs):
+            try:
+                for event in self._history_events(arn):
+                    step = _history_step(event)
+                    if step is not None:
+                        steps.append({"run": "execute" if run == 0 else f"rollback-{run}", **step})
+            except ClientError as error:
+                steps.append({"run": arn.rsplit(":", 1)[1], "event": "history_unavailable", "error": str(error)})
+        return steps
+
+    def _history_events(self, arn: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = self._sfn.get_execution_history(
+                executionArn=arn, maxResults=1000, **({"nextToken": token} if token else {})
+            )
+            events.extend(page["events"])
+            token = page.get("nextToken")
+            if not token:
+                return events
 
     def cancel(self, execution_id: str, actor: str) -> ExecutionRecord:
         record = self.ctx.executions.get(execution_id)
