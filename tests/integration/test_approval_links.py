@@ -349,3 +349,29 @@ def test_simultaneous_approve_and_reject_clicks_let_exactly_one_decision_win(
     expected = {"approved": ("completed", "terminated"), "rejected": ("rejected", "running")}[winner["event_type"]]
     assert (execution["status"], instance_state(ec2, waiting["instance_id"])) == expected
     assert execution["approval"]["decided_by"] == winner["actor"].removeprefix("approver:")
+
+
+def test_a_retried_approval_request_resends_the_same_link_and_it_still_decides(
+    runtime: LocalRuntime,
+    api: ApiClient,
+    ec2: Any,
+    launch_instance: Callable[..., str],
+    recommend: Callable[..., str],
+    inbox: Callable[[str], str],
+) -> None:
+    # The first attempt sends the email, then its Lambda fails with an error the state machine retries.
+    fault = runtime.faults.inject("request_approval", when="after", error_type="TransientError")
+    instance_id = launch_instance()
+    execution_id = api.execute(recommend(instance_id))["execution_id"]
+    first, second = inbox(execution_id), inbox(execution_id)
+    assert fault.hits == 1
+    first_link, second_link = LINK.search(first), LINK.search(second)
+    assert first_link is not None and second_link is not None
+    assert first_link.group(1) == second_link.group(1)
+    assert api.status(execution_id)["status"] == "awaiting_approval"
+
+    assert post_form(first_link.group(1), "approve").status_code == 200
+    assert api.wait_for(execution_id)["status"] == "completed"
+    assert instance_state(ec2, instance_id) == "terminated"
+    requested = [e for e in audit_events(api, execution_id) if e["event_type"] == "approval_requested"]
+    assert len(requested) == 1

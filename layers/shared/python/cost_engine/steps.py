@@ -278,35 +278,41 @@ class StepRunner:
         # The token is stored before the status says "awaiting", so whoever sees that status
         # can complete the wait. It is never logged, returned by the API nor put in a link.
         self.ctx.executions.store_task_token(record.execution_id, request.task_token)
-        now = utc_now()
         settings = self.ctx.settings
-        approval = ApprovalState(
-            requested_at=now,
-            deadline=now + timedelta(seconds=record.approval_timeout_seconds),
-            approvers_notified=settings.approval_topic_arn,
-            approvers=settings.approver_emails,
-            risk_level=record.policy.risk_level if record.policy else None,
-            reason=record.policy.reason if record.policy else None,
-        )
-        # A new id on every request (a retried step makes a fresh link; older links stop working).
-        approval_id = new_approval_id()
-        record = self._advance(
-            record,
-            S.AWAITING_APPROVAL,
-            S.VALIDATING,
-            {"approval": approval, "approval_id": approval_id, "current_step": Step.REQUEST_APPROVAL.value},
-        )
+        if record.status == S.AWAITING_APPROVAL and record.approval and record.approval_id:
+            # A retried step (the message may not have gone out): the same approval and link again,
+            # so a link already sent keeps working.
+            approval, approval_id = record.approval, record.approval_id
+        else:
+            now = utc_now()
+            approval = ApprovalState(
+                requested_at=now,
+                deadline=now + timedelta(seconds=record.approval_timeout_seconds),
+                approvers_notified=settings.approval_topic_arn,
+                approvers=settings.approver_emails,
+                risk_level=record.policy.risk_level if record.policy else None,
+                reason=record.policy.reason if record.policy else None,
+            )
+            approval_id = new_approval_id()
+            # Recorded before the status says "awaiting": whoever sees that status (or decides at
+            # once) finds the request already in the audit log, so the log reads in causal order.
+            self._event(
+                record,
+                "approval_requested",
+                Step.REQUEST_APPROVAL,
+                deadline=approval.deadline.isoformat(),
+                notified=settings.approval_topic_arn,
+                approvers=settings.approver_emails,
+                link_sent=self.ctx.links is not None,
+            )
+            record = self._advance(
+                record,
+                S.AWAITING_APPROVAL,
+                S.VALIDATING,
+                {"approval": approval, "approval_id": approval_id, "current_step": Step.REQUEST_APPROVAL.value},
+            )
         link = self.ctx.links.link(approval_id, approval.deadline) if self.ctx.links else None
         self._notify_approvers(record, approval, link)
-        self._event(
-            record,
-            "approval_requested",
-            Step.REQUEST_APPROVAL,
-            deadline=approval.deadline.isoformat(),
-            notified=settings.approval_topic_arn,
-            approvers=settings.approver_emails,
-            link_sent=link is not None,
-        )
         return {"requested": True}
 
     def _notify_approvers(self, record: ExecutionRecord, approval: ApprovalState, link: str | None) -> None:
