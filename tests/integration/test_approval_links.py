@@ -366,7 +366,8 @@ def test_a_retried_approval_request_resends_the_same_link_and_it_still_decides(
     first, second = inbox(execution_id), inbox(execution_id)
     assert fault.hits == 1
     first_link, second_link = LINK.search(first), LINK.search(second)
-    assert first_link is not None and second_link is not None
+    assert first_link is not None
+    assert second_link is not None
     assert first_link.group(1) == second_link.group(1)
     assert api.status(execution_id)["status"] == "awaiting_approval"
 
