@@ -60,10 +60,50 @@ class Fault:
         return error_class(message)
 
 
+@dataclass
+class Hold:
+    """Keeps one step from starting until released: a test can act while an execution is
+    provably between two steps (e.g. cancel while it is changing the resource)."""
+
+    step: str
+    execution_id: str | None
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FaultInjector:
     def __init__(self) -> None:
         self._faults: list[Fault] = []
+        self._holds: list[Hold] = []
         self._lock = threading.Lock()
+
+    def hold(self, step: str, *, execution_id: str | None = None) -> Hold:
+        held = Hold(step=step, execution_id=execution_id)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def wait_if_held(self, event: Any, timeout: float = 120.0) -> None:
+        """Block a step that a hold matches (once) until the test releases it, at most `timeout`."""
+        if not isinstance(event, dict):
+            return
+        with self._lock:
+            held = next(
+                (
+                    h
+                    for h in self._holds
+                    if h.step == event.get("step") and h.execution_id in (None, event.get("execution_id"))
+                ),
+                None,
+            )
+            if held is not None:
+                self._holds.remove(held)
+        if held is not None:
+            held.reached.set()
+            held.released.wait(timeout)
 
     def inject(
         self,
@@ -84,6 +124,9 @@ class FaultInjector:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            for held in self._holds:
+                held.release()
+            self._holds.clear()
 
     def take(self, event: Any, when: str) -> Fault | None:
         if not isinstance(event, dict):
@@ -157,6 +200,7 @@ class Dispatcher:
                         print(f"{function_name} {line}", file=sys.stderr)
 
     def _call(self, function_name: str, handler: Handler, event: Any) -> Any:
+        self.faults.wait_if_held(event)
         if fault := self.faults.take(event, "before"):
             raise fault.error(f"fault injected before step '{event.get('step')}'")
         result = handler(event, LambdaContext(function_name=function_name))
