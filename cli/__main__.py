@@ -109,8 +109,10 @@ def _show_status(execution: dict[str, Any], out: TextIO) -> None:
     if pending:
         who = ", ".join(pending.get("approvers") or []) or pending.get("approvers_notified") or "the approvers"
         print(f"  approval  waiting for {who} until {pending['deadline']}", file=out)
-    if execution.get("scheduled_time") and execution["status"] == "pending":
+    if execution.get("scheduled_time") and execution["status"] == "scheduled":
         print(f"  scheduled {execution['scheduled_time']}", file=out)
+    if execution.get("cancel_requested_by") and execution["status"] not in FINAL:
+        print(f"  cancel    asked by {execution['cancel_requested_by']}: rolling back, then cancelled", file=out)
     savings = execution.get("actual_savings")
     print(
         f"  savings   estimated {_money(execution.get('estimated_monthly_savings'))}/month"
@@ -226,7 +228,12 @@ def _act(action: str) -> Callable[[Api, argparse.Namespace, TextIO], tuple[Any, 
     def command(api: Api, args: argparse.Namespace, out: TextIO) -> tuple[Any, int]:
         execution = api.call("POST", f"/executions/{args.execution_id}/{action}")
         if not args.json:
-            print(f"{args.execution_id}  {execution['status']}", file=out)
+            note = (
+                " (cancel requested: the change is rolled back, then it ends cancelled; follow with status --watch)"
+                if execution.get("cancel_requested_by") and execution["status"] not in FINAL
+                else ""
+            )
+            print(f"{args.execution_id}  {execution['status']}{note}", file=out)
         return execution, EXIT_OK
 
     return command
@@ -313,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
         decide.set_defaults(run=_decide(name))
 
     for name, helptext in (
-        ("cancel", "cancel an execution that has not begun changing anything"),
+        ("cancel", "cancel an execution; one that is changing the resource is rolled back first"),
         ("rollback", "roll back an execution from its backup"),
     ):
         act = commands.add_parser(name, help=helptext)

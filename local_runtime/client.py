@@ -49,6 +49,8 @@ class ApiClient:
         dry_run: bool = False,
         auto_approve: bool = False,
         approval_timeout_seconds: int | None = None,
+        scheduled_time: str | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "recommendation_id": recommendation_id,
@@ -57,7 +59,10 @@ class ApiClient:
         }
         if approval_timeout_seconds is not None:
             body["approval_timeout_seconds"] = approval_timeout_seconds
-        return self._json("POST", "/executions/execute", json=body)
+        if scheduled_time is not None:
+            body["scheduled_time"] = scheduled_time
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        return self._json("POST", "/executions/execute", json=body, headers=headers)
 
     def run(
         self,

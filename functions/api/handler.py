@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Powertools reads the route signatures through the
 # tracer's wrappers, which only works with evaluated annotations.
 
+import re
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -30,6 +31,8 @@ tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 API_TITLE = "Cost Execution Engine API"
+# An Idempotency-Key header: printable, short, and safe in a log line.
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 API_VERSION = "0.1.0"
 API_DESCRIPTION = (
     "Register cost-optimization recommendations and carry them out safely: validate, approve, back up, act, "
@@ -91,10 +94,17 @@ def get_recommendation(recommendation_id: str) -> dict[str, Any]:
 @app.post("/executions/execute")
 @tracer.capture_method
 def execute(request: Annotated[ExecutionRequest, Body()]) -> Response[Any]:
-    record = service.execute(request, _actor())
-    metrics.add_metric(name="ExecutionsStarted", unit=MetricUnit.Count, value=1)
+    key = app.current_event.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidRequest(
+            "the Idempotency-Key header takes 1 to 128 letters, digits and . _ : - characters (a UUID is a good key)"
+        )
+    record, created = service.execute_once(request, _actor(), key)
+    if created:
+        metrics.add_metric(name="ExecutionsStarted", unit=MetricUnit.Count, value=1)
     return Response(
-        status_code=202,
+        # 200: a repeat of a request already accepted (same Idempotency-Key): the same execution.
+        status_code=202 if created else 200,
         content_type=content_types.APPLICATION_JSON,
         body=service.status_view(record),
         headers={"Location": f"/executions/{record.execution_id}"},
@@ -111,7 +121,9 @@ def list_executions(
 ) -> dict[str, Any]:
     page = service.list_executions(customer_id, status, limit, cursor)
     return {
-        "items": [record.model_dump(mode="json", exclude={"poll_attempts"}) for record in page.items],
+        "items": [
+            record.model_dump(mode="json", exclude={"poll_attempts", "request_fingerprint"}) for record in page.items
+        ],
         "next_cursor": page.next_cursor,
     }
 
@@ -135,8 +147,14 @@ def get_execution_logs(execution_id: str) -> dict[str, Any]:
 
 @app.post("/executions/<execution_id>/cancel")
 @tracer.capture_method
-def cancel_execution(execution_id: str) -> dict[str, Any]:
-    return service.status_view(service.cancel(execution_id, _actor()))
+def cancel_execution(execution_id: str) -> Response[Any]:
+    record = service.cancel(execution_id, _actor())
+    # 202 when the cancel is a request to the acting steps (they roll back, then it ends cancelled).
+    return Response(
+        status_code=200 if record.status == ExecutionStatus.CANCELLED else 202,
+        content_type=content_types.APPLICATION_JSON,
+        body=service.status_view(record),
+    )
 
 
 @app.post("/executions/<execution_id>/rollback")

@@ -85,19 +85,23 @@ def launch_instance(ec2: Any, network: dict[str, str], amazon_image_id: str) -> 
     return launch
 
 
+def terminate_recommendation(customer_id: str, resource_id: str, **fields: Any) -> dict[str, Any]:
+    """A recommendation body: terminate an idle instance (any field may be overridden)."""
+    return {
+        "customer_id": customer_id,
+        "type": "terminate_instance",
+        "account_id": ACCOUNT_ID,
+        "region": REGION,
+        "resource_id": resource_id,
+        "estimated_monthly_savings": 70.0,
+        **fields,
+    }
+
+
 @pytest.fixture
 def recommend(api: ApiClient, customer_id: str) -> Callable[..., str]:
     def register(resource_id: str, **fields: Any) -> str:
-        body = {
-            "customer_id": customer_id,
-            "type": "terminate_instance",
-            "account_id": ACCOUNT_ID,
-            "region": REGION,
-            "resource_id": resource_id,
-            "estimated_monthly_savings": 70.0,
-            **fields,
-        }
-        return str(api.register(body)["recommendation_id"])
+        return str(api.register(terminate_recommendation(customer_id, resource_id, **fields))["recommendation_id"])
 
     return register
 

@@ -7,13 +7,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from cli.__main__ import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
-from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime, free_port
-from tests.integration.conftest import instance_state
+from local_runtime.runtime import LocalRuntime, free_port
+from tests.integration.conftest import instance_state, terminate_recommendation
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED = ROOT / ".venv" / "bin" / "cost-engine"
@@ -36,14 +37,7 @@ def test_the_cli_drives_a_termination_from_recommendation_to_completion(
     runtime: LocalRuntime, ec2: object, launch_instance: Callable[..., str], customer_id: str
 ) -> None:
     instance_id = launch_instance()
-    recommendation = {
-        "customer_id": customer_id,
-        "type": "terminate_instance",
-        "account_id": ACCOUNT_ID,
-        "region": REGION,
-        "resource_id": instance_id,
-        "estimated_monthly_savings": 70.0,
-    }
+    recommendation = terminate_recommendation(customer_id, instance_id)
     code, out, _ = cli(runtime, "--json", "recommend", "-", stdin=json.dumps(recommendation))
     assert code == EXIT_OK
     recommendation_id = json.loads(out)["recommendation_id"]
@@ -144,3 +138,24 @@ def test_the_installed_command_runs_from_anywhere(runtime: LocalRuntime, custome
     )
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stdout.split() == ["EXECUTION", "TYPE", "RESOURCE", "STATUS", "EST./MONTH", "CREATED"]
+
+
+def test_the_cli_schedules_an_execution_shows_it_scheduled_and_cancels_it(
+    runtime: LocalRuntime, ec2: object, launch_instance: Callable[..., str], customer_id: str
+) -> None:
+    instance_id = launch_instance()
+    recommendation = terminate_recommendation(customer_id, instance_id)
+    code, out, _ = cli(runtime, "--json", "recommend", "-", stdin=json.dumps(recommendation))
+    recommendation_id = json.loads(out)["recommendation_id"]
+    at = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    code, out, _ = cli(runtime, "execute", recommendation_id, "--at", at)
+    assert code == EXIT_OK
+    execution_id, status = out.split()
+    assert status == "scheduled"
+    code, out, _ = cli(runtime, "status", execution_id)
+    assert f"scheduled {at}" in out
+
+    code, out, _ = cli(runtime, "cancel", execution_id)
+    assert (code, out.strip()) == (EXIT_OK, f"{execution_id}  cancelled")
+    assert instance_state(ec2, instance_id) == "running"

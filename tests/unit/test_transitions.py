@@ -70,8 +70,18 @@ def test_check_transition_refuses_exactly_the_changes_missing_from_the_table(old
             check_transition(old, new)
 
 
-def test_every_status_is_reachable_from_pending() -> None:
-    assert reachable_from(S.PENDING) == set(S)
+def test_every_status_is_reachable_from_the_two_starting_statuses() -> None:
+    # An execution starts `pending`, or `scheduled` when it has a scheduled_time.
+    assert reachable_from(S.PENDING) | reachable_from(S.SCHEDULED) == set(S)
+
+
+def test_a_scheduled_execution_goes_on_like_a_pending_one() -> None:
+    assert ALLOWED_TRANSITIONS[S.SCHEDULED] == ALLOWED_TRANSITIONS[S.PENDING]
+
+
+def test_a_cancel_while_acting_ends_cancelled_only_through_a_rollback() -> None:
+    assert S.CANCELLED not in ALLOWED_TRANSITIONS[S.EXECUTING] | ALLOWED_TRANSITIONS[S.VERIFYING]
+    assert S.CANCELLED in ALLOWED_TRANSITIONS[S.ROLLING_BACK]
 
 
 @pytest.mark.parametrize("status", sorted(set(S) - FINAL_STATES))

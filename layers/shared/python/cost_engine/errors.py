@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     VALIDATION_FAILED = "validation_failed"
     TRANSIENT = "transient"
     ACTION_FAILED = "action_failed"
+    CANCELLED = "cancelled"
     INJECTED_FAULT = "injected_fault"
 
 
@@ -70,6 +71,13 @@ class ActionFailed(EngineError):
     """An acting step could not do what it had to: the state machine rolls back."""
 
     code = ErrorCode.ACTION_FAILED
+
+
+class CancelRequested(EngineError):
+    """Someone cancelled while the resource was being changed: the state machine rolls back, and
+    the execution ends `cancelled` (not retried: Retry lists only transient errors)."""
+
+    code = ErrorCode.CANCELLED
 
 
 class UnmappableRecommendation(InvalidParameters):

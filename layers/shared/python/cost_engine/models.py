@@ -30,6 +30,8 @@ class RecommendationType(StrEnum):
 
 class ExecutionStatus(StrEnum):
     PENDING = "pending"
+    # Held by the state machine until its scheduled_time; nothing has been checked or touched yet.
+    SCHEDULED = "scheduled"
     VALIDATING = "validating"
     AWAITING_APPROVAL = "awaiting_approval"
     APPROVED = "approved"
@@ -224,6 +226,13 @@ class ExecutionRecord(BaseModel):
     poll_attempts: int = 0
     state_machine_execution_arn: str | None = None
     rollback_runs: int = 0
+    # Who asked to cancel while the resource was being changed: the acting steps stop at the next
+    # step, the change is rolled back and the execution ends `cancelled`.
+    cancel_requested_by: str | None = None
+    # Set when the request carried an idempotency key (the execution id derives from it) or came
+    # from an event; a repeat with the same key must be the same request (its fingerprint).
+    idempotency_key: str | None = None
+    request_fingerprint: str | None = None
 
 
 class ExecutionResult(BaseModel):

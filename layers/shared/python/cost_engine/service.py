@@ -6,17 +6,26 @@ people's decisions (approve, reject, cancel, rollback) to them, each as a condit
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from cost_engine.approval_links import LinkCheck
+from cost_engine.aws import error_code
 from cost_engine.context import EngineContext
-from cost_engine.errors import Conflict, InvalidParameters, InvalidRequest, UnsupportedType
+from cost_engine.errors import (
+    Conflict,
+    InvalidParameters,
+    InvalidRequest,
+    NotFound,
+    StatusConflict,
+    UnsupportedType,
+)
 from cost_engine.executors import executor_class
 from cost_engine.models import (
     ApprovalDecision,
@@ -31,10 +40,28 @@ from cost_engine.models import (
     utc_now,
 )
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE, Page
-from cost_engine.transitions import CANCELLABLE_STATES, FINAL_STATES, ROLLBACK_REQUESTABLE_STATES
+from cost_engine.transitions import (
+    CANCEL_BY_ROLLBACK_STATES,
+    CANCELLABLE_STATES,
+    FINAL_STATES,
+    ROLLBACK_REQUESTABLE_STATES,
+)
 
 S = ExecutionStatus
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+
+
+def execution_id_for_key(idempotency_key: str) -> str:
+    """The execution id a request with this idempotency key gets, the same on every repeat."""
+    return "exec-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+def _execution_arn(state_machine_arn: str, name: str) -> str:
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def _history_step(event: dict[str, Any]) -> dict[str, Any] | None:
@@ -76,6 +103,7 @@ class LinkOutcome:
 # How far along an execution is, for people following it.
 PROGRESS: dict[ExecutionStatus, int] = {
     S.PENDING: 0,
+    S.SCHEDULED: 0,
     S.VALIDATING: 15,
     S.AWAITING_APPROVAL: 30,
     S.APPROVED: 40,
@@ -114,49 +142,104 @@ class ExecutionService:
 
     # -- executions ------------------------------------------------------------------------------
 
-    def execute(self, request: ExecutionRequest, actor: str) -> ExecutionRecord:
+    def execute(self, request: ExecutionRequest, actor: str, idempotency_key: str | None = None) -> ExecutionRecord:
+        return self.execute_once(request, actor, idempotency_key)[0]
+
+    def execute_once(
+        self, request: ExecutionRequest, actor: str, idempotency_key: str | None = None
+    ) -> tuple[ExecutionRecord, bool]:
+        """Start an execution; returns (record, created). With an idempotency key the execution id
+        derives from the key, so a repeat of the same request (a retried call, an event delivered
+        twice) finds the first execution and starts nothing new; the same key with a different
+        request is refused."""
         recommendation = self.ctx.recommendations.get(request.recommendation_id)
         executor_class(recommendation.type)  # refuses types the engine cannot carry out
         state_machine_arn = self.ctx.settings.state_machine_arns.get(recommendation.type.value)
         if not state_machine_arn:
             raise UnsupportedType(f"no state machine is deployed for '{recommendation.type.value}'")
+        fingerprint = request.model_dump_json()
+        # Keys are the customer's own: two customers choosing the same key never meet.
+        keyed_id = execution_id_for_key(f"{recommendation.customer_id}/{idempotency_key}") if idempotency_key else None
+        if idempotency_key is not None and keyed_id is not None:
+            existing = self._existing_for_key(keyed_id, idempotency_key, fingerprint)
+            if existing is not None:
+                return self._resume(existing, state_machine_arn), False
         if request.scheduled_time is not None:
             now = utc_now()
             if request.scheduled_time <= now:
                 raise InvalidRequest("scheduled_time is in the past: give a future time, or leave it out to run now")
             if request.scheduled_time > now + MAX_SCHEDULE_AHEAD:
-                raise InvalidRequest(f"scheduled_time is more than {MAX_SCHEDULE_AHEAD.days} days ahead")
+                raise InvalidRequest(
+                    f"scheduled_time is more than {MAX_SCHEDULE_AHEAD.days} days ahead: give a time before "
+                    f"{(now + MAX_SCHEDULE_AHEAD).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+                )
 
         record = ExecutionRecord(
-            execution_id=new_execution_id(),
+            execution_id=keyed_id or new_execution_id(),
             recommendation_id=recommendation.recommendation_id,
             customer_id=recommendation.customer_id,
             recommendation_type=recommendation.type,
             resource_id=recommendation.resource_id,
             region=recommendation.region,
+            status=S.SCHEDULED if request.scheduled_time else S.PENDING,
             dry_run=request.dry_run,
             auto_approve_requested=request.auto_approve,
             approval_timeout_seconds=request.approval_timeout_seconds or self.ctx.settings.approval_timeout_seconds,
             estimated_monthly_savings=recommendation.estimated_monthly_savings,
             scheduled_time=request.scheduled_time,
+            idempotency_key=idempotency_key,
+            request_fingerprint=fingerprint if idempotency_key else None,
         )
-        self.ctx.executions.create(record)
-        self.ctx.audit.append(record.execution_id, "execution_requested", actor, request.model_dump(mode="json"))
+        try:
+            self.ctx.executions.create(record)
+        except Conflict:
+            if idempotency_key is None or keyed_id is None:
+                raise
+            # The same key at the same moment: the other request created it.
+            existing = self._existing_for_key(keyed_id, idempotency_key, fingerprint)
+            if existing is None:
+                raise
+            return self._resume(existing, state_machine_arn), False
+        self.ctx.audit.append(
+            record.execution_id,
+            "execution_requested",
+            actor,
+            {**request.model_dump(mode="json"), **({"idempotency_key": idempotency_key} if idempotency_key else {})},
+        )
+        if record.status == S.SCHEDULED:
+            self.ctx.audit.append(
+                record.execution_id, "scheduled", actor, {"scheduled_time": _iso(record.scheduled_time)}
+            )
+        return self._resume(record, state_machine_arn), True
+
+    def _existing_for_key(self, execution_id: str, idempotency_key: str, fingerprint: str) -> ExecutionRecord | None:
+        try:
+            existing = self.ctx.executions.get(execution_id)
+        except NotFound:
+            return None
+        if existing.request_fingerprint != fingerprint:
+            raise Conflict(
+                f"idempotency key '{idempotency_key}' was already used for a different request "
+                f"(execution {existing.execution_id}): send the same request again, or use a new key"
+            )
+        return existing
+
+    def _resume(self, record: ExecutionRecord, state_machine_arn: str) -> ExecutionRecord:
+        """Start the record's state machine unless it already runs. Its run is named after the
+        execution and its input depends only on the record, so starting it twice is harmless."""
+        if record.state_machine_execution_arn or record.status not in (S.PENDING, S.SCHEDULED):
+            return record
         state_input: dict[str, Any] = {
             "execution_id": record.execution_id,
             "mode": "execute",
-            "dry_run": request.dry_run,
+            "dry_run": record.dry_run,
             "poll_seconds": self.ctx.settings.poll_interval_seconds,
             "approval_timeout_seconds": record.approval_timeout_seconds,
             "error": None,
             # Always present (null when unset) so the state machine's Choice never meets a missing path.
-            "scheduled_time": (
-                request.scheduled_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-                if request.scheduled_time
-                else None
-            ),
+            "scheduled_time": _iso(record.scheduled_time),
         }
-        arn = self._start(state_machine_arn, record.execution_id, state_input, record, S.PENDING)
+        arn = self._start(state_machine_arn, record.execution_id, state_input, record, record.status)
         # The state machine may already have moved on: record its ARN whatever the status is now.
         return self.ctx.executions.update(
             record.execution_id, expected=set(ExecutionStatus), changes={"state_machine_execution_arn": arn}
@@ -175,6 +258,9 @@ class ExecutionService:
                 stateMachineArn=state_machine_arn, name=name, input=json.dumps(state_input)
             )
         except ClientError as error:
+            if error_code(error) == "ExecutionAlreadyExists":
+                # A repeat of a start that went through (an idempotent retry): that run is ours.
+                return _execution_arn(state_machine_arn, name)
             message = f"the state machine could not be started: {error}"
             target = S.FAILED if fail_from != S.ROLLING_BACK else S.ROLLBACK_FAILED
             self.ctx.executions.transition(
@@ -230,13 +316,20 @@ class ExecutionService:
 
     def cancel(self, execution_id: str, actor: str) -> ExecutionRecord:
         record = self.ctx.executions.get(execution_id)
+        if record.status in CANCEL_BY_ROLLBACK_STATES:
+            return self._request_cancel(record, actor)
         if record.status not in CANCELLABLE_STATES:
             raise Conflict(
                 f"execution {execution_id} is '{record.status.value}' and cannot be cancelled: "
                 + (
                     "it has finished"
+                    + (
+                        "; ask for a rollback to undo its change"
+                        if record.status in ROLLBACK_REQUESTABLE_STATES
+                        else ""
+                    )
                     if record.status in FINAL_STATES
-                    else "it is changing the resource; it will finish or roll back by itself"
+                    else "it is already rolling back"
                 )
             )
         record = self.ctx.executions.transition(
@@ -254,6 +347,28 @@ class ExecutionService:
             except ClientError as error:
                 self.ctx.audit.append(execution_id, "stop_failed", actor, {"error": str(error)})
         self.ctx.audit.append(execution_id, "cancelled", actor, {})
+        return record
+
+    def _request_cancel(self, record: ExecutionRecord, actor: str) -> ExecutionRecord:
+        """A cancel while the resource is being changed. Stopping the state machine here could cut
+        a step off mid-call and leave the change half-made, so the request is recorded instead; the
+        next acting step sees it and fails, and the state machine's own rollback undoes the change
+        before the execution ends `cancelled`."""
+        if record.cancel_requested_by:
+            return record
+        try:
+            record = self.ctx.executions.update(
+                record.execution_id, expected=CANCEL_BY_ROLLBACK_STATES, changes={"cancel_requested_by": actor}
+            )
+        except StatusConflict:
+            # It moved on meanwhile (finished, or began rolling back): answer for where it is now.
+            current = self.ctx.executions.get(record.execution_id)
+            if current.status in CANCEL_BY_ROLLBACK_STATES:
+                raise
+            return self.cancel(record.execution_id, actor)
+        self.ctx.audit.append(
+            record.execution_id, "cancel_requested", actor, {"status": record.status.value, "then": "rollback"}
+        )
         return record
 
     def rollback(self, execution_id: str, actor: str) -> ExecutionRecord:
@@ -410,7 +525,7 @@ class ExecutionService:
 
     def status_view(self, record: ExecutionRecord) -> dict[str, Any]:
         """The execution as the API shows it: the record, progress, steps and any pending approval."""
-        view = record.model_dump(mode="json", exclude={"poll_attempts"})
+        view = record.model_dump(mode="json", exclude={"poll_attempts", "request_fingerprint"})
         view["progress_percent"] = 100 if record.status in FINAL_STATES else PROGRESS.get(record.status, 0)
         view["pending_approval"] = (
             record.approval.model_dump(mode="json")
@@ -424,12 +539,14 @@ class ExecutionService:
         view["rollback_result"] = (
             RollbackResult(
                 execution_id=record.execution_id,
-                success=record.status == S.ROLLED_BACK,
+                success=record.status in (S.ROLLED_BACK, S.CANCELLED),
                 status=record.status,
                 restored=record.rollback or {},
                 error_message=record.error_message if record.status == S.ROLLBACK_FAILED else None,
             ).model_dump(mode="json")
+            # A cancel while acting ends `cancelled` after a rollback: that rollback is shown too.
             if record.status in (S.ROLLED_BACK, S.ROLLBACK_FAILED)
+            or (record.status == S.CANCELLED and record.rollback_executed)
             else None
         )
         view["steps"] = [

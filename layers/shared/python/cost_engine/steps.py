@@ -21,7 +21,7 @@ from cost_engine.approval_links import new_approval_id
 from cost_engine.approval_policy import decide
 from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
-from cost_engine.errors import ActionFailed, Conflict, StatusConflict, TransientError
+from cost_engine.errors import ActionFailed, CancelRequested, Conflict, StatusConflict, TransientError
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.models import (
     ApprovalState,
@@ -32,7 +32,7 @@ from cost_engine.models import (
     utc_now,
 )
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
-from cost_engine.transitions import ACTING_STATES, FINAL_STATES
+from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES
 
 S = ExecutionStatus
 
@@ -175,6 +175,16 @@ class StepRunner:
     def _event(self, record: ExecutionRecord, event_type: str, step: Step, **detail: Any) -> None:
         self.ctx.audit.append(record.execution_id, event_type, f"state-machine:{step.value}", detail)
 
+    def _load_acting(self, execution_id: str, step: Step) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
+        """`_load` for the steps after the backup began. A cancel asked for since stops here, before
+        this step does anything: the Catch sends the execution to Rollback, which ends it cancelled."""
+        loaded = self._load(execution_id)
+        record = loaded[0]
+        if record.cancel_requested_by and record.status in CANCEL_BY_ROLLBACK_STATES:
+            self._event(record, "cancel_honoured", step, requested_by=record.cancel_requested_by)
+            raise CancelRequested(f"cancelled by {record.cancel_requested_by} while {record.status.value}")
+        return loaded
+
     def _poll(
         self, request: StepRequest, expected: ExecutionStatus, what: str, check: Callable[[], bool]
     ) -> dict[str, Any]:
@@ -196,7 +206,7 @@ class StepRunner:
 
     def validate(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
-        record = self._advance(record, S.VALIDATING, S.PENDING, {"current_step": Step.VALIDATE.value})
+        record = self._advance(record, S.VALIDATING, (S.PENDING, S.SCHEDULED), {"current_step": Step.VALIDATE.value})
         # The engine acts with its own credentials: a recommendation for another account is refused
         # rather than carried out on a look-alike resource id here.
         account = self.ctx.clients.sts.get_caller_identity()["Account"]
@@ -362,12 +372,12 @@ class StepRunner:
         return {"started": True}
 
     def check_backup(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load(request.execution_id)
+        record, recommendation, executor = self._load_acting(request.execution_id, Step.CHECK_BACKUP)
         backup = record.backup or {}
         return self._poll(request, S.EXECUTING, "backup", lambda: executor.backup_ready(recommendation, backup))
 
     def act(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load(request.execution_id)
+        record, recommendation, executor = self._load_acting(request.execution_id, Step.ACT)
         action = executor.apply(recommendation, record.backup or {})
         self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"action": action, "current_step": Step.ACT.value}
@@ -376,12 +386,12 @@ class StepRunner:
         return {"started": True}
 
     def check_action(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load(request.execution_id)
+        record, recommendation, executor = self._load_acting(request.execution_id, Step.CHECK_ACTION)
         action = record.action or {}
         return self._poll(request, S.EXECUTING, "action", lambda: executor.apply_done(recommendation, action))
 
     def verify(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load(request.execution_id)
+        record, recommendation, executor = self._load_acting(request.execution_id, Step.VERIFY)
         record = self._advance(record, S.VERIFYING, S.EXECUTING, {"current_step": Step.VERIFY.value})
         result = executor.verify(recommendation, record.action or {})
         self.ctx.executions.update(record.execution_id, expected=S.VERIFYING, changes={"verification": result})
@@ -391,7 +401,7 @@ class StepRunner:
         return {"passed": True}
 
     def record(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load(request.execution_id)
+        record, recommendation, executor = self._load_acting(request.execution_id, Step.RECORD)
         finalized = executor.finalize(recommendation, record.action or {})
         if finalized:
             record = self.ctx.executions.update(
@@ -453,9 +463,13 @@ class StepRunner:
         }
         if automatic:
             changes["success"] = False
-        self._advance(record, S.ROLLED_BACK, S.ROLLING_BACK, changes)
         self._event(record, "rolled_back", Step.RECORD_ROLLBACK, restored=record.rollback or {}, automatic=automatic)
-        return {"status": S.ROLLED_BACK.value, "automatic": automatic}
+        # A rollback that a cancel caused ends as what the person asked for: cancelled.
+        final = S.CANCELLED if automatic and record.cancel_requested_by else S.ROLLED_BACK
+        self._advance(record, final, S.ROLLING_BACK, changes)
+        if final == S.CANCELLED:
+            self._event(record, "cancelled", Step.RECORD_ROLLBACK, requested_by=record.cancel_requested_by)
+        return {"status": final.value, "automatic": automatic}
 
     def record_rollback_failure(self, request: StepRequest) -> dict[str, Any]:
         record = self.ctx.executions.get(request.execution_id)

@@ -9,6 +9,7 @@ from cost_engine.models import ExecutionStatus as S
 
 ALLOWED_TRANSITIONS: Mapping[S, frozenset[S]] = {
     S.PENDING: frozenset({S.VALIDATING, S.CANCELLED, S.FAILED}),
+    S.SCHEDULED: frozenset({S.VALIDATING, S.CANCELLED, S.FAILED}),
     # VALIDATING → COMPLETED is a dry run: validated and planned, nothing changed.
     S.VALIDATING: frozenset({S.AWAITING_APPROVAL, S.APPROVED, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.FAILED}),
@@ -20,7 +21,8 @@ ALLOWED_TRANSITIONS: Mapping[S, frozenset[S]] = {
     S.COMPLETED: frozenset({S.ROLLING_BACK}),
     S.FAILED: frozenset({S.ROLLING_BACK}),
     S.ROLLBACK_FAILED: frozenset({S.ROLLING_BACK}),
-    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
+    # → CANCELLED: a cancel asked for while acting, once the change is undone.
+    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED, S.CANCELLED}),
     S.ROLLED_BACK: frozenset(),
     S.REJECTED: frozenset(),
     S.EXPIRED: frozenset(),
@@ -34,7 +36,9 @@ FINAL_STATES: frozenset[S] = frozenset(
     {S.COMPLETED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.FAILED, S.ROLLED_BACK, S.ROLLBACK_FAILED}
 )
 # States from which a person can still stop an execution before it touches anything.
-CANCELLABLE_STATES: frozenset[S] = frozenset({S.PENDING, S.VALIDATING, S.AWAITING_APPROVAL, S.APPROVED})
+CANCELLABLE_STATES: frozenset[S] = frozenset({S.PENDING, S.SCHEDULED, S.VALIDATING, S.AWAITING_APPROVAL, S.APPROVED})
+# States in which a cancel is a request to the acting steps: they stop, roll back, end `cancelled`.
+CANCEL_BY_ROLLBACK_STATES: frozenset[S] = frozenset({S.EXECUTING, S.VERIFYING})
 # States from which a manual rollback may be asked for.
 ROLLBACK_REQUESTABLE_STATES: frozenset[S] = frozenset({S.COMPLETED, S.FAILED, S.ROLLBACK_FAILED})
 
