@@ -87,6 +87,22 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         ],
     )
     _suppress(
+        stack.roles[topology.TRIGGER_FUNCTION.construct_id],
+        "IAM5",
+        f"{TRACING_REASON} Its other permissions name their resources: this stack's tables, state machines "
+        "(StartExecution only) and trigger dead-letter queue.",
+        [ANY_RESOURCE],
+    )
+    # On the queue itself, not on its queue policy.
+    _suppress(
+        stack.trigger_dead_letter_queue,
+        "SQS3",
+        "This queue is itself the dead-letter queue: of the Recommendation Approved rule's target and of the "
+        "trigger function's failed asynchronous invocations. What lands here is kept 14 days to be inspected "
+        "and redriven; a queue behind it would only move the same messages one step further.",
+        apply_to_children=False,
+    )
+    _suppress(
         stack.api_gateway_logging_role,
         "IAM5",
         "API Gateway's logging role is a regional account setting shared by every REST API of the account, "

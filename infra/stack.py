@@ -15,13 +15,16 @@ from aws_cdk import ArnFormat, Aws, CfnElement, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct, Node
@@ -67,13 +70,19 @@ APPROVAL_PAGE_RATE_LIMIT = 10
 APPROVAL_PAGE_BURST_LIMIT = 20
 SCHEDULER_ROLE_ID = "SchedulerRole"
 SCHEDULER_ACTIONS = ("ec2:StopInstances", "ec2:StartInstances")
+# How long a Recommendation Approved event may wait for the trigger, on either hop (EventBridge to
+# Lambda, Lambda's own retries): 6 hours is Lambda's maximum. After that it goes to the dead-letter queue.
+TRIGGER_MAX_EVENT_AGE = Duration.hours(6)
+# Long enough to notice and redrive an event after a weekend; SQS's maximum.
+TRIGGER_DLQ_RETENTION = Duration.days(14)
 
 POWERTOOLS_ENVIRONMENT = {
     "POWERTOOLS_SERVICE_NAME": "cost-execution-engine",
     "POWERTOOLS_METRICS_NAMESPACE": "CostExecutionEngine",
     "POWERTOOLS_LOG_LEVEL": "INFO",
 }
-API_ENVIRONMENT = {
+# What the functions that start executions (the API and the trigger) hand on to each execution.
+EXECUTION_START_ENVIRONMENT = {
     EnvVar.POLL_INTERVAL_SECONDS: "15",
     EnvVar.MAX_POLL_ATTEMPTS: "120",
 }
@@ -109,6 +118,8 @@ EXECUTOR_BASE_ACTIONS = frozenset(
         *EVENT_PUBLISH_ACTIONS,
     }
 )
+# The trigger only starts executions: stopping them and answering approvals stay with the API.
+TRIGGER_STATES_ACTIONS = ("states:StartExecution",)
 EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
 
@@ -261,17 +272,10 @@ class CostExecutionEngineStack(Stack):
             self._allow_executor(machine.recommendation_type, self.roles[machine.executor.construct_id])
             self.state_machines[machine.recommendation_type] = self._state_machine(machine, executor)
 
-        api_function = self._function(
-            topology.API_FUNCTION,
-            {
-                **API_ENVIRONMENT,
-                EnvVar.STATE_MACHINE_ARNS: self.to_json_string(
-                    {t.value: sm.state_machine_arn for t, sm in self.state_machines.items()}
-                ),
-            },
-        )
+        api_function = self._function(topology.API_FUNCTION, self._execution_start_environment())
         self._allow_api(self.roles[topology.API_FUNCTION.construct_id])
         self.api = self._rest_api(api_function)
+        self.trigger_dead_letter_queue, self.trigger_rule = self._trigger()
         # Set once the API exists. Built from the API's id, not from its stage: a reference to the
         # stage would make each executor depend on it, and the stage (through the deployment and the
         # methods) on the API function, the state machines and so on the executors: a cycle.
@@ -372,6 +376,16 @@ class CostExecutionEngineStack(Stack):
         self.roles[spec.construct_id] = role
         return function
 
+    def _execution_start_environment(self) -> dict[str, str]:
+        """What a function that starts executions needs: the state machine of each type, and the settings
+        it hands on to each execution."""
+        return {
+            **EXECUTION_START_ENVIRONMENT,
+            EnvVar.STATE_MACHINE_ARNS: self.to_json_string(
+                {t.value: sm.state_machine_arn for t, sm in self.state_machines.items()}
+            ),
+        }
+
     def _approval_request_environment(self) -> dict[str, str]:
         """What the executors put in an approval request, as the deployment chose it."""
         chosen = self.deployment_context
@@ -413,6 +427,15 @@ class CostExecutionEngineStack(Stack):
             for sm in machines
         ]
         self._allow(role, EXECUTION_CONTROL_ACTIONS, executions)
+
+    def _allow_trigger(self, role: iam.Role) -> None:
+        # Registering a recommendation (a conditional PutItem, then GetItem), starting its execution once
+        # (GetItem by the id its idempotency key gives, a conditional PutItem, UpdateItem) and auditing
+        # it (PutItem): every call names its key, so no index is read.
+        self._allow(
+            role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, self._table_resources(topology.TABLES, with_indexes=False)
+        )
+        self._allow(role, TRIGGER_STATES_ACTIONS, [sm.state_machine_arn for sm in self.state_machines.values()])
 
     # -- state machines -----------------------------------------------------------------------
 
@@ -547,3 +570,48 @@ class CostExecutionEngineStack(Stack):
         return apigw.CfnAccount(
             self, API_GATEWAY_ACCOUNT_ID, cloud_watch_role_arn=self.api_gateway_logging_role.role_arn
         )
+
+    # -- trigger ------------------------------------------------------------------------------
+
+    def _trigger(self) -> tuple[sqs.Queue, events.Rule]:
+        """The upstream engine's Recommendation Approved events, on the engine's bus, start executions.
+
+        An event that cannot be handled ends in one dead-letter queue, whichever hop gave up: EventBridge
+        delivering it to the function, or the function failing it after its retries.
+        """
+        dead_letter_queue = sqs.Queue(
+            self,
+            topology.TRIGGER_DLQ_CONSTRUCT_ID,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=TRIGGER_DLQ_RETENTION,
+        )
+        trigger = self._function(topology.TRIGGER_FUNCTION, self._execution_start_environment())
+        self._allow_trigger(self.roles[topology.TRIGGER_FUNCTION.construct_id])
+        # Lambda retries a failed invocation, then sends the event with the error to the queue (this
+        # grants the function's role sqs:SendMessage, GetQueueAttributes and GetQueueUrl on it).
+        trigger.configure_async_invoke(
+            retry_attempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+            max_event_age=TRIGGER_MAX_EVENT_AGE,
+            on_failure=destinations.SqsDestination(dead_letter_queue),
+        )
+        rule = events.Rule(
+            self,
+            topology.TRIGGER_RULE_CONSTRUCT_ID,
+            event_bus=self.event_bus,
+            description="Starts an execution for each Recommendation Approved event",
+            # The topology's pattern (a test holds the synthesized one to it, key for key).
+            event_pattern=events.EventPattern(detail_type=topology.trigger_event_pattern()["detail-type"]),
+            # EventBridge retries only a failed hand-over to Lambda (throttling, an outage); the queue
+            # policy that lets this rule send to the queue and the function's permission for this rule
+            # to invoke it come with the target.
+            targets=[
+                targets.LambdaFunction(
+                    trigger,
+                    dead_letter_queue=dead_letter_queue,
+                    retry_attempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+                    max_event_age=TRIGGER_MAX_EVENT_AGE,
+                )
+            ],
+        )
+        return dead_letter_queue, rule

@@ -36,6 +36,7 @@ class Demo:
         self.api = ApiClient(runtime.api_url, runtime.api_key)
         self.ec2 = runtime.client("ec2")
         self.outcomes: list[Outcome] = []
+        self.failed_checks: list[str] = []  # checks without an execution of their own
         self.names: dict[str, str] = {}  # resource id → the name the demo gave it
         vpc = self.ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
         self.subnet_id = self.ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24", AvailabilityZone="us-east-1a")[
@@ -117,6 +118,12 @@ class Demo:
         self.outcomes.append(Outcome(scenario, execution, ok))
         print(f"  [{'ok ' if ok else 'FAILED'}] {execution['status']}: {check}")
 
+    def check(self, what: str, ok: bool) -> None:
+        """A check without an execution of its own (e.g. that nothing was registered or started)."""
+        if not ok:
+            self.failed_checks.append(what)
+        print(f"  [{'ok ' if ok else 'FAILED'}] {what}")
+
     def summary(self) -> bool:
         print("\nSummary of executions")
         print(f"  {'scenario':<36} {'type':<20} {'status':<13} {'savings/month':>13}  result")
@@ -146,7 +153,9 @@ class Demo:
                 )
         images = self.ec2.describe_images(Owners=["self"])["Images"]
         print(f"\nBackup AMIs kept: {len(images)}")
-        return all(outcome.ok for outcome in self.outcomes)
+        for what in self.failed_checks:
+            print(f"\nUNEXPECTED: {what}")
+        return all(outcome.ok for outcome in self.outcomes) and not self.failed_checks
 
 
 def scenario_modules() -> list[Any]:

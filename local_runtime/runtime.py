@@ -70,6 +70,7 @@ class LocalRuntime:
         self._real_stdout: TextIO | None = None
         self.state_machine_arns: dict[str, str] = {}
         self.approval_topic_arn = ""
+        self.trigger_dlq_url = ""
         self._moto_server: Any = None
         self._api: ApiServer | None = None
 
@@ -234,6 +235,8 @@ class LocalRuntime:
                 Timeout=function.timeout_seconds,
             )["FunctionArn"]
 
+        self._provision_trigger(function_arns[topology.TRIGGER_FUNCTION.local_name])
+
         sfn = self.client("stepfunctions")
         for machine in topology.state_machines():
             definition = machine.asl_file.read_text()
@@ -244,6 +247,34 @@ class LocalRuntime:
             ]
             self.state_machine_arns[machine.recommendation_type.value] = arn
         os.environ[topology.EnvVar.STATE_MACHINE_ARNS] = json.dumps(self.state_machine_arns)
+
+    def _provision_trigger(self, trigger_arn: str) -> None:
+        """The Recommendation Approved rule on the engine's bus, as the stack builds it: the trigger
+        function as its target, Lambda's retries, then the dead-letter queue (delivered by the
+        eventbridge_lambda_targets emulation)."""
+        from cost_engine import topology
+
+        sqs = self.client("sqs")
+        self.trigger_dlq_url = sqs.create_queue(QueueName=topology.TRIGGER_DLQ_LOCAL_NAME)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.client("lambda").put_function_event_invoke_config(
+            FunctionName=topology.TRIGGER_FUNCTION.local_name,
+            MaximumRetryAttempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+            DestinationConfig={"OnFailure": {"Destination": dlq_arn}},
+        )
+        events = self.client("events")
+        events.put_rule(
+            Name=topology.TRIGGER_RULE_LOCAL_NAME,
+            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
+            EventPattern=json.dumps(topology.trigger_event_pattern()),
+        )
+        events.put_targets(
+            Rule=topology.TRIGGER_RULE_LOCAL_NAME,
+            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
+            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
+        )
 
     def _api_function_name(self) -> str:
         from cost_engine import topology

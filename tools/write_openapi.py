@@ -1,5 +1,5 @@
 """`make openapi`: writes the API's OpenAPI document, generated from the handler, to openapi.json, and
-the JSON Schema of the events the engine publishes to docs/events/.
+the JSON Schemas of the events the engine publishes and reads to docs/events/.
 
 The same document is served at GET /openapi.json; tests fail when the files in the repository no
 longer match the code, so the committed contracts cannot drift.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "openapi.json"
-STATUS_CHANGED_SCHEMA = ROOT / "docs" / "events" / "execution-status-changed.schema.json"
+EVENT_SCHEMAS_DIR = ROOT / "docs" / "events"
 
 
 def generate() -> str:
@@ -33,18 +33,27 @@ def generate() -> str:
     return json.dumps(json.loads(openapi_document()), indent=2, sort_keys=True) + "\n"
 
 
-def event_schema() -> str:
+def event_schemas() -> dict[Path, str]:
+    """Each event's detail schema, by the file it is committed as."""
     import local_runtime  # noqa: F401  (puts the shared package on the path)
     from cost_engine.events import status_changed_schema
+    from cost_engine.triggers import recommendation_approved_schema
 
-    return json.dumps(status_changed_schema(), indent=2, sort_keys=True) + "\n"
+    schemas = {
+        "execution-status-changed": status_changed_schema(),
+        "recommendation-approved": recommendation_approved_schema(),
+    }
+    return {
+        EVENT_SCHEMAS_DIR / f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for name, schema in schemas.items()
+    }
 
 
 def main() -> int:
-    OUTPUT.write_text(generate())
-    STATUS_CHANGED_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
-    STATUS_CHANGED_SCHEMA.write_text(event_schema())
-    for path in (OUTPUT, STATUS_CHANGED_SCHEMA):
+    written = {OUTPUT: generate(), **event_schemas()}
+    EVENT_SCHEMAS_DIR.mkdir(parents=True, exist_ok=True)
+    for path, text in written.items():
+        path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
     return 0
 

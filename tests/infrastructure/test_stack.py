@@ -34,6 +34,8 @@ from infra.stack import (
     SCHEDULER_ACTIONS,
     SCHEDULER_ROLE_ID,
     SHARED_LAYER_ID,
+    TRIGGER_DLQ_RETENTION,
+    TRIGGER_MAX_EVENT_AGE,
     CostExecutionEngineStack,
 )
 
@@ -217,9 +219,12 @@ def test_each_function_is_told_the_tables_the_topic_and_the_powertools_settings(
     assert POWERTOOLS_ENVIRONMENT.items() <= variables.items()
 
 
-def test_the_api_function_knows_every_state_machine_and_the_polling_settings(synthesized: Synthesized) -> None:
+@pytest.mark.parametrize("function", [topology.API_FUNCTION, topology.TRIGGER_FUNCTION], ids=lambda f: f.construct_id)
+def test_each_function_that_starts_executions_knows_every_state_machine_and_the_polling_settings(
+    synthesized: Synthesized, function: topology.Function
+) -> None:
     stack = synthesized.stack
-    props = synthesized.resource("ApiFunction", stack.functions[topology.API_FUNCTION.construct_id])["Properties"]
+    props = synthesized.resource(function.construct_id, stack.functions[function.construct_id])["Properties"]
     variables = props["Environment"]["Variables"]
 
     # Given the JSON the function will read, with each state machine reference standing for its ARN.
@@ -584,6 +589,167 @@ def test_the_approval_topic_is_encrypted_with_a_rotating_key_requires_tls_and_ma
     )
 
 
+# -- trigger ----------------------------------------------------------------------------------
+
+
+def arn_of(synthesized: Synthesized, construct: IConstruct) -> dict[str, Any]:
+    return {"Fn::GetAtt": [synthesized.stack.logical_id(construct), "Arn"]}
+
+
+def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_events_to_the_trigger(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
+    rules = synthesized.template.find_resources("AWS::Events::Rule")
+
+    assert list(rules) == [stack.logical_id(stack.trigger_rule)]
+    props = synthesized.resource(topology.TRIGGER_RULE_CONSTRUCT_ID, stack.trigger_rule)["Properties"]
+    assert props["EventBusName"] == {"Ref": stack.logical_id(stack.event_bus)}
+    assert props["State"] == "ENABLED"
+    assert props["EventPattern"] == topology.trigger_event_pattern()
+    assert props["EventPattern"] == {"detail-type": [topology.RECOMMENDATION_APPROVED_DETAIL_TYPE]}
+    # The engine's own Execution Status Changed events, on the same bus, never start anything.
+    assert topology.STATUS_CHANGED_DETAIL_TYPE not in props["EventPattern"]["detail-type"]
+    [target] = props["Targets"]
+    assert target["Arn"] == arn_of(synthesized, trigger)
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger_dead_letter_queue)}
+    assert target["RetryPolicy"] == {
+        "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+        "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
+    }
+
+
+def test_only_the_recommendation_approved_rule_may_invoke_the_trigger(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    trigger = arn_of(synthesized, stack.functions[topology.TRIGGER_FUNCTION.construct_id])
+    permissions = synthesized.template.find_resources("AWS::Lambda::Permission").values()
+
+    invoking_the_trigger = [p["Properties"] for p in permissions if p["Properties"]["FunctionName"] == trigger]
+    assert invoking_the_trigger == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": trigger,
+            "Principal": "events.amazonaws.com",
+            "SourceArn": arn_of(synthesized, stack.trigger_rule),
+        }
+    ]
+
+
+def test_failed_asynchronous_invocations_of_the_trigger_go_to_the_same_dlq_after_its_retries(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
+    dead_letter_queue = arn_of(synthesized, stack.trigger_dead_letter_queue)
+    configs = synthesized.template.find_resources("AWS::Lambda::EventInvokeConfig").values()
+
+    assert [c["Properties"] for c in configs] == [
+        {
+            "FunctionName": {"Ref": stack.logical_id(trigger)},
+            "Qualifier": "$LATEST",
+            "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+            "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
+            "DestinationConfig": {"OnFailure": {"Destination": dead_letter_queue}},
+        }
+    ]
+    # Lambda sends the failed event with the trigger's role.
+    sending = [
+        s
+        for s in synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
+        if "sqs:SendMessage" in as_list(s["Action"])
+    ]
+    assert [s["Resource"] for s in sending] == [dead_letter_queue]
+
+
+def test_the_trigger_role_may_start_the_state_machines_but_not_stop_them_or_answer_task_tokens(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
+
+    states = [s for s in statements if any(a.startswith("states:") for a in as_list(s["Action"]))]
+    assert [as_list(s["Action"]) for s in states] == [["states:StartExecution"]]
+    assert as_list(states[0]["Resource"]) == [{"Ref": stack.logical_id(sm)} for sm in stack.state_machines.values()]
+    actions = {a for s in statements for a in as_list(s["Action"])}
+    assert actions.isdisjoint({"states:StopExecution", "states:SendTaskSuccess", "states:SendTaskFailure"})
+    assert not [action for action in actions if "*" in action]
+
+
+def test_the_trigger_role_holds_only_what_registering_and_starting_an_execution_needs(
+    synthesized: Synthesized,
+) -> None:
+    statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
+
+    assert {a for s in statements for a in as_list(s["Action"])} == {
+        # Its own logs and traces, the approval link key and the status events, as every function.
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "secretsmanager:GetSecretValue",
+        "events:PutEvents",
+        # Recommendations, execution records and audit events.
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "states:StartExecution",
+        # Its failed events, to the dead-letter queue.
+        "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+
+
+def test_the_trigger_role_reads_and_writes_the_three_tables_without_deleting_or_scanning(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
+
+    dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
+    assert len(dynamodb) == 1
+    assert set(as_list(dynamodb[0]["Action"])) == {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
+    assert as_list(dynamodb[0]["Resource"]) == [
+        arn_of(synthesized, stack.tables[table.construct_id]) for table in topology.TABLES
+    ]
+
+
+def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_14_days(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    queue = stack.trigger_dead_letter_queue
+    props = synthesized.resource(topology.TRIGGER_DLQ_CONSTRUCT_ID, queue)["Properties"]
+
+    assert props["SqsManagedSseEnabled"] is True
+    assert props["MessageRetentionPeriod"] == TRIGGER_DLQ_RETENTION.to_seconds() == 14 * 24 * 3600
+    policies = [
+        policy["Properties"]
+        for policy in synthesized.template.find_resources("AWS::SQS::QueuePolicy").values()
+        if {"Ref": stack.logical_id(queue)} in policy["Properties"]["Queues"]
+    ]
+    assert len(policies) == 1
+    statements = policies[0]["PolicyDocument"]["Statement"]
+    refusals = [(s["Principal"], s["Action"], s["Condition"]) for s in statements if s["Effect"] == "Deny"]
+    assert refusals == [({"AWS": "*"}, "sqs:*", {"Bool": {"aws:SecureTransport": "false"}})]
+    # EventBridge may send to it, for this rule only.
+    allowed = [s for s in statements if s["Effect"] == "Allow"]
+    assert [(s["Principal"], s["Action"], s["Condition"]) for s in allowed] == [
+        (
+            {"Service": "events.amazonaws.com"},
+            "sqs:SendMessage",
+            {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, stack.trigger_rule)}},
+        )
+    ]
+
+
 # -- cdk-nag ----------------------------------------------------------------------------------
 
 
@@ -599,10 +765,11 @@ def test_cdk_nag_leaves_no_unsuppressed_error_or_warning(synthesized: Synthesize
     [
         ("AwsSolutions-APIG4", lambda stack: stack.approval_page_methods),
         ("AwsSolutions-SMG4", lambda stack: [stack.approval_secret]),
+        ("AwsSolutions-SQS3", lambda stack: [stack.trigger_dead_letter_queue]),
     ],
-    ids=["public-approval-pages", "approval-key-rotation"],
+    ids=["public-approval-pages", "approval-key-rotation", "dead-letter-queue-without-its-own"],
 )
-def test_the_approval_findings_are_accepted_only_where_they_apply(
+def test_each_resource_specific_finding_is_accepted_only_where_it_applies(
     synthesized: Synthesized, rule: str, suppressed_on: Any
 ) -> None:
     resources = synthesized.template.to_json()["Resources"]

@@ -176,8 +176,19 @@ def state_machines() -> tuple[StateMachine, ...]:
     return tuple(state_machine(t) for t in implemented_types())
 
 
+# Starts executions from the upstream engine's Recommendation Approved events (docs/events.md).
+TRIGGER_FUNCTION = Function(
+    construct_id="TriggerFunction",
+    local_name="cost-engine-trigger",
+    code_dir="trigger",
+    handler="handler.lambda_handler",
+    timeout_seconds=60,
+    description="Registers and executes recommendations from Recommendation Approved events",
+)
+
+
 def functions() -> tuple[Function, ...]:
-    return (API_FUNCTION, *(sm.executor for sm in state_machines()))
+    return (API_FUNCTION, TRIGGER_FUNCTION, *(sm.executor for sm in state_machines()))
 
 
 APPROVAL_TOPIC_CONSTRUCT_ID = "ApprovalTopic"
@@ -197,3 +208,22 @@ EVENT_BUS_LOCAL_NAME = "cost-engine-events"
 # The source and detail-type of the events the engine publishes (docs/events.md).
 EVENT_SOURCE = "cost-execution-engine"
 STATUS_CHANGED_DETAIL_TYPE = "Execution Status Changed"
+
+# The upstream recommendation engine's event: detail = a recommendation (docs/events.md). It is put on
+# the engine's bus; a rule there sends it to TRIGGER_FUNCTION (an asynchronous invocation).
+RECOMMENDATION_APPROVED_DETAIL_TYPE = "Recommendation Approved"
+TRIGGER_RULE_CONSTRUCT_ID = "RecommendationApprovedRule"
+TRIGGER_RULE_LOCAL_NAME = "cost-engine-recommendation-approved"
+# Where an event ends when it cannot be handled: a malformed event after the trigger refuses it, or
+# any event once its retries are spent (the function's on-failure destination and the rule
+# target's dead-letter queue both point here).
+TRIGGER_DLQ_CONSTRUCT_ID = "TriggerDeadLetterQueue"
+TRIGGER_DLQ_LOCAL_NAME = "cost-engine-trigger-dlq"
+# Lambda's asynchronous retries of a failed trigger invocation (its maximum, and its default).
+TRIGGER_MAX_RETRY_ATTEMPTS = 2
+
+
+def trigger_event_pattern() -> dict[str, list[str]]:
+    """The rule's pattern: any source may announce an approved recommendation; the engine's own
+    events have another detail-type, so they never match."""
+    return {"detail-type": [RECOMMENDATION_APPROVED_DETAIL_TYPE]}

@@ -1,0 +1,44 @@
+"""Registers and executes recommendations from `Recommendation Approved` events (cost_engine.triggers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cost_engine.context import EngineContext
+from cost_engine.service import ExecutionService
+from cost_engine.settings import load_settings
+from cost_engine.triggers import handle_recommendation_approved
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+# Checked at cold start: a function with a broken environment fails at once.
+service = ExecutionService(EngineContext.from_settings(load_settings()))
+
+
+# The event is logged: it holds a recommendation, nothing secret, and is what a reader of a
+# dead-lettered event needs to see.
+@logger.inject_lambda_context(log_event=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        record, started = handle_recommendation_approved(service, event)
+    except Exception:
+        # Raised on: Lambda retries, then the event goes to the dead-letter queue with this error.
+        metrics.add_metric(name="TriggerEventsRefused", unit=MetricUnit.Count, value=1)
+        logger.exception("event not handled")
+        raise
+    metrics.add_metric(
+        name="ExecutionsStarted" if started else "DuplicateTriggerEvents", unit=MetricUnit.Count, value=1
+    )
+    logger.info(
+        "execution started" if started else "duplicate event: execution already exists",
+        extra={"execution_id": record.execution_id, "recommendation_id": record.recommendation_id},
+    )
+    return {"execution_id": record.execution_id, "status": record.status.value, "started": started}
