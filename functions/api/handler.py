@@ -11,12 +11,20 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from cost_engine.api_models import (
+    ExecutionLogs,
+    ExecutionPage,
+    ExecutionView,
+    error_responses,
+    html_responses,
+    json_response,
+)
 from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
 from cost_engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound, UnsupportedType
@@ -32,7 +40,7 @@ metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 API_TITLE = "Cost Execution Engine API"
 # An Idempotency-Key header: printable, short, and safe in a log line.
-IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 API_VERSION = "0.1.0"
 API_DESCRIPTION = (
     "Register cost-optimization recommendations and carry them out safely: validate, approve, back up, act, "
@@ -57,7 +65,14 @@ def _error(status: int, code: str, message: str, details: list[dict[str, Any]] |
 # -- recommendations ------------------------------------------------------------------------------
 
 
-@app.post("/recommendations")
+@app.post(
+    "/recommendations",
+    responses={
+        201: json_response("registered", Recommendation),
+        200: json_response("the same recommendation was already registered", Recommendation),
+        **error_responses(400, 409, 422),
+    },
+)
 @tracer.capture_method
 def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -> Response[Any]:
     stored, created = service.register_recommendation(recommendation)
@@ -68,7 +83,14 @@ def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -
     )
 
 
-@app.post("/recommendations/import")
+@app.post(
+    "/recommendations/import",
+    responses={
+        201: json_response("mapped and registered", Recommendation),
+        200: json_response("the same recommendation was already registered", Recommendation),
+        **error_responses(400, 409, 422),
+    },
+)
 @tracer.capture_method
 def import_recommendation(request: Annotated[ImportRequest, Body()]) -> Response[Any]:
     """Register a Cost Optimization Hub or Compute Optimizer recommendation, mapped to the engine's types."""
@@ -82,7 +104,10 @@ def import_recommendation(request: Annotated[ImportRequest, Body()]) -> Response
     )
 
 
-@app.get("/recommendations/<recommendation_id>")
+@app.get(
+    "/recommendations/<recommendation_id>",
+    responses={200: json_response("the recommendation", Recommendation), **error_responses(404)},
+)
 @tracer.capture_method
 def get_recommendation(recommendation_id: str) -> dict[str, Any]:
     return service.get_recommendation(recommendation_id).model_dump(mode="json")
@@ -91,14 +116,27 @@ def get_recommendation(recommendation_id: str) -> dict[str, Any]:
 # -- executions -----------------------------------------------------------------------------------
 
 
-@app.post("/executions/execute")
+@app.post(
+    "/executions/execute",
+    responses={
+        202: json_response("started (or scheduled)", ExecutionView),
+        200: json_response("a repeat of an accepted request (same Idempotency-Key): that execution", ExecutionView),
+        **error_responses(400, 404, 409, 422),
+    },
+)
 @tracer.capture_method
-def execute(request: Annotated[ExecutionRequest, Body()]) -> Response[Any]:
-    key = app.current_event.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidRequest(
-            "the Idempotency-Key header takes 1 to 128 letters, digits and . _ : - characters (a UUID is a good key)"
-        )
+def execute(
+    request: Annotated[ExecutionRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY.pattern,
+            description="Repeat a request safely: the same key and body return the same execution (200)",
+        ),
+    ] = None,
+) -> Response[Any]:
+    key = idempotency_key
     record, created = service.execute_once(request, _actor(), key)
     if created:
         metrics.add_metric(name="ExecutionsStarted", unit=MetricUnit.Count, value=1)
@@ -111,7 +149,10 @@ def execute(request: Annotated[ExecutionRequest, Body()]) -> Response[Any]:
     )
 
 
-@app.get("/executions")
+@app.get(
+    "/executions",
+    responses={200: json_response("a page, newest first", ExecutionPage), **error_responses(400, 422)},
+)
 @tracer.capture_method
 def list_executions(
     customer_id: Annotated[str, Query(min_length=1, max_length=64)],
@@ -128,13 +169,19 @@ def list_executions(
     }
 
 
-@app.get("/executions/<execution_id>")
+@app.get(
+    "/executions/<execution_id>",
+    responses={200: json_response("the execution", ExecutionView), **error_responses(404)},
+)
 @tracer.capture_method
 def get_execution(execution_id: str) -> dict[str, Any]:
     return service.status_view(service.get(execution_id))
 
 
-@app.get("/executions/<execution_id>/logs")
+@app.get(
+    "/executions/<execution_id>/logs",
+    responses={200: json_response("audit events and step history", ExecutionLogs), **error_responses(404)},
+)
 @tracer.capture_method
 def get_execution_logs(execution_id: str) -> dict[str, Any]:
     events = service.logs(execution_id)
@@ -145,7 +192,14 @@ def get_execution_logs(execution_id: str) -> dict[str, Any]:
     }
 
 
-@app.post("/executions/<execution_id>/cancel")
+@app.post(
+    "/executions/<execution_id>/cancel",
+    responses={
+        200: json_response("cancelled", ExecutionView),
+        202: json_response("cancel requested while acting: it rolls back, then ends cancelled", ExecutionView),
+        **error_responses(404, 409),
+    },
+)
 @tracer.capture_method
 def cancel_execution(execution_id: str) -> Response[Any]:
     record = service.cancel(execution_id, _actor())
@@ -157,20 +211,29 @@ def cancel_execution(execution_id: str) -> Response[Any]:
     )
 
 
-@app.post("/executions/<execution_id>/rollback")
+@app.post(
+    "/executions/<execution_id>/rollback",
+    responses={202: json_response("rolling back", ExecutionView), **error_responses(404, 409)},
+)
 @tracer.capture_method
 def rollback_execution(execution_id: str) -> Response[Any]:
     record = service.rollback(execution_id, _actor())
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=service.status_view(record))
 
 
-@app.post("/executions/<execution_id>/approve")
+@app.post(
+    "/executions/<execution_id>/approve",
+    responses={200: json_response("approved", ExecutionView), **error_responses(400, 404, 409, 422)},
+)
 @tracer.capture_method
 def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
     return service.status_view(service.decide(execution_id, decision, approve=True, actor=_actor()))
 
 
-@app.post("/executions/<execution_id>/reject")
+@app.post(
+    "/executions/<execution_id>/reject",
+    responses={200: json_response("rejected", ExecutionView), **error_responses(400, 404, 409, 422)},
+)
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
     return service.status_view(service.decide(execution_id, decision, approve=False, actor=_actor()))
@@ -193,6 +256,15 @@ def get_openapi() -> Response[Any]:
 # -- the approval page: public routes, where the link's signature stands in for IAM ----------------
 
 
+# What an approval link can lead to besides the page itself; each is a page that changes nothing.
+LINK_PAGES = {
+    403: "the link was altered or cut (its signature does not match)",
+    404: "no approval has this id (or a newer request replaced it)",
+    409: "already decided: the page says by whom",
+    410: "the link expired with the approval's deadline",
+}
+
+
 def _html(status: int, page: str) -> Response[Any]:
     return Response(status_code=status, content_type="text/html; charset=utf-8", body=page, headers=PAGE_HEADERS)
 
@@ -201,7 +273,13 @@ def _outcome(outcome: LinkOutcome) -> Response[Any]:
     return _html(outcome.status_code, outcome_page(outcome.title, outcome.message, outcome.record))
 
 
-@app.get("/approvals/<approval_id>")
+@app.get(
+    "/approvals/<approval_id>",
+    responses={
+        **html_responses({**LINK_PAGES, 200: "the review page (reading changes nothing)"}),
+        **error_responses(),
+    },
+)
 @tracer.capture_method
 def approval_page(approval_id: str) -> Response[Any]:
     # Mail scanners and link previews open every link: this route only reads.
@@ -214,7 +292,13 @@ def approval_page(approval_id: str) -> Response[Any]:
     return _html(200, review_page(outcome.record, approval_id, expires or "", signature or ""))
 
 
-@app.post("/approvals/<approval_id>")
+@app.post(
+    "/approvals/<approval_id>",
+    responses={
+        **html_responses({**LINK_PAGES, 200: "decided", 400: "the form lacks a decision or a name"}),
+        **error_responses(),
+    },
+)
 @tracer.capture_method
 def approval_decision(approval_id: str) -> Response[Any]:
     event = app.current_event

@@ -145,5 +145,6 @@ def test_a_repeated_execute_with_the_same_idempotency_key_returns_the_same_execu
     bad = api.request(
         "POST", "/executions/execute", json={"recommendation_id": recommendation_id}, headers={"Idempotency-Key": "a b"}
     )
-    assert bad.status_code == 400
+    assert bad.status_code == 422
+    assert bad.json()["details"][0]["field"].lower() == "idempotency-key"
     assert len(api.list(customer_id)["items"]) == 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from cost_engine.api_models import ErrorBody, ExecutionLogs, ExecutionPage, ExecutionView
 from local_runtime.client import ApiClient
 from tools.write_openapi import OUTPUT
 
@@ -43,3 +45,42 @@ def test_the_openapi_document_describes_every_route_and_the_request_models() -> 
     assert set(schemas["RecommendationType"]["enum"]) >= {"terminate_instance", "fix_config"}
     listing = document["paths"]["/executions"]["get"]["parameters"]
     assert {p["name"] for p in listing} == {"customer_id", "status", "limit", "cursor"}
+
+
+def test_every_route_documents_its_success_and_error_responses() -> None:
+    document = json.loads(Path(OUTPUT).read_text())
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            codes = set(operation["responses"])
+            assert codes & {"200", "201", "202"}, f"{method} {path} documents no success"
+            assert "422" in codes, f"{method} {path} does not document its validation error"
+            for code, response in operation["responses"].items():
+                if path.startswith("/approvals") and code != "422":
+                    assert "text/html" in response["content"], f"{method} {path} {code}"
+                elif code >= "400":
+                    assert response["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    execute = document["paths"]["/executions/execute"]["post"]
+    assert {"200", "202", "404", "409"} <= set(execute["responses"])
+    assert [(p["name"].lower(), p["in"]) for p in execute["parameters"]] == [("idempotency-key", "header")]
+    cancel = document["paths"]["/executions/{execution_id}/cancel"]["post"]["responses"]
+    assert {"200", "202", "409"} <= set(cancel)
+
+
+def test_live_answers_match_the_documented_response_models(
+    api: ApiClient, launch_instance: Callable[..., str], recommend: Callable[..., str], customer_id: str
+) -> None:
+    # A whole execution, so every part of the view is filled: plan, approval, backup, result, steps.
+    execution = api.run(recommend(launch_instance()), approver="lead@example.com")
+    assert execution["status"] == "completed"
+    execution_id = execution["execution_id"]
+
+    ExecutionView.model_validate(api.status(execution_id))
+    ExecutionPage.model_validate(api.list(customer_id))
+    ExecutionLogs.model_validate(api.logs(execution_id))
+    for response in (
+        api.request("GET", "/executions/exec-none"),
+        api.request("POST", f"/executions/{execution_id}/cancel"),
+        api.request("POST", "/executions/execute", json={"recommendation_id": "rec-1", "dry_run": "often"}),
+    ):
+        assert response.status_code in (404, 409, 422)
+        ErrorBody.model_validate(response.json())

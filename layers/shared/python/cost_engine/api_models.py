@@ -1,0 +1,115 @@
+"""The API's response bodies as models, for its OpenAPI document.
+
+The handler builds its answers from the records (`ExecutionService.status_view` and the like); these
+models describe the same shapes, field for field, and the integration tests validate live answers
+against them with extra fields forbidden, so the document cannot drift from what the API returns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict, create_model
+
+from cost_engine.models import (
+    ApprovalState,
+    AuditEvent,
+    ExecutionRecord,
+    ExecutionResult,
+    Recommendation,
+    RollbackResult,
+)
+
+# Record fields the API never shows: internal bookkeeping of the steps and of idempotent requests.
+HIDDEN_RECORD_FIELDS = frozenset({"poll_attempts", "request_fingerprint"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Strict):
+    """Every error: a stable code, what to fix, and per-field problems for a request that fails validation."""
+
+    error: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class StepView(_Strict):
+    event: str
+    at: datetime
+    actor: str
+
+
+# An execution as listed: the record without its bookkeeping fields.
+ExecutionSummary: type[BaseModel] = create_model(
+    "ExecutionSummary",
+    __base__=_Strict,
+    **{  # type: ignore[call-overload]
+        name: (field.annotation, field)
+        for name, field in ExecutionRecord.model_fields.items()
+        if name not in HIDDEN_RECORD_FIELDS
+    },
+)
+
+
+class ExecutionView(ExecutionSummary):
+    """An execution with how far it got, its pending approval, its outcome and its steps."""
+
+    progress_percent: int
+    pending_approval: ApprovalState | None
+    result: ExecutionResult | None
+    rollback_result: RollbackResult | None
+    steps: list[StepView]
+
+
+class ExecutionPage(_Strict):
+    items: list[ExecutionSummary]
+    next_cursor: str | None
+
+
+class ExecutionLogs(_Strict):
+    execution_id: str
+    events: list[AuditEvent]
+    # The state machine runs step by step: {run, at, event, state | result | error, cause}.
+    history: list[dict[str, Any]]
+
+
+def json_response(description: str, model: type[BaseModel]) -> OpenAPIResponse:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+def error_responses(*codes: int) -> dict[int, OpenAPIResponse]:
+    """The errors a route may answer with; 422 always (every route validates its parameters)."""
+    meaning = {
+        400: "malformed JSON, a bad header or cursor, or a value out of range (the message says what to fix)",
+        404: "no such recommendation or execution",
+        409: "the execution's state does not allow this now (the message says why and what to do instead)",
+        422: "the body or a parameter fails validation (details name each field)",
+    }
+    return {code: json_response(meaning[code], ErrorBody) for code in sorted({*codes, 422})}
+
+
+def html_responses(meanings: dict[int, str]) -> dict[int, OpenAPIResponse]:
+    """The approval pages: HTML for people, whatever the outcome."""
+    return {
+        code: {"description": meaning, "content": {"text/html": {"schema": {"type": "string"}}}}
+        for code, meaning in meanings.items()
+    }
+
+
+__all__ = [
+    "ErrorBody",
+    "ExecutionLogs",
+    "ExecutionPage",
+    "ExecutionSummary",
+    "ExecutionView",
+    "Recommendation",
+    "StepView",
+    "error_responses",
+    "html_responses",
+    "json_response",
+]
