@@ -94,6 +94,8 @@ MAX_APPROVAL_TIMEOUT_SECONDS = 24 * 3600
 # nothing scans (listings are served by indexes).
 TABLE_READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")
 TABLE_WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem")
+# Leaving the queue for an acting slot deletes the entry: on the limits table only.
+LIMITS_DELETE_ACTIONS = ("dynamodb:DeleteItem",)
 LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 # Added by CDK to every function role for Tracing.ACTIVE.
 TRACING_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
@@ -116,6 +118,7 @@ EXECUTOR_BASE_ACTIONS = frozenset(
         *TOPIC_KEY_ACTIONS,
         *SECRET_READ_ACTIONS,
         *EVENT_PUBLISH_ACTIONS,
+        *LIMITS_DELETE_ACTIONS,
     }
 )
 # The trigger only starts executions: stopping them and answering approvals stay with the API.
@@ -155,6 +158,11 @@ class DeploymentContext(BaseModel):
     approval_timeout_seconds: int = Field(default=MAX_APPROVAL_TIMEOUT_SECONDS, ge=1, le=MAX_APPROVAL_TIMEOUT_SECONDS)
     # Where approval links point, e.g. a custom domain. Unset: the API's own execute-api address.
     api_base_url: Annotated[str, AfterValidator(_https_url)] | None = None
+    # The safety limits (cost_engine.limits), the seed's values by default; the same bounds as the
+    # functions' settings, so a value the functions would refuse fails the synth instead.
+    max_concurrent_acting: int = Field(default=10, ge=1, le=1000)
+    resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
+    max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
 
     @field_validator("approver_emails", mode="before")
     @classmethod
@@ -342,6 +350,9 @@ class CostExecutionEngineStack(Stack):
         role.add_to_policy(
             iam.PolicyStatement(actions=list(SECRET_READ_ACTIONS), resources=[self.approval_secret.secret_arn])
         )
+        # Every function may end an execution, and the limits then free its slot and queue entry.
+        limits_table = self._table_resources((topology.LIMITS_TABLE,), with_indexes=False)
+        role.add_to_policy(iam.PolicyStatement(actions=list(LIMITS_DELETE_ACTIONS), resources=limits_table))
         # Every function changes execution statuses, and each change is announced on the bus.
         role.add_to_policy(
             iam.PolicyStatement(actions=list(EVENT_PUBLISH_ACTIONS), resources=[self.event_bus.event_bus_arn])
@@ -368,6 +379,9 @@ class CostExecutionEngineStack(Stack):
                 EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.deployment_context.approval_timeout_seconds),
                 EnvVar.APPROVAL_SECRET_ARN: self.approval_secret.secret_arn,
                 EnvVar.EVENT_BUS_NAME: self.event_bus.event_bus_name,
+                EnvVar.MAX_CONCURRENT_ACTING: str(self.deployment_context.max_concurrent_acting),
+                EnvVar.RESOURCE_COOLDOWN_SECONDS: str(self.deployment_context.resource_cooldown_seconds),
+                EnvVar.MAX_ACTING_SECONDS: str(self.deployment_context.max_acting_seconds),
                 **POWERTOOLS_ENVIRONMENT,
                 **(environment or {}),
             },
@@ -401,7 +415,10 @@ class CostExecutionEngineStack(Stack):
         role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
 
     def _allow_executor(self, recommendation_type: RecommendationType, role: iam.Role) -> None:
-        own_records = self._table_resources((topology.EXECUTIONS_TABLE, topology.AUDIT_TABLE), with_indexes=False)
+        # Their records, the audit log and the limits (acting slots, resource locks) they take and free.
+        own_records = self._table_resources(
+            (topology.EXECUTIONS_TABLE, topology.AUDIT_TABLE, topology.LIMITS_TABLE), with_indexes=False
+        )
         self._allow(role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, own_records)
         recommendations = self._table_resources((topology.RECOMMENDATIONS_TABLE,), with_indexes=False)
         self._allow(role, TABLE_READ_ACTIONS, recommendations)

@@ -56,6 +56,9 @@ class LocalRuntime:
         approver_emails: tuple[str, ...] = (),
         log_level: str = "WARNING",
         echo_function_output: bool = False,
+        max_concurrent_acting: int = 10,
+        resource_cooldown_seconds: int = 300,
+        max_acting_seconds: int = 1800,
     ) -> None:
         self.host = host
         self.aws_port = aws_port
@@ -66,6 +69,10 @@ class LocalRuntime:
         self.approver_emails = approver_emails
         self.log_level = log_level
         self.echo_function_output = echo_function_output
+        # The seed's limits unless a test or the demo chooses others (cost_engine.limits).
+        self.max_concurrent_acting = max_concurrent_acting
+        self.resource_cooldown_seconds = resource_cooldown_seconds
+        self.max_acting_seconds = max_acting_seconds
         self.dispatcher = Dispatcher(echo=echo_function_output)
         self._real_stdout: TextIO | None = None
         self.state_machine_arns: dict[str, str] = {}
@@ -158,6 +165,11 @@ class LocalRuntime:
             topology.EnvVar.MAX_POLL_ATTEMPTS: "200",
             topology.EnvVar.API_BASE_URL: self.api_url,
             topology.EnvVar.APPROVER_EMAILS: ",".join(self.approver_emails),
+            topology.EnvVar.MAX_CONCURRENT_ACTING: str(self.max_concurrent_acting),
+            topology.EnvVar.RESOURCE_COOLDOWN_SECONDS: str(self.resource_cooldown_seconds),
+            topology.EnvVar.MAX_ACTING_SECONDS: str(self.max_acting_seconds),
+            # A waiting execution asks again for an acting slot every second.
+            topology.EnvVar.SLOT_WAIT_SECONDS: "1",
         }
         os.environ.pop(topology.EnvVar.APPROVAL_POLICY, None)
         if self.approval_policy is not None:

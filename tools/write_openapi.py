@@ -19,15 +19,15 @@ EVENT_SCHEMAS_DIR = ROOT / "docs" / "events"
 
 def generate() -> str:
     # The handler reads its environment at import; these names are never used to reach AWS here.
+    import local_runtime  # noqa: F401  (puts the shared package on the path)
+    from cost_engine.topology import TABLES
+
     for name, value in {
-        "EXECUTIONS_TABLE_NAME": "executions",
-        "AUDIT_TABLE_NAME": "audit",
-        "RECOMMENDATIONS_TABLE_NAME": "recommendations",
+        **{table.env_var: table.local_name for table in TABLES},
         "POWERTOOLS_TRACE_DISABLED": "true",
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         os.environ.setdefault(name, value)
-    import local_runtime  # noqa: F401  (puts the shared package on the path)
     from functions.api.handler import openapi_document
 
     return json.dumps(json.loads(openapi_document()), indent=2, sort_keys=True) + "\n"

@@ -509,6 +509,24 @@ def test_a_deployment_context_in_cdk_json_form_sets_approvers_policy_timeout_and
     assert sorted(s["Properties"]["Endpoint"] for s in subscriptions) == list(APPROVERS)
 
 
+def test_every_function_gets_the_seeds_limits_by_default_and_the_deployments_when_set() -> None:
+    defaults = {
+        EnvVar.MAX_CONCURRENT_ACTING: "10",
+        EnvVar.RESOURCE_COOLDOWN_SECONDS: "300",
+        EnvVar.MAX_ACTING_SECONDS: "1800",
+    }
+    chosen = {"max_concurrent_acting": 4, "resource_cooldown_seconds": 60, "max_acting_seconds": 900}
+    for context, expected in (
+        ({}, defaults),
+        (chosen, {k: str(v) for k, v in zip(defaults, chosen.values(), strict=True)}),
+    ):
+        stack, template = synthesize(context)
+        for function in topology.functions():
+            variables = function_environment(stack, template, function)
+            assert {name: variables[name] for name in expected} == expected, function.construct_id
+            assert variables[topology.LIMITS_TABLE.env_var]
+
+
 def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_nobody() -> None:
     stack, template = synthesize({})
 
@@ -532,6 +550,8 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         ),
         ({"approval_timeout_seconds": "90000"}, "approval_timeout_seconds: .*less than or equal to 86400"),
         ({"api_base_url": "http://approvals.example.com"}, "api_base_url: .*not an https:// URL"),
+        ({"max_concurrent_acting": 0}, "max_concurrent_acting: .*greater than or equal to 1"),
+        ({"max_acting_seconds": "forever"}, "max_acting_seconds: .*valid integer"),
     ],
     ids=[
         "email-without-at",
@@ -541,6 +561,8 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         "policy-high-risk",
         "timeout-beyond-the-state-machines",
         "base-url-not-https",
+        "no-acting-slot",
+        "acting-time-not-a-number",
     ],
 )
 def test_a_wrong_deployment_context_fails_the_synth_naming_the_context_key(
@@ -694,6 +716,8 @@ def test_the_trigger_role_holds_only_what_registering_and_starting_an_execution_
         "dynamodb:Query",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        # Leaving the acting-slot queue, when an execution it started ends at once (limits table only).
+        "dynamodb:DeleteItem",
         "states:StartExecution",
         # Its failed events, to the dead-letter queue.
         "sqs:SendMessage",
@@ -702,23 +726,28 @@ def test_the_trigger_role_holds_only_what_registering_and_starting_an_execution_
     }
 
 
-def test_the_trigger_role_reads_and_writes_the_three_tables_without_deleting_or_scanning(
+def test_the_trigger_role_reads_and_writes_the_tables_and_deletes_only_in_the_limits_table(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
     statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
 
     dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
-    assert len(dynamodb) == 1
-    assert set(as_list(dynamodb[0]["Action"])) == {
+    read_write = [s for s in dynamodb if "dynamodb:DeleteItem" not in as_list(s["Action"])]
+    deleting = [s for s in dynamodb if "dynamodb:DeleteItem" in as_list(s["Action"])]
+    assert len(read_write) == 1
+    assert set(as_list(read_write[0]["Action"])) == {
         "dynamodb:GetItem",
         "dynamodb:Query",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
     }
-    assert as_list(dynamodb[0]["Resource"]) == [
+    assert as_list(read_write[0]["Resource"]) == [
         arn_of(synthesized, stack.tables[table.construct_id]) for table in topology.TABLES
     ]
+    assert [as_list(s["Action"]) for s in deleting] == [["dynamodb:DeleteItem"]]
+    assert as_list(deleting[0]["Resource"]) == [arn_of(synthesized, stack.tables[topology.LIMITS_TABLE.construct_id])]
+    assert not [a for s in dynamodb for a in as_list(s["Action"]) if a in ("dynamodb:Scan", "dynamodb:DeleteTable")]
 
 
 def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_14_days(

@@ -25,6 +25,9 @@ def runtime() -> Iterator[LocalRuntime]:
         api_port=free_port(),
         approval_policy=APPROVAL_POLICY,
         approver_emails=("finops@example.com", "lead@example.com"),
+        # Tests change the same resources again and again (an RI purchase's resource is its instance
+        # type); test_limits.py proves the cooldown with a value of its own.
+        resource_cooldown_seconds=0,
     ) as started:
         yield started
 

@@ -11,7 +11,7 @@ import pytest
 
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import instance_state, restored_instances
+from tests.integration.conftest import instance_state, restored_instances, step_events
 
 
 def in_seconds(seconds: float) -> str:
@@ -105,6 +105,7 @@ def test_cancelling_while_the_instance_is_being_terminated_rolls_back_then_ends_
     events = event_types(api, execution_id)
     order = ["action_started", "cancel_requested", "cancel_honoured", "rollback_started", "rolled_back", "cancelled"]
     assert [e for e in events if e in order] == order
+    assert step_events(events)[-1] == "cancelled"
     restored = restored_instances(ec2, execution_id)
     assert [i["State"]["Name"] for i in restored] == ["running"]
 

@@ -14,7 +14,7 @@ import pytest
 
 from cli.__main__ import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
 from local_runtime.runtime import LocalRuntime, free_port
-from tests.integration.conftest import instance_state, terminate_recommendation
+from tests.integration.conftest import instance_state, step_events, terminate_recommendation
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED = ROOT / ".venv" / "bin" / "cost-engine"
@@ -65,7 +65,7 @@ def test_the_cli_drives_a_termination_from_recommendation_to_completion(
 
     code, out, _ = cli(runtime, "logs", execution_id)
     assert code == EXIT_OK
-    events = [line.split()[1] for line in out.splitlines()]
+    events = step_events([line.split()[1] for line in out.splitlines()])
     assert events[0] == "execution_requested"
     assert events[-1] == "completed"
     assert "approved" in events

@@ -13,6 +13,7 @@ from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.emulations import cloudtrail_volume_events
 from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime
+from tests.integration.conftest import step_events
 
 ZONE = f"{REGION}b"
 RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
@@ -143,7 +144,7 @@ def test_execution_deletes_the_volume_and_keeps_a_snapshot_with_its_settings(
     assert recorded["tags"] == {"Name": "orphaned-data", "team": "bi"}
     assert execution["verification"]["passed"] is True
     assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
-    assert events(api, execution["execution_id"])[-6:] == [
+    assert step_events(events(api, execution["execution_id"]))[-6:] == [
         "backup_started",
         "backup_done",
         "action_started",
@@ -196,7 +197,11 @@ def test_a_failure_in_any_acting_step_rolls_back_to_the_volume_as_it_was(
     # Then it rolled back by itself, and says why
     assert execution["status"] == "rolled_back"
     assert "InjectedFault" in execution["error_message"]
-    assert events(api, execution["execution_id"])[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events(api, execution["execution_id"]))[-3:] == [
+        "rollback_action",
+        "rollback_done",
+        "rolled_back",
+    ]
     if deleted_before_failing:
         # and a volume with the original's settings and tags was created from the snapshot
         assert volume(ec2, volume_id) is None

@@ -11,7 +11,7 @@ import pytest
 
 from local_runtime.client import ApiClient
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import backup_images, instance_state, restored_instances
+from tests.integration.conftest import backup_images, instance_state, restored_instances, step_events
 
 SPOT_FOR_TAG = "cost-engine:spot-for-execution"
 ESTIMATE = 45.0
@@ -103,7 +103,7 @@ def test_execution_leaves_a_running_spot_instance_of_the_same_configuration_and_
     assert execution["rollback_available"] is True
     assert execution["actual_savings"] == ESTIMATE
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events[-4:] == ["action_done", "verified", "finalized", "completed"]
+    assert step_events(events)[-4:] == ["action_done", "verified", "finalized", "completed"]
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_a_failing_step_rolls_back_the_original_runs_and_no_spot_instance_is_lef
     assert [i["State"]["Name"] for i in spot_instances(ec2, execution["execution_id"])] in ([], ["terminated"])
     assert restored_instances(ec2, execution["execution_id"]) == []
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events)[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
 
 
 def test_a_crash_after_the_spot_launch_ends_the_spot_instance_it_launched(

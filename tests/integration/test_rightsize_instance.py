@@ -12,6 +12,7 @@ from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient
 from local_runtime.emulations import ec2_capacity
 from local_runtime.runtime import LocalRuntime
+from tests.integration.conftest import step_events
 
 
 def type_and_state(ec2: Any, instance_id: str) -> tuple[str, str]:
@@ -97,12 +98,13 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
         "reason": "auto_approve was requested and the policy allows medium-risk rightsize_instance",
     }
     logged = api.logs(execution["execution_id"])["events"]
-    assert [event["event_type"] for event in logged] == [
+    assert step_events([event["event_type"] for event in logged]) == [
         "execution_requested",
         "validated",
         "planned",
         "approval_policy_decided",
         "approved",
+        "slot_acquired",
         "backup_started",
         "backup_done",
         "action_started",
@@ -146,7 +148,11 @@ def test_no_capacity_for_the_new_type_rolls_back_to_the_original_type_running(
     assert execution["status"] == "rolled_back"
     assert "InsufficientInstanceCapacity" in execution["error_message"]
     assert type_and_state(ec2, instance_id) == ("m5.2xlarge", "running")
-    assert events(api, execution["execution_id"])[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events(api, execution["execution_id"]))[-3:] == [
+        "rollback_action",
+        "rollback_done",
+        "rolled_back",
+    ]
 
 
 def test_a_rollback_that_cannot_start_the_instance_fails_and_says_it_is_stopped(

@@ -11,7 +11,7 @@ import pytest
 from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import backup_images, instance_state, restored_instances
+from tests.integration.conftest import backup_images, instance_state, restored_instances, step_events
 
 
 def _root_volume_gb(ec2: Any, instance_id: str) -> int:
@@ -94,13 +94,14 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     assert execution["result"]["success"] is True
     assert execution["result"]["actual_savings"] == execution["actual_savings"]
     events = api.logs(execution["execution_id"])["events"]
-    assert [event["event_type"] for event in events] == [
+    assert step_events([event["event_type"] for event in events]) == [
         "execution_requested",
         "validated",
         "planned",
         "approval_policy_decided",
         "approval_requested",
         "approved",
+        "slot_acquired",
         "backup_started",
         "backup_done",
         "action_started",
@@ -155,7 +156,7 @@ def test_a_failure_after_the_backup_rolls_back_and_the_instance_runs_again(
     assert tags["Name"] == "reporting"
     assert tags["cost-engine:source-instance-id"] == instance_id
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events)[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
     assert "rollback_started" in events
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from cost_engine.approval_policy import ApprovalPolicy, decide
 from cost_engine.models import PolicyDecision, RecommendationType, RiskLevel
 from cost_engine.settings import load_settings
-from cost_engine.topology import EnvVar
+from cost_engine.topology import LIMITS_TABLE, EnvVar
 
 T = RecommendationType
 
@@ -125,6 +125,7 @@ def test_settings_read_the_policy_and_the_approvers_from_the_environment() -> No
         EnvVar.EXECUTIONS_TABLE: "e",
         EnvVar.AUDIT_TABLE: "a",
         EnvVar.RECOMMENDATIONS_TABLE: "r",
+        LIMITS_TABLE.env_var: "l",
         EnvVar.APPROVAL_POLICY: json.dumps({"customers": {"bank": {"auto_approve_types": []}}}),
         EnvVar.APPROVER_EMAILS: "finops@example.com, lead@example.com,",
     }
@@ -138,6 +139,7 @@ def test_a_broken_policy_in_the_environment_stops_the_function_with_the_reason()
         EnvVar.EXECUTIONS_TABLE: "e",
         EnvVar.AUDIT_TABLE: "a",
         EnvVar.RECOMMENDATIONS_TABLE: "r",
+        LIMITS_TABLE.env_var: "l",
         EnvVar.APPROVAL_POLICY: '{"default": {"max_auto_approve_risk": "high"}}',
     }
     with pytest.raises(RuntimeError, match="max_auto_approve_risk"):

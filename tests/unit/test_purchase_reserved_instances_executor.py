@@ -57,7 +57,11 @@ def ec2(aws: None) -> EC2Client:
 @pytest.fixture
 def executor(ec2: EC2Client) -> PurchaseReservedInstancesExecutor:
     settings = Settings(
-        executions_table="executions", audit_table="audit", recommendations_table="recs", ri_purchase_limit_usd=LIMIT
+        executions_table="executions",
+        audit_table="audit",
+        recommendations_table="recs",
+        limits_table="limits",
+        ri_purchase_limit_usd=LIMIT,
     )
     return PurchaseReservedInstancesExecutor(AwsClients(REGION), settings)
 

@@ -66,6 +66,7 @@ def settings(scheduler_role_arn: str | None = ROLE_ARN) -> Settings:
         executions_table="executions",
         audit_table="audit",
         recommendations_table="recommendations",
+        limits_table="limits",
         scheduler_role_arn=scheduler_role_arn,
     )
 

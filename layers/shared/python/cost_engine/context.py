@@ -9,10 +9,12 @@ from cost_engine.aws import AwsClients
 from cost_engine.events import StatusEventPublisher
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import BaseExecutor
+from cost_engine.limits import Limits
 from cost_engine.models import Recommendation
 from cost_engine.settings import Settings
 from cost_engine.stores.audit import AuditStore
-from cost_engine.stores.executions import ExecutionStore
+from cost_engine.stores.executions import ExecutionStore, chain_observers
+from cost_engine.stores.limits import LimitsStore
 from cost_engine.stores.recommendations import RecommendationStore
 
 
@@ -23,6 +25,7 @@ class EngineContext:
     audit: AuditStore
     recommendations: RecommendationStore
     clients: AwsClients
+    limits: Limits
     # None when no signing key is configured: approvals then go through the API only.
     links: ApprovalLinks | None = None
 
@@ -35,12 +38,19 @@ class EngineContext:
             key = SecretKey(lambda: clients.secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"])
             links = ApprovalLinks(key, settings.api_base_url)
         publisher = StatusEventPublisher(clients.events, settings.event_bus_name) if settings.event_bus_name else None
+        executions = ExecutionStore(settings.executions_table, settings.region)
+        audit = AuditStore(settings.audit_table, settings.region)
+        limits = Limits(LimitsStore(settings.limits_table, settings.region), settings, executions, audit)
+        # Whoever writes a status change: the limits release what a finished execution held (first:
+        # that must happen), then the change is announced.
+        executions.on_transition = chain_observers(limits.on_transition, publisher)
         return cls(
             settings=settings,
-            executions=ExecutionStore(settings.executions_table, settings.region, on_transition=publisher),
-            audit=AuditStore(settings.audit_table, settings.region),
+            executions=executions,
+            audit=audit,
             recommendations=RecommendationStore(settings.recommendations_table, settings.region),
             clients=clients,
+            limits=limits,
             links=links,
         )
 

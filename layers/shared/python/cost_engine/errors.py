@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     TRANSIENT = "transient"
     ACTION_FAILED = "action_failed"
     CANCELLED = "cancelled"
+    ACTING_TIME_LIMIT = "acting_time_limit"
+    RESOURCE_BUSY = "resource_busy"
     INJECTED_FAULT = "injected_fault"
 
 

@@ -196,6 +196,8 @@ class ExecutionRecord(BaseModel):
     recommendation_type: RecommendationType
     resource_id: str
     region: str
+    # The account the resource lives in (with region and id, what the resource lock is keyed on).
+    account_id: str | None = None
     status: ExecutionStatus = ExecutionStatus.PENDING
     created_at: datetime = Field(default_factory=utc_now)
     started_at: datetime = Field(default_factory=utc_now)
@@ -233,6 +235,12 @@ class ExecutionRecord(BaseModel):
     # from an event; a repeat with the same key must be the same request (its fingerprint).
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
+    # The acting limits: when it joined the queue for an acting slot, which slot it got and when,
+    # and whether its acting phase ran past the deployment's limit (then it is rolled back and fails).
+    queued_at: datetime | None = None
+    acting_slot: int | None = None
+    acting_started_at: datetime | None = None
+    acting_timed_out: bool = False
 
 
 class ExecutionResult(BaseModel):

@@ -27,6 +27,7 @@ from cost_engine.errors import (
     UnsupportedType,
 )
 from cost_engine.executors import executor_class
+from cost_engine.limits import state_input_limits
 from cost_engine.models import (
     ApprovalDecision,
     AuditEvent,
@@ -181,6 +182,7 @@ class ExecutionService:
             recommendation_type=recommendation.type,
             resource_id=recommendation.resource_id,
             region=recommendation.region,
+            account_id=recommendation.account_id,
             status=S.SCHEDULED if request.scheduled_time else S.PENDING,
             dry_run=request.dry_run,
             auto_approve_requested=request.auto_approve,
@@ -190,9 +192,18 @@ class ExecutionService:
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint if idempotency_key else None,
         )
+        if not record.dry_run:
+            # One execution per resource (a dry run changes nothing and takes no lock). Held at most
+            # as long as this execution can run: its wait, its approval and its acting phase.
+            settings = self.ctx.settings
+            wait = (request.scheduled_time - utc_now()) if request.scheduled_time else timedelta(0)
+            lease = wait + timedelta(seconds=record.approval_timeout_seconds + 2 * settings.max_acting_seconds)
+            self.ctx.limits.lock_resource(recommendation, record.execution_id, lease)
         try:
             self.ctx.executions.create(record)
         except Conflict:
+            if not record.dry_run:
+                self.ctx.limits.release_resource(record, cooldown=False)
             if idempotency_key is None or keyed_id is None:
                 raise
             # The same key at the same moment: the other request created it.
@@ -238,6 +249,7 @@ class ExecutionService:
             "error": None,
             # Always present (null when unset) so the state machine's Choice never meets a missing path.
             "scheduled_time": _iso(record.scheduled_time),
+            **state_input_limits(self.ctx.settings),
         }
         arn = self._start(state_machine_arn, record.execution_id, state_input, record, record.status)
         # The state machine may already have moved on: record its ARN whatever the status is now.

@@ -9,13 +9,14 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from cost_engine.approval_policy import ApprovalPolicy
-from cost_engine.topology import EnvVar
+from cost_engine.topology import LIMITS_TABLE, EnvVar
 
 
 class Settings(BaseModel):
     executions_table: str = Field(min_length=1)
     audit_table: str = Field(min_length=1)
     recommendations_table: str = Field(min_length=1)
+    limits_table: str = Field(min_length=1)
     approval_topic_arn: str | None = None
     state_machine_arns: dict[str, str] = Field(default_factory=dict)
     poll_interval_seconds: int = Field(default=15, ge=0)
@@ -29,6 +30,11 @@ class Settings(BaseModel):
     approver_emails: list[str] = Field(default_factory=list)
     event_bus_name: str | None = None
     region: str = "us-east-1"
+    # The seed's limits (see cost_engine.limits).
+    max_concurrent_acting: int = Field(default=10, ge=1, le=1000)
+    resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
+    max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
+    slot_wait_seconds: int = Field(default=10, ge=1, le=3600)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -37,6 +43,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "executions_table": env.get(EnvVar.EXECUTIONS_TABLE, ""),
         "audit_table": env.get(EnvVar.AUDIT_TABLE, ""),
         "recommendations_table": env.get(EnvVar.RECOMMENDATIONS_TABLE, ""),
+        "limits_table": env.get(LIMITS_TABLE.env_var, ""),
         "approval_topic_arn": env.get(EnvVar.APPROVAL_TOPIC_ARN) or None,
         "state_machine_arns": env.get(EnvVar.STATE_MACHINE_ARNS) or "{}",
         "api_base_url": env.get(EnvVar.API_BASE_URL) or None,
@@ -51,6 +58,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("approval_timeout_seconds", EnvVar.APPROVAL_TIMEOUT_SECONDS),
         ("max_poll_attempts", EnvVar.MAX_POLL_ATTEMPTS),
         ("ri_purchase_limit_usd", EnvVar.RI_PURCHASE_LIMIT_USD),
+        ("max_concurrent_acting", EnvVar.MAX_CONCURRENT_ACTING),
+        ("resource_cooldown_seconds", EnvVar.RESOURCE_COOLDOWN_SECONDS),
+        ("max_acting_seconds", EnvVar.MAX_ACTING_SECONDS),
+        ("slot_wait_seconds", EnvVar.SLOT_WAIT_SECONDS),
     ):
         if env.get(var):
             values[field_name] = env[var]

@@ -23,6 +23,7 @@ from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
 from cost_engine.errors import ActionFailed, CancelRequested, Conflict, StatusConflict, TransientError
 from cost_engine.executors.base import BaseExecutor
+from cost_engine.limits import ActingTimeLimitExceeded
 from cost_engine.models import (
     ApprovalState,
     ExecutionRecord,
@@ -43,6 +44,7 @@ class Step(StrEnum):
     AUTO_APPROVE = "auto_approve"
     REQUEST_APPROVAL = "request_approval"
     EXPIRE = "expire"
+    ACQUIRE_SLOT = "acquire_slot"
     BACKUP = "backup"
     CHECK_BACKUP = "check_backup"
     ACT = "act"
@@ -124,6 +126,7 @@ class StepRunner:
             Step.AUTO_APPROVE: self.auto_approve,
             Step.REQUEST_APPROVAL: self.request_approval,
             Step.EXPIRE: self.expire,
+            Step.ACQUIRE_SLOT: self.acquire_slot,
             Step.BACKUP: self.backup,
             Step.CHECK_BACKUP: self.check_backup,
             Step.ACT: self.act,
@@ -183,6 +186,14 @@ class StepRunner:
         if record.cancel_requested_by and record.status in CANCEL_BY_ROLLBACK_STATES:
             self._event(record, "cancel_honoured", step, requested_by=record.cancel_requested_by)
             raise CancelRequested(f"cancelled by {record.cancel_requested_by} while {record.status.value}")
+        try:
+            if record.status in ACTING_STATES:
+                self.ctx.limits.check_acting_time(record)
+        except ActingTimeLimitExceeded as exceeded:
+            # Recorded first: the rollback that follows then ends the execution `failed`, not `rolled_back`.
+            self.ctx.executions.update(execution_id, expected=record.status, changes={"acting_timed_out": True})
+            self._event(record, "acting_time_limit_exceeded", step, reason=str(exceeded))
+            raise
         return loaded
 
     def _poll(
@@ -361,6 +372,42 @@ class StepRunner:
 
     # -- act -------------------------------------------------------------------------------------
 
+    def acquire_slot(self, request: StepRequest) -> dict[str, Any]:
+        """Ask for one of the deployment's acting slots; without one the state machine waits and
+        asks again. Nothing is touched until an execution holds a slot."""
+        record = self.ctx.executions.get(request.execution_id)
+        first_ask = record.queued_at is None
+        if first_ask:
+            record = self.ctx.executions.update(
+                record.execution_id,
+                expected=S.APPROVED,
+                changes={"queued_at": utc_now(), "current_step": Step.ACQUIRE_SLOT.value},
+            )
+        claim = self.ctx.limits.claim_slot(record)
+        if claim.slot is None:
+            if first_ask:
+                self._event(
+                    record,
+                    "waiting_for_slot",
+                    Step.ACQUIRE_SLOT,
+                    acting=claim.acting,
+                    ahead=claim.ahead,
+                    limit=self.ctx.settings.max_concurrent_acting,
+                )
+            return {"acquired": False}
+        if record.acting_slot != claim.slot:
+            started = utc_now()
+            self.ctx.executions.update(
+                record.execution_id,
+                expected=S.APPROVED,
+                changes={"acting_slot": claim.slot, "acting_started_at": started},
+            )
+            waited = (started - record.queued_at).total_seconds() if record.queued_at else 0.0
+            self._event(
+                record, "slot_acquired", Step.ACQUIRE_SLOT, slot=claim.slot, acting=claim.acting, waited_seconds=waited
+            )
+        return {"acquired": True}
+
     def backup(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
         record = self._advance(record, S.EXECUTING, S.APPROVED, {"current_step": Step.BACKUP.value})
@@ -401,6 +448,8 @@ class StepRunner:
         return {"passed": True}
 
     def record(self, request: StepRequest) -> dict[str, Any]:
+        if self.ctx.executions.get(request.execution_id).status == S.COMPLETED:
+            return {"status": S.COMPLETED.value}  # a retry of a step that got through
         record, recommendation, executor = self._load_acting(request.execution_id, Step.RECORD)
         finalized = executor.finalize(recommendation, record.action or {})
         if finalized:
@@ -409,13 +458,15 @@ class StepRunner:
             )
             self._event(record, "finalized", Step.RECORD, **finalized)
         savings = executor.measure_savings(recommendation, record.backup or {})
+        # The outcome is in the log before the status says so: a reader who sees `completed` finds
+        # the whole log (only the limits' release follows, from the status change itself).
+        self._event(record, "completed", Step.RECORD, actual_savings=savings)
         self._advance(
             record,
             S.COMPLETED,
             S.VERIFYING,
             {"success": True, "completed_at": utc_now(), "actual_savings": savings, "current_step": Step.RECORD.value},
         )
-        self._event(record, "completed", Step.RECORD, actual_savings=savings)
         return {"status": S.COMPLETED.value}
 
     # -- rollback --------------------------------------------------------------------------------
@@ -464,11 +515,16 @@ class StepRunner:
         if automatic:
             changes["success"] = False
         self._event(record, "rolled_back", Step.RECORD_ROLLBACK, restored=record.rollback or {}, automatic=automatic)
-        # A rollback that a cancel caused ends as what the person asked for: cancelled.
-        final = S.CANCELLED if automatic and record.cancel_requested_by else S.ROLLED_BACK
-        self._advance(record, final, S.ROLLING_BACK, changes)
+        # A rollback that a cancel caused ends as what the person asked for: cancelled; one that the
+        # acting time limit caused ends failed (with the reason), as the limit promises.
+        final = S.ROLLED_BACK
+        if automatic and record.cancel_requested_by:
+            final = S.CANCELLED
+        elif automatic and record.acting_timed_out:
+            final = S.FAILED
         if final == S.CANCELLED:
             self._event(record, "cancelled", Step.RECORD_ROLLBACK, requested_by=record.cancel_requested_by)
+        self._advance(record, final, S.ROLLING_BACK, changes)
         return {"status": final.value, "automatic": automatic}
 
     def record_rollback_failure(self, request: StepRequest) -> dict[str, Any]:

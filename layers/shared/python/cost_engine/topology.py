@@ -45,6 +45,14 @@ class EnvVar:
     APPROVER_EMAILS = "APPROVER_EMAILS"
     # The EventBridge bus the engine publishes its own events to (Execution Status Changed).
     EVENT_BUS_NAME = "EVENT_BUS_NAME"
+    # The safety limits (cost_engine.limits): executions changing resources at once across the
+    # deployment, the quiet time of a resource after an execution changed it, and the longest an
+    # acting phase may run before it is rolled back.
+    MAX_CONCURRENT_ACTING = "MAX_CONCURRENT_ACTING"
+    RESOURCE_COOLDOWN_SECONDS = "RESOURCE_COOLDOWN_SECONDS"
+    MAX_ACTING_SECONDS = "MAX_ACTING_SECONDS"
+    # How long an approved execution waits before asking again for an acting slot.
+    SLOT_WAIT_SECONDS = "SLOT_WAIT_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,16 @@ RECOMMENDATIONS_TABLE = Table(
     local_name="cost-engine-recommendations",
     partition_key="recommendation_id",
 )
-TABLES: tuple[Table, ...] = (EXECUTIONS_TABLE, AUDIT_TABLE, RECOMMENDATIONS_TABLE)
+# The safety limits' shared state: the acting slots ("slots"), the queue waiting for one ("queue",
+# keyed by time so it reads in order) and one lock per resource ("resource#<account>#<region>#<id>").
+LIMITS_TABLE = Table(
+    construct_id="LimitsTable",
+    env_var="LIMITS_TABLE_NAME",
+    local_name="cost-engine-limits",
+    partition_key="scope",
+    sort_key="key",
+)
+TABLES: tuple[Table, ...] = (EXECUTIONS_TABLE, AUDIT_TABLE, RECOMMENDATIONS_TABLE, LIMITS_TABLE)
 
 
 @dataclass(frozen=True)

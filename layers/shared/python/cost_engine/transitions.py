@@ -21,8 +21,9 @@ ALLOWED_TRANSITIONS: Mapping[S, frozenset[S]] = {
     S.COMPLETED: frozenset({S.ROLLING_BACK}),
     S.FAILED: frozenset({S.ROLLING_BACK}),
     S.ROLLBACK_FAILED: frozenset({S.ROLLING_BACK}),
-    # → CANCELLED: a cancel asked for while acting, once the change is undone.
-    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED, S.CANCELLED}),
+    # → CANCELLED: a cancel asked for while acting, once the change is undone; → FAILED: an acting
+    # phase over the time limit, once the change is undone.
+    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED, S.CANCELLED, S.FAILED}),
     S.ROLLED_BACK: frozenset(),
     S.REJECTED: frozenset(),
     S.EXPIRED: frozenset(),

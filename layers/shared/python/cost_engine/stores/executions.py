@@ -35,6 +35,17 @@ def _is_conditional_failure(error: ClientError) -> bool:
 TransitionObserver = Callable[[ExecutionRecord, ExecutionRecord], None]
 
 
+def chain_observers(*observers: TransitionObserver | None) -> TransitionObserver:
+    """One observer calling each given one in order."""
+    chosen = [observer for observer in observers if observer is not None]
+
+    def observe(before: ExecutionRecord, after: ExecutionRecord) -> None:
+        for observer in chosen:
+            observer(before, after)
+
+    return observe
+
+
 class ExecutionStore:
     def __init__(self, table_name: str, region: str, on_transition: TransitionObserver | None = None) -> None:
         self._table = table(table_name, region)

@@ -1,0 +1,126 @@
+"""The seed's safety limits, applied to every type.
+
+- **Acting slots.** At most `max_concurrent_acting` executions change resources at once across the
+  deployment. An approved execution asks for a slot before its backup; without one it waits (the
+  state machine's WaitForSlot) and asks again, in the order the executions were approved: none is
+  dropped, none overtakes an earlier one.
+- **One execution per resource.** Starting an execution takes the resource's lock; another start on
+  the same resource is refused (409) until the first ends.
+- **Cooldown.** When an execution that changed a resource ends, the resource stays locked for
+  `resource_cooldown_seconds` (5 minutes by default) so the change can settle before the next one.
+- **Acting time.** An acting phase longer than `max_acting_seconds` (30 minutes) is stopped at its
+  next step, rolled back, and the execution ends `failed` with the reason.
+
+Slots and locks are released when the execution's status becomes final (an observer of every
+status change, whoever writes it). If that release is lost, or the execution died, the lease of
+the slot or lock frees it; a lock whose holder has finished is taken over at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from cost_engine.errors import EngineError, ErrorCode, NotFound
+from cost_engine.models import ExecutionRecord, Recommendation, utc_now
+from cost_engine.settings import Settings
+from cost_engine.stores.audit import AuditStore
+from cost_engine.stores.dynamo import sortable_time
+from cost_engine.stores.executions import ExecutionStore
+from cost_engine.stores.limits import LimitsStore, SlotClaim, resource_scope
+from cost_engine.transitions import FINAL_STATES
+
+logger = logging.getLogger(__name__)
+
+# Beyond the longest an execution can legitimately hold a lock: a dead execution's lock frees after this.
+LEASE_MARGIN = timedelta(hours=1)
+
+
+class ActingTimeLimitExceeded(EngineError):
+    """The acting phase ran past the deployment's limit: the state machine rolls it back."""
+
+    code = ErrorCode.ACTING_TIME_LIMIT
+
+
+class Limits:
+    def __init__(self, store: LimitsStore, settings: Settings, executions: ExecutionStore, audit: AuditStore) -> None:
+        self.store = store
+        self.settings = settings
+        self.executions = executions
+        self.audit = audit
+
+    # -- one execution per resource ------------------------------------------------------------------
+
+    def lock_resource(self, recommendation: Recommendation, execution_id: str, lease: timedelta) -> None:
+        self.store.lock_resource(
+            resource_scope(recommendation.account_id, recommendation.region, recommendation.resource_id),
+            recommendation.resource_id,
+            execution_id,
+            int((lease + LEASE_MARGIN).total_seconds()),
+            self._is_finished,
+        )
+
+    def release_resource(self, record: ExecutionRecord, *, cooldown: bool) -> None:
+        seconds = self.settings.resource_cooldown_seconds if cooldown else 0
+        scope = resource_scope(record.account_id or "", record.region, record.resource_id)
+        if self.store.release_resource(scope, record.execution_id, seconds) and seconds:
+            self.audit.append(
+                record.execution_id,
+                "resource_cooldown_started",
+                "engine:limits",
+                {"resource_id": record.resource_id, "seconds": seconds},
+            )
+
+    def _is_finished(self, execution_id: str) -> bool | None:
+        """Whether the execution has ended; None when it has no record (yet, or any more)."""
+        try:
+            return self.executions.get(execution_id).status in FINAL_STATES
+        except NotFound:
+            return None
+
+    # -- acting slots --------------------------------------------------------------------------------
+
+    def claim_slot(self, record: ExecutionRecord) -> SlotClaim:
+        queued_at = record.queued_at or utc_now()
+        return self.store.claim_slot(
+            record.execution_id,
+            sortable_time(queued_at),
+            self.settings.max_concurrent_acting,
+            self._is_finished,
+            slot_lease_seconds=2 * self.settings.max_acting_seconds + int(LEASE_MARGIN.total_seconds()),
+            # Renewed at each ask: a waiter that stopped asking stops holding its place.
+            queue_lease_seconds=3 * self.settings.slot_wait_seconds + 60,
+        )
+
+    def check_acting_time(self, record: ExecutionRecord) -> None:
+        if record.acting_started_at is None:
+            return
+        elapsed = (utc_now() - record.acting_started_at).total_seconds()
+        if elapsed > self.settings.max_acting_seconds:
+            raise ActingTimeLimitExceeded(
+                f"the acting phase ran {elapsed:.0f}s, over the {self.settings.max_acting_seconds}s limit: rolled back"
+            )
+
+    # -- on every status change ----------------------------------------------------------------------
+
+    def on_transition(self, before: ExecutionRecord, after: ExecutionRecord) -> None:
+        if after.status not in FINAL_STATES or before.status in FINAL_STATES:
+            return
+        try:
+            self._release(after)
+        except Exception:  # the status change stands; a slot or lock whose holder finished is reclaimed
+            logger.exception("limits not released for %s", after.execution_id)
+
+    def _release(self, after: ExecutionRecord) -> None:
+        slot = self.store.release_slot(after.execution_id)
+        if slot is not None:
+            self.audit.append(after.execution_id, "slot_released", "engine:limits", {"slot": slot})
+        if not after.dry_run:
+            # A cooldown only where something was changed (or begun to be).
+            self.release_resource(after, cooldown=after.backup is not None or after.action is not None)
+
+
+def state_input_limits(settings: Settings) -> dict[str, Any]:
+    """What the state machines need of the limits: how long to wait before asking for a slot again."""
+    return {"slot_wait_seconds": settings.slot_wait_seconds}
