@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -135,3 +137,29 @@ def backup_images(ec2: Any, execution_id: str) -> list[dict[str, Any]]:
         Owners=["self"], Filters=[{"Name": "tag:cost-engine:execution-id", "Values": [execution_id]}]
     )["Images"]
     return images
+
+
+def acting_intervals(api: ApiClient, execution_ids: list[str]) -> list[tuple[datetime, datetime]]:
+    """When each execution held an acting slot, from its audit events alone."""
+    intervals = []
+    for execution_id in execution_ids:
+        deadline = time.monotonic() + 10
+        # The release is written right after the final status (by the status change itself).
+        while "slot_released" not in (
+            logged := {e["event_type"]: e["timestamp"] for e in api.logs(execution_id)["events"]}
+        ):
+            assert time.monotonic() < deadline, f"{execution_id} never released its slot"
+            time.sleep(0.2)
+        intervals.append(
+            (datetime.fromisoformat(logged["slot_acquired"]), datetime.fromisoformat(logged["slot_released"]))
+        )
+    return intervals
+
+
+def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    current = peak = 0
+    for _, change in points:  # at equal times a release (-1) sorts first: a handed-over slot is not two
+        current += change
+        peak = max(peak, current)
+    return peak

@@ -9,14 +9,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 import pytest
 
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import instance_state, restored_instances
+from tests.integration.conftest import acting_intervals, instance_state, most_at_once, restored_instances
 
 
 @contextmanager
@@ -51,30 +50,6 @@ def events(api: ApiClient, execution_id: str) -> list[dict[str, Any]]:
 
 def event_types(api: ApiClient, execution_id: str) -> list[str]:
     return [e["event_type"] for e in events(api, execution_id)]
-
-
-def acting_intervals(api: ApiClient, execution_ids: list[str]) -> list[tuple[datetime, datetime]]:
-    """When each execution held an acting slot, from its audit events alone."""
-    intervals = []
-    for execution_id in execution_ids:
-        deadline = time.monotonic() + 10
-        # The release is written right after the final status (by the status change itself).
-        while "slot_released" not in (logged := {e["event_type"]: e["timestamp"] for e in events(api, execution_id)}):
-            assert time.monotonic() < deadline, f"{execution_id} never released its slot"
-            time.sleep(0.2)
-        intervals.append(
-            (datetime.fromisoformat(logged["slot_acquired"]), datetime.fromisoformat(logged["slot_released"]))
-        )
-    return intervals
-
-
-def most_at_once(intervals: list[tuple[datetime, datetime]]) -> int:
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    current = peak = 0
-    for _, change in points:  # at equal times a release (-1) sorts first: a handed-over slot is not two
-        current += change
-        peak = max(peak, current)
-    return peak
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
 
 from cost_engine.errors import EngineError, ErrorCode, NotFound
 from cost_engine.models import ExecutionRecord, Recommendation, utc_now
@@ -93,6 +92,12 @@ class Limits:
             queue_lease_seconds=3 * self.settings.slot_wait_seconds + 60,
         )
 
+    def wait_before_asking_again(self, claim: SlotClaim) -> int:
+        """The wait before the next ask: longer the further back in the queue (one slot wait per
+        round of the limit ahead), so a long queue does not keep every waiter polling; at most a minute."""
+        rounds = 1 + claim.ahead // self.settings.max_concurrent_acting
+        return min(self.settings.slot_wait_seconds * rounds, 60)
+
     def check_acting_time(self, record: ExecutionRecord) -> None:
         if record.acting_started_at is None:
             return
@@ -119,8 +124,3 @@ class Limits:
         if not after.dry_run:
             # A cooldown only where something was changed (or begun to be).
             self.release_resource(after, cooldown=after.backup is not None or after.action is not None)
-
-
-def state_input_limits(settings: Settings) -> dict[str, Any]:
-    """What the state machines need of the limits: how long to wait before asking for a slot again."""
-    return {"slot_wait_seconds": settings.slot_wait_seconds}

@@ -27,7 +27,6 @@ from cost_engine.errors import (
     UnsupportedType,
 )
 from cost_engine.executors import executor_class
-from cost_engine.limits import state_input_limits
 from cost_engine.models import (
     ApprovalDecision,
     AuditEvent,
@@ -249,7 +248,6 @@ class ExecutionService:
             "error": None,
             # Always present (null when unset) so the state machine's Choice never meets a missing path.
             "scheduled_time": _iso(record.scheduled_time),
-            **state_input_limits(self.ctx.settings),
         }
         arn = self._start(state_machine_arn, record.execution_id, state_input, record, record.status)
         # The state machine may already have moved on: record its ARN whatever the status is now.

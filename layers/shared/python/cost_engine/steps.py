@@ -394,7 +394,7 @@ class StepRunner:
                     ahead=claim.ahead,
                     limit=self.ctx.settings.max_concurrent_acting,
                 )
-            return {"acquired": False}
+            return {"acquired": False, "wait_seconds": self.ctx.limits.wait_before_asking_again(claim)}
         if record.acting_slot != claim.slot:
             started = utc_now()
             self.ctx.executions.update(
@@ -406,7 +406,7 @@ class StepRunner:
             self._event(
                 record, "slot_acquired", Step.ACQUIRE_SLOT, slot=claim.slot, acting=claim.acting, waited_seconds=waited
             )
-        return {"acquired": True}
+        return {"acquired": True, "wait_seconds": 0}
 
     def backup(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
