@@ -270,6 +270,19 @@ def test_a_slot_whose_lease_ran_out_is_reclaimed(store: LimitsStore, clock: Fake
     assert slot_holders() == {0: "exec-b"}
 
 
+def test_a_holder_asking_again_after_its_lease_ran_out_takes_the_slot_anew_so_nobody_shares_it(
+    store: LimitsStore, clock: FakeClock
+) -> None:
+    claim(store, "exec-a", queued_at(1), max_slots=1)
+    clock.advance(SLOT_LEASE + 1)
+
+    # A late retry of exec-a's step: it gets the slot back only by renewing the lease...
+    assert claim(store, "exec-a", queued_at(1), max_slots=1).slot == 0
+    # ...so exec-b, asking right after, cannot take the same slot.
+    assert claim(store, "exec-b", queued_at(2), max_slots=1).slot is None
+    assert slot_holders() == {0: "exec-a"}
+
+
 def test_a_slot_whose_holder_has_finished_is_reclaimed_when_none_is_free(store: LimitsStore) -> None:
     claim(store, "exec-a", queued_at(1), max_slots=1)
 

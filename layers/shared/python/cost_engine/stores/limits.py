@@ -153,8 +153,10 @@ class LimitsStore:
         """Take a free slot if no live waiter queued earlier would be passed over; else stay queued."""
         now = self._clock()
         slots = self._slots(max_slots)
-        mine = next((i for i, item in slots.items() if item.get("holder") == execution_id), None)
-        if mine is not None:  # a retried step that already took one
+        mine = next(
+            (i for i, item in slots.items() if item.get("holder") == execution_id and self._held(item, now)), None
+        )
+        if mine is not None:  # a retried step that already took one (still within its lease)
             return SlotClaim(mine, 0, self._acting(slots, now))
         queue_key = f"{queued_at}#{execution_id}"
         self._table.put_item(
