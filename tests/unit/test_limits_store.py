@@ -289,8 +289,8 @@ def test_a_slot_whose_holder_has_finished_is_reclaimed_when_none_is_free(store: 
     # When the holder has finished (its release was lost), well within its lease
     got = claim(store, "exec-b", queued_at(2), max_slots=1, is_finished=lambda execution_id: execution_id == "exec-a")
 
-    # Then the waiter takes its slot
-    assert got == SlotClaim(slot=0, ahead=0, acting=1)
+    # Then the waiter takes its slot, and says whose it freed (for that holder's audit log)
+    assert got == SlotClaim(slot=0, ahead=0, acting=1, reclaimed=((0, "exec-a"),))
     assert slot_holders() == {0: "exec-b"}
 
 

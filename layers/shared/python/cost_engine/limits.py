@@ -32,6 +32,8 @@ from cost_engine.transitions import FINAL_STATES
 
 logger = logging.getLogger(__name__)
 
+# How long after its end an execution's slot or lock is left to its own release before others reclaim it.
+RELEASE_GRACE = timedelta(seconds=30)
 # Beyond the longest an execution can legitimately hold a lock: a dead execution's lock frees after this.
 LEASE_MARGIN = timedelta(hours=1)
 
@@ -72,17 +74,21 @@ class Limits:
             )
 
     def _is_finished(self, execution_id: str) -> bool | None:
-        """Whether the execution has ended; None when it has no record (yet, or any more)."""
+        """Whether the execution ended a while ago (its own release had time to run); None when it
+        has no record (yet, or any more). Just-ended executions still count: the status change that
+        ended it is releasing its slot and lock (and starting the cooldown) at this moment."""
         try:
-            return self.executions.get(execution_id).status in FINAL_STATES
+            record = self.executions.get(execution_id)
         except NotFound:
             return None
+        ended = record.completed_at or record.updated_at
+        return record.status in FINAL_STATES and utc_now() - ended > RELEASE_GRACE
 
     # -- acting slots --------------------------------------------------------------------------------
 
     def claim_slot(self, record: ExecutionRecord) -> SlotClaim:
         queued_at = record.queued_at or utc_now()
-        return self.store.claim_slot(
+        claim = self.store.claim_slot(
             record.execution_id,
             sortable_time(queued_at),
             self.settings.max_concurrent_acting,
@@ -91,6 +97,12 @@ class Limits:
             # Renewed at each ask: a waiter that stopped asking stops holding its place.
             queue_lease_seconds=3 * self.settings.slot_wait_seconds + 60,
         )
+        # A slot whose release was lost was freed here: its holder's log says so, as its own release would.
+        for slot, holder in claim.reclaimed:
+            self.audit.append(
+                holder, "slot_released", "engine:limits", {"slot": slot, "reclaimed_by": record.execution_id}
+            )
+        return claim
 
     def wait_before_asking_again(self, claim: SlotClaim) -> int:
         """The wait before the next ask: longer the further back in the queue (one slot wait per

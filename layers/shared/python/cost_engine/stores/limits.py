@@ -50,6 +50,8 @@ class SlotClaim:
     slot: int | None
     ahead: int
     acting: int
+    # Slots freed on the way because their holder had finished: (slot, holder).
+    reclaimed: tuple[tuple[int, str], ...] = ()
 
 
 class LimitsStore:
@@ -169,6 +171,7 @@ class LimitsStore:
         )
         ahead = self._live_waiters_before(queue_key, now)
         free = [i for i in range(max_slots) if not self._held(slots.get(i), now)]
+        reclaimed: list[tuple[int, str]] = []
         if ahead >= len(free):
             # A slot whose holder has finished (its release was lost) is free now, not at its lease's end.
             for slot, item in sorted(slots.items()):
@@ -178,9 +181,10 @@ class LimitsStore:
                 # A slot's holder always has a record (it claims from its own step): missing is finished.
                 if is_finished(holder) in (True, None) and self._free(slot, holder):
                     free.append(slot)
+                    reclaimed.append((slot, holder))
         acting = max_slots - len(free)
         if ahead >= len(free):
-            return SlotClaim(None, ahead, acting)
+            return SlotClaim(None, ahead, acting, tuple(reclaimed))
         # Waiters ahead take the first free slots; this one tries the rest, in order.
         for slot in free[ahead:]:
             try:
@@ -199,8 +203,8 @@ class LimitsStore:
                     continue
                 raise
             self._table.delete_item(Key={"scope": QUEUE, "key": queue_key})
-            return SlotClaim(slot, 0, acting + 1)
-        return SlotClaim(None, ahead, max_slots)
+            return SlotClaim(slot, 0, acting + 1, tuple(reclaimed))
+        return SlotClaim(None, ahead, max_slots, tuple(reclaimed))
 
     def release_slot(self, execution_id: str) -> int | None:
         """Free the slot `execution_id` holds (and its queue entry); the slot's number, or None."""
