@@ -25,6 +25,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from cost_engine.approval_links import ApprovalLinks, SecretKey
 from cost_engine.topology import APPROVAL_SECRET_LOCAL_NAME, EXECUTIONS_TABLE
@@ -170,7 +171,8 @@ def test_approver_opens_the_emailed_link_in_chromium_approves_and_the_instance_i
     browser.find_element(By.ID, "approver").send_keys("lead@example.com")
     browser.find_element(By.ID, "comment").send_keys("idle for a month, agreed")
     browser.find_element(By.ID, "approve").click()
-    assert browser.title.startswith("Approved")
+    # The click submits the form; the answer page loads after it.
+    WebDriverWait(browser, 30).until(lambda driver: driver.title.startswith("Approved"))
     assert "lead@example.com" in browser.find_element(By.ID, "message").text
 
     execution = api.wait_for(execution_id)
@@ -199,7 +201,7 @@ def test_reject_on_the_page_ends_rejected_and_leaves_the_instance_running(
     browser.find_element(By.ID, "approver").send_keys("owner@example.com")
     browser.find_element(By.ID, "comment").send_keys("still needed for the quarter end")
     browser.find_element(By.ID, "reject").click()
-    assert browser.title.startswith("Rejected")
+    WebDriverWait(browser, 30).until(lambda driver: driver.title.startswith("Rejected"))
 
     execution = api.wait_for(waiting["execution_id"])
     assert execution["status"] == "rejected"

@@ -103,7 +103,11 @@ def test_a_changed_resource_cools_down_before_the_next_execution(
     with limits(resource_cooldown_seconds=3):
         done = api.run(retention_fix(recommend, group), auto_approve=True)
         assert done["status"] == "completed"
-        assert "resource_cooldown_started" in event_types(api, done["execution_id"])
+        # Written by the final status change itself, right after it.
+        deadline = time.monotonic() + 10
+        while "resource_cooldown_started" not in event_types(api, done["execution_id"]):
+            assert time.monotonic() < deadline, "no cooldown was recorded"
+            time.sleep(0.2)
         again = recommend(group, type="fix_config", parameters={"setting": "log_retention", "retention_in_days": 60})
         with pytest.raises(ApiError) as refused:
             api.execute(again)
