@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from cost_engine.api_models import (
+    HIDDEN_RECORD_FIELDS,
     ExecutionLogs,
     ExecutionPage,
     ExecutionView,
@@ -162,9 +163,7 @@ def list_executions(
 ) -> dict[str, Any]:
     page = service.list_executions(customer_id, status, limit, cursor)
     return {
-        "items": [
-            record.model_dump(mode="json", exclude={"poll_attempts", "request_fingerprint"}) for record in page.items
-        ],
+        "items": [record.model_dump(mode="json", exclude=set(HIDDEN_RECORD_FIELDS)) for record in page.items],
         "next_cursor": page.next_cursor,
     }
 

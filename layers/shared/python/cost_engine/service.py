@@ -15,6 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from cost_engine.api_models import HIDDEN_RECORD_FIELDS
 from cost_engine.approval_links import LinkCheck
 from cost_engine.aws import error_code
 from cost_engine.context import EngineContext
@@ -160,7 +161,7 @@ class ExecutionService:
         fingerprint = request.model_dump_json()
         # Keys are the customer's own: two customers choosing the same key never meet.
         keyed_id = execution_id_for_key(f"{recommendation.customer_id}/{idempotency_key}") if idempotency_key else None
-        if idempotency_key is not None and keyed_id is not None:
+        if idempotency_key and keyed_id:
             existing = self._existing_for_key(keyed_id, idempotency_key, fingerprint)
             if existing is not None:
                 return self._resume(existing, state_machine_arn), False
@@ -171,7 +172,7 @@ class ExecutionService:
             if request.scheduled_time > now + MAX_SCHEDULE_AHEAD:
                 raise InvalidRequest(
                     f"scheduled_time is more than {MAX_SCHEDULE_AHEAD.days} days ahead: give a time before "
-                    f"{(now + MAX_SCHEDULE_AHEAD).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+                    f"{_iso(now + MAX_SCHEDULE_AHEAD)}"
                 )
 
         record = ExecutionRecord(
@@ -535,7 +536,7 @@ class ExecutionService:
 
     def status_view(self, record: ExecutionRecord) -> dict[str, Any]:
         """The execution as the API shows it: the record, progress, steps and any pending approval."""
-        view = record.model_dump(mode="json", exclude={"poll_attempts", "request_fingerprint"})
+        view = record.model_dump(mode="json", exclude=set(HIDDEN_RECORD_FIELDS))
         view["progress_percent"] = 100 if record.status in FINAL_STATES else PROGRESS.get(record.status, 0)
         view["pending_approval"] = (
             record.approval.model_dump(mode="json")
