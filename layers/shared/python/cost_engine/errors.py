@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -86,3 +88,12 @@ class UnmappableRecommendation(InvalidParameters):
     """A recommendation in another tool's format that the engine cannot turn into one of its types."""
 
     code = ErrorCode.UNMAPPABLE_RECOMMENDATION
+
+
+def validation_problems(errors: Iterable[Mapping[str, Any]], prefix: str = "", whole: str = "(all)") -> str:
+    """pydantic's errors as one readable line: `<prefix><field path>: <message>; …`. pydantic prefixes
+    the messages of custom validators with "Value error, ": noise to a reader."""
+    return "; ".join(
+        f"{prefix}{'.'.join(str(part) for part in e['loc']) or whole}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in errors
+    )

@@ -26,6 +26,7 @@ from cost_engine.errors import (
     NotFound,
     StatusConflict,
     UnsupportedType,
+    validation_problems,
 )
 from cost_engine.executors import executor_class
 from cost_engine.models import (
@@ -129,12 +130,7 @@ class ExecutionService:
         try:
             executor.parameters_model.model_validate(recommendation.parameters)
         except ValidationError as error:
-            # pydantic prefixes the messages of custom validators with "Value error, ": noise to a reader.
-            problems = "; ".join(
-                f"parameters.{'.'.join(str(part) for part in e['loc']) or '(all)'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in error.errors()
-            )
+            problems = validation_problems(error.errors(), prefix="parameters.")
             raise InvalidParameters(f"the parameters do not fit {recommendation.type.value}: {problems}") from None
         return self.ctx.recommendations.register(recommendation)
 

@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import ValidationError
 
-from cost_engine.errors import InvalidRequest
+from cost_engine.errors import InvalidRequest, validation_problems
 from cost_engine.models import ExecutionRecord, ExecutionRequest, Recommendation
 from cost_engine.service import ExecutionService
 from cost_engine.topology import RECOMMENDATION_APPROVED_DETAIL_TYPE
@@ -43,10 +43,7 @@ def parse_recommendation_approved(event: Any) -> RecommendationApprovedEvent:
     try:
         parsed = RecommendationApprovedEvent.model_validate(event)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e['loc']) or '(event)'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in error.errors()
-        )
+        problems = validation_problems(error.errors(), whole="(event)")
         raise MalformedEvent(f"not a Recommendation Approved event with a valid recommendation: {problems}") from None
     if parsed.detail_type != RECOMMENDATION_APPROVED_DETAIL_TYPE:
         raise MalformedEvent(
