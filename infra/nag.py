@@ -11,6 +11,7 @@ from constructs import IConstruct
 
 from cost_engine import topology
 from cost_engine.executors import executor_class
+from cost_engine.prechecks import precheck_permissions
 from infra.stack import CostExecutionEngineStack
 
 ANY_RESOURCE = "Resource::*"
@@ -47,12 +48,14 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
     for machine in topology.state_machines():
         executor = executor_class(machine.recommendation_type)
         role = stack.roles[machine.executor.construct_id]
-        unscoped = sorted({a for p in executor.permissions if "*" in p.resources for a in p.actions})
+        declared = (*executor.permissions, *precheck_permissions(executor))
+        unscoped = sorted({a for p in declared if "*" in p.resources for a in p.actions})
         _suppress(
             role,
             "IAM5",
             f"{TRACING_REASON} The read-only calls {', '.join(unscoped) or 'none'} declared by "
-            f"{executor.__name__}.permissions support no resource-level permissions either.",
+            f"{executor.__name__}.permissions and the common pre-checks support no resource-level "
+            "permissions either.",
             [ANY_RESOURCE],
         )
         scoped = sorted({_finding(r) for p in executor.permissions for r in p.resources if r != "*" and "*" in r})
@@ -97,9 +100,10 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
     _suppress(
         stack.trigger_dead_letter_queue,
         "SQS3",
-        "This queue is itself the dead-letter queue: of the Recommendation Approved rule's target and of the "
-        "trigger function's failed asynchronous invocations. What lands here is kept 14 days to be inspected "
-        "and redriven; a queue behind it would only move the same messages one step further.",
+        "This queue is itself the dead-letter queue: of the targets of the Recommendation Approved and state "
+        "machine run ended rules, and of the trigger function's failed asynchronous invocations. What lands here "
+        "is kept 14 days to be inspected and redriven; a queue behind it would only move the same messages one "
+        "step further.",
         apply_to_children=False,
     )
     _suppress(

@@ -35,6 +35,7 @@ from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import Permission
 from cost_engine.models import RecommendationType
+from cost_engine.prechecks import BusinessRulesConfig, precheck_permissions
 from cost_engine.topology import EnvVar
 
 # python3.14 is the newest runtime aws-cdk-lib knows, which is what cdk-nag's AwsSolutions-L1 demands,
@@ -121,7 +122,8 @@ EXECUTOR_BASE_ACTIONS = frozenset(
         *LIMITS_DELETE_ACTIONS,
     }
 )
-# The trigger only starts executions: stopping them and answering approvals stay with the API.
+# The trigger only starts executions (a first run, or a rollback run of an execution whose run ended
+# early): stopping them and answering approvals stay with the API.
 TRIGGER_STATES_ACTIONS = ("states:StartExecution",)
 EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
@@ -163,6 +165,10 @@ class DeploymentContext(BaseModel):
     max_concurrent_acting: int = Field(default=10, ge=1, le=1000)
     resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
     max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
+    # cost_engine.prechecks.BusinessRulesConfig, as an object or as its JSON. Unset: no rules.
+    business_rules: BusinessRulesConfig | None = None
+    # Recommendations older than this are refused (409 at execute, refused again at validation).
+    max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("approver_emails", mode="before")
     @classmethod
@@ -174,7 +180,7 @@ class DeploymentContext(BaseModel):
             return tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
         return value
 
-    @field_validator("approval_policy", mode="before")
+    @field_validator("approval_policy", "business_rules", mode="before")
     @classmethod
     def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):
@@ -283,7 +289,7 @@ class CostExecutionEngineStack(Stack):
         api_function = self._function(topology.API_FUNCTION, self._execution_start_environment())
         self._allow_api(self.roles[topology.API_FUNCTION.construct_id])
         self.api = self._rest_api(api_function)
-        self.trigger_dead_letter_queue, self.trigger_rule = self._trigger()
+        self.trigger_dead_letter_queue, self.trigger_rule, self.run_ended_rule = self._trigger()
         # Set once the API exists. Built from the API's id, not from its stage: a reference to the
         # stage would make each executor depend on it, and the stage (through the deployment and the
         # methods) on the API function, the state machines and so on the executors: a cycle.
@@ -382,6 +388,8 @@ class CostExecutionEngineStack(Stack):
                 EnvVar.MAX_CONCURRENT_ACTING: str(self.deployment_context.max_concurrent_acting),
                 EnvVar.RESOURCE_COOLDOWN_SECONDS: str(self.deployment_context.resource_cooldown_seconds),
                 EnvVar.MAX_ACTING_SECONDS: str(self.deployment_context.max_acting_seconds),
+                EnvVar.MAX_RECOMMENDATION_AGE_DAYS: str(self.deployment_context.max_recommendation_age_days),
+                **self._business_rules_environment(),
                 **POWERTOOLS_ENVIRONMENT,
                 **(environment or {}),
             },
@@ -411,6 +419,11 @@ class CostExecutionEngineStack(Stack):
             environment[EnvVar.APPROVAL_POLICY] = chosen.approval_policy.model_dump_json(exclude_unset=True)
         return environment
 
+    def _business_rules_environment(self) -> dict[str, str]:
+        rules = self.deployment_context.business_rules
+        # Only what the deployment set; unset means no rules at all.
+        return {EnvVar.BUSINESS_RULES: rules.model_dump_json(exclude_unset=True)} if rules is not None else {}
+
     def _allow(self, role: iam.Role, actions: Sequence[str], resources: Sequence[str]) -> None:
         role.add_to_policy(iam.PolicyStatement(actions=list(actions), resources=list(resources)))
 
@@ -425,8 +438,11 @@ class CostExecutionEngineStack(Stack):
         # Executors send the approval request (with its task token) to the approvers.
         self._allow(role, ["sns:Publish"], [self.approval_topic.topic_arn])
         self._allow(role, TOPIC_KEY_ACTIONS, [self.approval_topic_key.key_arn])
-        for permission in executor_class(recommendation_type).permissions:
+        executor = executor_class(recommendation_type)
+        for permission in (*executor.permissions, *precheck_permissions(executor)):
             role.add_to_policy(permission_statement(permission))
+        # The pre-checks ask the policy simulator about this role only (cost_engine.prechecks).
+        self._allow(role, ["iam:SimulatePrincipalPolicy"], [role.role_arn])
 
     def _allow_api(self, role: iam.Role) -> None:
         self._allow(
@@ -447,8 +463,9 @@ class CostExecutionEngineStack(Stack):
 
     def _allow_trigger(self, role: iam.Role) -> None:
         # Registering a recommendation (a conditional PutItem, then GetItem), starting its execution once
-        # (GetItem by the id its idempotency key gives, a conditional PutItem, UpdateItem) and auditing
-        # it (PutItem): every call names its key, so no index is read.
+        # (GetItem by the id its idempotency key gives, a conditional PutItem, UpdateItem), reconciling an
+        # execution whose run ended (GetItem, conditional UpdateItem) and auditing both (PutItem): every
+        # call names its key, so no index is read.
         self._allow(
             role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, self._table_resources(topology.TABLES, with_indexes=False)
         )
@@ -590,8 +607,9 @@ class CostExecutionEngineStack(Stack):
 
     # -- trigger ------------------------------------------------------------------------------
 
-    def _trigger(self) -> tuple[sqs.Queue, events.Rule]:
-        """The upstream engine's Recommendation Approved events, on the engine's bus, start executions.
+    def _trigger(self) -> tuple[sqs.Queue, events.Rule, events.Rule]:
+        """The upstream engine's Recommendation Approved events, on the engine's bus, start executions;
+        Step Functions' events of the engine's runs that ended early, on the default bus, reconcile them.
 
         An event that cannot be handled ends in one dead-letter queue, whichever hop gave up: EventBridge
         delivering it to the function, or the function failing it after its retries.
@@ -612,6 +630,18 @@ class CostExecutionEngineStack(Stack):
             max_event_age=TRIGGER_MAX_EVENT_AGE,
             on_failure=destinations.SqsDestination(dead_letter_queue),
         )
+
+        # EventBridge retries only a failed hand-over to Lambda (throttling, an outage); the queue
+        # policy that lets each rule send to the queue and the function's permission for each rule to
+        # invoke it come with the target.
+        def to_trigger() -> targets.LambdaFunction:
+            return targets.LambdaFunction(
+                trigger,
+                dead_letter_queue=dead_letter_queue,
+                retry_attempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+                max_event_age=TRIGGER_MAX_EVENT_AGE,
+            )
+
         rule = events.Rule(
             self,
             topology.TRIGGER_RULE_CONSTRUCT_ID,
@@ -619,16 +649,17 @@ class CostExecutionEngineStack(Stack):
             description="Starts an execution for each Recommendation Approved event",
             # The topology's pattern (a test holds the synthesized one to it, key for key).
             event_pattern=events.EventPattern(detail_type=topology.trigger_event_pattern()["detail-type"]),
-            # EventBridge retries only a failed hand-over to Lambda (throttling, an outage); the queue
-            # policy that lets this rule send to the queue and the function's permission for this rule
-            # to invoke it come with the target.
-            targets=[
-                targets.LambdaFunction(
-                    trigger,
-                    dead_letter_queue=dead_letter_queue,
-                    retry_attempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
-                    max_event_age=TRIGGER_MAX_EVENT_AGE,
-                )
-            ],
+            targets=[to_trigger()],
         )
-        return dead_letter_queue, rule
+        run_ended = topology.run_ended_event_pattern(sm.state_machine_arn for sm in self.state_machines.values())
+        run_ended_rule = events.Rule(
+            self,
+            topology.RUN_ENDED_RULE_CONSTRUCT_ID,
+            # No bus given: the account's default bus, where Step Functions puts its events.
+            description="Reconciles executions whose state machine run was stopped, timed out or failed",
+            event_pattern=events.EventPattern(
+                source=run_ended["source"], detail_type=run_ended["detail-type"], detail=run_ended["detail"]
+            ),
+            targets=[to_trigger()],
+        )
+        return dead_letter_queue, rule, run_ended_rule

@@ -13,13 +13,16 @@ import os
 import secrets
 import socket
 import sys
+import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from local_runtime.api_server import ApiServer
 from local_runtime.dispatch import Dispatcher, FunctionOutput
 from local_runtime.emulations import install_all as install_emulations
+from local_runtime.emulations.aws_requests import AwsRequests
 from local_runtime.provision import create_tables
 
 REGION = "us-east-1"
@@ -74,6 +77,8 @@ class LocalRuntime:
         self.resource_cooldown_seconds = resource_cooldown_seconds
         self.max_acting_seconds = max_acting_seconds
         self.dispatcher = Dispatcher(echo=echo_function_output)
+        # Every request the emulated AWS receives, and AWS-level faults (emulations/aws_requests.py).
+        self.aws_requests = AwsRequests()
         self._real_stdout: TextIO | None = None
         self.state_machine_arns: dict[str, str] = {}
         self.approval_topic_arn = ""
@@ -128,6 +133,23 @@ class LocalRuntime:
         )
         self._api.start()
         return self
+
+    def restart_aws(self, down_seconds: float, *, on_down: Callable[[], None] | None = None) -> None:
+        """Stop the emulated AWS and start it again on the same port after `down_seconds`, as an
+        endpoint that restarts: meanwhile every call fails at the connection. The state is kept
+        (moto's backends are module globals that the new server serves again), and so are the
+        state machine executions, which run in threads of this process. `on_down` runs once
+        nothing answers any more (a test acts then, e.g. releases a held step)."""
+        from moto.server import ThreadedMotoServer
+
+        # Requests being served finish (werkzeug closes each connection after its answer): the
+        # server stops accepting, as a restarting endpoint does.
+        self._moto_server.stop()
+        if on_down is not None:
+            on_down()
+        time.sleep(down_seconds)
+        self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+        self._moto_server.start()
 
     def stop(self) -> None:
         if self._api is not None:
@@ -259,6 +281,8 @@ class LocalRuntime:
             ]
             self.state_machine_arns[machine.recommendation_type.value] = arn
         os.environ[topology.EnvVar.STATE_MACHINE_ARNS] = json.dumps(self.state_machine_arns)
+        # Its pattern names the state machines, so it comes after them.
+        self._provision_run_ended_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
 
     def _provision_trigger(self, trigger_arn: str) -> None:
         """The Recommendation Approved rule on the engine's bus, as the stack builds it: the trigger
@@ -285,6 +309,25 @@ class LocalRuntime:
         events.put_targets(
             Rule=topology.TRIGGER_RULE_LOCAL_NAME,
             EventBusName=topology.EVENT_BUS_LOCAL_NAME,
+            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
+        )
+
+    def _provision_run_ended_rule(self, trigger_arn: str) -> None:
+        """The rule on the default bus that sends the ends of the engine's state machine runs that its
+        steps did not write (stopped, timed out, failed) to the trigger, as the stack builds it, with
+        the trigger's dead-letter queue (the stepfunctions_status_events emulation puts the events)."""
+        from cost_engine import topology
+
+        dlq_arn = self.client("sqs").get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events = self.client("events")
+        events.put_rule(
+            Name=topology.RUN_ENDED_RULE_LOCAL_NAME,
+            EventPattern=json.dumps(topology.run_ended_event_pattern(self.state_machine_arns.values())),
+        )
+        events.put_targets(
+            Rule=topology.RUN_ENDED_RULE_LOCAL_NAME,
             Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
         )
 

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations` here: Powertools reads the route signatures through the
 # tracer's wrappers, which only works with evaluated annotations.
 
+import json
 import re
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -28,7 +29,15 @@ from cost_engine.api_models import (
 )
 from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
-from cost_engine.errors import Conflict, EngineError, InvalidParameters, InvalidRequest, NotFound, UnsupportedType
+from cost_engine.errors import (
+    Conflict,
+    DeniedByBusinessRules,
+    EngineError,
+    InvalidParameters,
+    InvalidRequest,
+    NotFound,
+    UnsupportedType,
+)
 from cost_engine.formats import ImportRequest
 from cost_engine.formats import import_recommendation as to_recommendation
 from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
@@ -63,6 +72,31 @@ def _error(status: int, code: str, message: str, details: list[dict[str, Any]] |
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
+# Far below API Gateway's 10 MB: a recommendation is stored as one DynamoDB item (at most 400 KB),
+# and no request of this API needs more than a few kilobytes.
+MAX_BODY_BYTES = 256 * 1024
+
+
+def oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The 413 answer to a body over MAX_BODY_BYTES, checked before routing: the routes' own
+    validation would otherwise parse it first and answer 422."""
+    body = event.get("body") or ""
+    # The size the client sent: a base64 body (binary media) counts as its decoded length.
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+    if size <= MAX_BODY_BYTES:
+        return None
+    message = (
+        f"the request body is {size} bytes; at most {MAX_BODY_BYTES} bytes are accepted "
+        "(a recommendation's parameters fit in a few kilobytes)"
+    )
+    return {
+        "statusCode": 413,
+        "headers": {"Content-Type": content_types.APPLICATION_JSON},
+        "body": json.dumps({"error": "body_too_large", "message": message}),
+        "isBase64Encoded": False,
+    }
+
+
 # -- recommendations ------------------------------------------------------------------------------
 
 
@@ -71,7 +105,7 @@ def _error(status: int, code: str, message: str, details: list[dict[str, Any]] |
     responses={
         201: json_response("registered", Recommendation),
         200: json_response("the same recommendation was already registered", Recommendation),
-        **error_responses(400, 409, 422),
+        **error_responses(400, 409, 413, 422),
     },
 )
 @tracer.capture_method
@@ -89,7 +123,7 @@ def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -
     responses={
         201: json_response("mapped and registered", Recommendation),
         200: json_response("the same recommendation was already registered", Recommendation),
-        **error_responses(400, 409, 422),
+        **error_responses(400, 409, 413, 422),
     },
 )
 @tracer.capture_method
@@ -122,7 +156,7 @@ def get_recommendation(recommendation_id: str) -> dict[str, Any]:
     responses={
         202: json_response("started (or scheduled)", ExecutionView),
         200: json_response("a repeat of an accepted request (same Idempotency-Key): that execution", ExecutionView),
-        **error_responses(400, 404, 409, 422),
+        **error_responses(400, 403, 404, 409, 413, 422),
     },
 )
 @tracer.capture_method
@@ -222,7 +256,7 @@ def rollback_execution(execution_id: str) -> Response[Any]:
 
 @app.post(
     "/executions/<execution_id>/approve",
-    responses={200: json_response("approved", ExecutionView), **error_responses(400, 404, 409, 422)},
+    responses={200: json_response("approved", ExecutionView), **error_responses(400, 404, 409, 413, 422)},
 )
 @tracer.capture_method
 def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
@@ -231,7 +265,7 @@ def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, B
 
 @app.post(
     "/executions/<execution_id>/reject",
-    responses={200: json_response("rejected", ExecutionView), **error_responses(400, 404, 409, 422)},
+    responses={200: json_response("rejected", ExecutionView), **error_responses(400, 404, 409, 413, 422)},
 )
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
@@ -352,6 +386,8 @@ def handle_engine_error(error: EngineError) -> Response[Any]:
         return _error(404, error.code.value, error.message)
     if isinstance(error, Conflict):
         return _error(409, error.code.value, error.message)
+    if isinstance(error, DeniedByBusinessRules):
+        return _error(403, error.code.value, error.message)
     if isinstance(error, UnsupportedType | InvalidParameters):
         return _error(422, error.code.value, error.message)
     if isinstance(error, InvalidRequest):
@@ -376,4 +412,4 @@ def handle_unexpected(error: Exception) -> Response[Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
-    return app.resolve(event, context)
+    return oversized_body(event) or app.resolve(event, context)

@@ -1,4 +1,6 @@
-"""Registers and executes recommendations from `Recommendation Approved` events (cost_engine.triggers)."""
+"""The engine's EventBridge events: `Recommendation Approved` registers and executes a recommendation
+(cost_engine.triggers); `Step Functions Execution Status Change` reconciles an execution whose state
+machine run ended without the engine's steps ending it (cost_engine.reconcile)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cost_engine.context import EngineContext
+from cost_engine.reconcile import Outcome, is_run_ended_event, reconcile_run_ended
 from cost_engine.service import ExecutionService
 from cost_engine.settings import load_settings
 from cost_engine.triggers import handle_recommendation_approved
@@ -21,19 +24,23 @@ metrics = Metrics()
 service = ExecutionService(EngineContext.from_settings(load_settings()))
 
 
-# The event is logged: it holds a recommendation, nothing secret, and is what a reader of a
-# dead-lettered event needs to see.
+# The event is logged: it holds a recommendation or a run's execution input, nothing secret, and is
+# what a reader of a dead-lettered event needs to see.
 @logger.inject_lambda_context(log_event=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        record, started = handle_recommendation_approved(service, event)
+        return reconcile(event) if is_run_ended_event(event) else start_execution(event)
     except Exception:
         # Raised on: Lambda retries, then the event goes to the dead-letter queue with this error.
         metrics.add_metric(name="TriggerEventsRefused", unit=MetricUnit.Count, value=1)
         logger.exception("event not handled")
         raise
+
+
+def start_execution(event: dict[str, Any]) -> dict[str, Any]:
+    record, started = handle_recommendation_approved(service, event)
     metrics.add_metric(
         name="ExecutionsStarted" if started else "DuplicateTriggerEvents", unit=MetricUnit.Count, value=1
     )
@@ -42,3 +49,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         extra={"execution_id": record.execution_id, "recommendation_id": record.recommendation_id},
     )
     return {"execution_id": record.execution_id, "status": record.status.value, "started": started}
+
+
+def reconcile(event: dict[str, Any]) -> dict[str, Any]:
+    reconciled = reconcile_run_ended(service, event)
+    acted = reconciled.outcome in (Outcome.FAILED, Outcome.ROLLING_BACK)
+    metrics.add_metric(name="RunsReconciled" if acted else "RunEndsIgnored", unit=MetricUnit.Count, value=1)
+    logger.info(
+        f"state machine run ended: {reconciled.outcome.value}",
+        extra={"execution_id": reconciled.execution_id, "outcome": reconciled.outcome.value},
+    )
+    return {
+        "execution_id": reconciled.execution_id,
+        "outcome": reconciled.outcome.value,
+        "status": reconciled.status.value if reconciled.status else None,
+    }

@@ -18,6 +18,8 @@ from constructs import IConstruct
 from cost_engine import topology
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
+from cost_engine.models import RecommendationType
+from cost_engine.prechecks import precheck_permissions
 from cost_engine.topology import EnvVar
 from infra.nag import suppress_accepted_findings
 from infra.stack import (
@@ -243,13 +245,46 @@ def test_each_function_that_starts_executions_knows_every_state_machine_and_the_
 
 
 @pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
+def test_each_executor_role_may_simulate_its_own_policy_and_no_other_principal(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    role_id = synthesized.stack.logical_id(synthesized.stack.roles[machine.executor.construct_id])
+    simulations = [
+        s
+        for s in synthesized.role_statements(machine.executor.construct_id)
+        if "iam:SimulatePrincipalPolicy" in as_list(s["Action"])
+    ]
+
+    assert [s["Resource"] for s in simulations] == [{"Fn::GetAtt": [role_id, "Arn"]}]
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
+def test_only_the_types_that_stop_or_replace_instances_may_read_load_balancers(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    actions = {a for s in synthesized.role_statements(machine.executor.construct_id) for a in as_list(s["Action"])}
+    reads_load_balancers = "elasticloadbalancing:DescribeTargetHealth" in actions
+
+    assert reads_load_balancers == (
+        machine.recommendation_type
+        in {
+            RecommendationType.TERMINATE_INSTANCE,
+            RecommendationType.MIGRATE_TO_SPOT,
+            RecommendationType.RIGHTSIZE_INSTANCE,
+            RecommendationType.SCHEDULE_INSTANCE,
+        }
+    )
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
 def test_each_executor_role_holds_exactly_the_actions_its_executor_declares_besides_the_common_ones(
     synthesized: Synthesized, machine: topology.StateMachine
 ) -> None:
-    declared = {a for p in executor_class(machine.recommendation_type).permissions for a in p.actions}
+    executor = executor_class(machine.recommendation_type)
+    declared = {a for p in (*executor.permissions, *precheck_permissions(executor)) for a in p.actions}
     actions = {a for s in synthesized.role_statements(machine.executor.construct_id) for a in as_list(s["Action"])}
 
-    assert actions == EXECUTOR_BASE_ACTIONS | declared
+    assert actions == EXECUTOR_BASE_ACTIONS | declared | {"iam:SimulatePrincipalPolicy"}
     assert not [action for action in actions if "*" in action]
 
 
@@ -527,6 +562,25 @@ def test_every_function_gets_the_seeds_limits_by_default_and_the_deployments_whe
             assert variables[topology.LIMITS_TABLE.env_var]
 
 
+def test_every_function_gets_the_business_rules_and_recommendation_age_of_the_context() -> None:
+    rules = {"customers": {"bank": {"deny_types": ["terminate_instance"], "deny_tags": {"env": ["prod"]}}}}
+    stack, template = synthesize({"business_rules": json.dumps(rules), "max_recommendation_age_days": 7})
+    bare_stack, bare_template = synthesize({})
+
+    for function in topology.functions():
+        variables = function_environment(stack, template, function)
+        assert json.loads(variables[EnvVar.BUSINESS_RULES]) == rules, function.construct_id
+        assert variables[EnvVar.MAX_RECOMMENDATION_AGE_DAYS] == "7"
+        bare = function_environment(bare_stack, bare_template, function)
+        assert EnvVar.BUSINESS_RULES not in bare
+        assert bare[EnvVar.MAX_RECOMMENDATION_AGE_DAYS] == "30"
+
+
+def test_business_rules_that_the_functions_would_refuse_fail_the_synth() -> None:
+    with pytest.raises(ValueError, match=re.escape("business_rules.customers.bank.deny_types.0")):
+        synthesize({"business_rules": {"customers": {"bank": {"deny_types": ["shred_everything"]}}}})
+
+
 def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_nobody() -> None:
     stack, template = synthesize({})
 
@@ -625,7 +679,7 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
     trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
     rules = synthesized.template.find_resources("AWS::Events::Rule")
 
-    assert list(rules) == [stack.logical_id(stack.trigger_rule)]
+    assert set(rules) == {stack.logical_id(stack.trigger_rule), stack.logical_id(stack.run_ended_rule)}
     props = synthesized.resource(topology.TRIGGER_RULE_CONSTRUCT_ID, stack.trigger_rule)["Properties"]
     assert props["EventBusName"] == {"Ref": stack.logical_id(stack.event_bus)}
     assert props["State"] == "ENABLED"
@@ -642,20 +696,54 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
     }
 
 
-def test_only_the_recommendation_approved_rule_may_invoke_the_trigger(synthesized: Synthesized) -> None:
+def test_the_rule_on_the_default_bus_sends_the_ends_of_the_engines_runs_that_its_steps_did_not_write(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
+    props = synthesized.resource(topology.RUN_ENDED_RULE_CONSTRUCT_ID, stack.run_ended_rule)["Properties"]
+
+    # Step Functions puts its events on the account's default bus.
+    assert "EventBusName" not in props
+    assert props["State"] == "ENABLED"
+    machines = [{"Ref": stack.logical_id(sm)} for sm in stack.state_machines.values()]
+    # The topology's pattern, filled with this stack's state machines.
+    pattern = props["EventPattern"]
+    assert {**pattern, "detail": {**pattern["detail"], "stateMachineArn": []}} == topology.run_ended_event_pattern([])
+    assert pattern == {
+        "source": ["aws.states"],
+        "detail-type": ["Step Functions Execution Status Change"],
+        # Not SUCCEEDED, nor RUNNING: those the engine's own steps write. Only the engine's machines.
+        "detail": {"status": ["ABORTED", "TIMED_OUT", "FAILED"], "stateMachineArn": machines},
+    }
+    assert len(machines) == len(topology.state_machines())
+    [target] = props["Targets"]
+    assert target["Arn"] == arn_of(synthesized, trigger)
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger_dead_letter_queue)}
+    assert target["RetryPolicy"] == {
+        "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+        "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
+    }
+
+
+def test_only_the_engines_two_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
     stack = synthesized.stack
     trigger = arn_of(synthesized, stack.functions[topology.TRIGGER_FUNCTION.construct_id])
     permissions = synthesized.template.find_resources("AWS::Lambda::Permission").values()
 
     invoking_the_trigger = [p["Properties"] for p in permissions if p["Properties"]["FunctionName"] == trigger]
-    assert invoking_the_trigger == [
-        {
-            "Action": "lambda:InvokeFunction",
-            "FunctionName": trigger,
-            "Principal": "events.amazonaws.com",
-            "SourceArn": arn_of(synthesized, stack.trigger_rule),
-        }
-    ]
+    assert sorted(invoking_the_trigger, key=json.dumps) == sorted(
+        (
+            {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": trigger,
+                "Principal": "events.amazonaws.com",
+                "SourceArn": arn_of(synthesized, rule),
+            }
+            for rule in (stack.trigger_rule, stack.run_ended_rule)
+        ),
+        key=json.dumps,
+    )
 
 
 def test_failed_asynchronous_invocations_of_the_trigger_go_to_the_same_dlq_after_its_retries(
@@ -698,7 +786,7 @@ def test_the_trigger_role_may_start_the_state_machines_but_not_stop_them_or_answ
     assert not [action for action in actions if "*" in action]
 
 
-def test_the_trigger_role_holds_only_what_registering_and_starting_an_execution_needs(
+def test_the_trigger_role_holds_only_what_starting_and_reconciling_executions_needs(
     synthesized: Synthesized,
 ) -> None:
     statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
@@ -711,13 +799,14 @@ def test_the_trigger_role_holds_only_what_registering_and_starting_an_execution_
         "xray:PutTelemetryRecords",
         "secretsmanager:GetSecretValue",
         "events:PutEvents",
-        # Recommendations, execution records and audit events.
+        # Recommendations, execution records (read, failed or sent to rolling back) and audit events.
         "dynamodb:GetItem",
         "dynamodb:Query",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        # Leaving the acting-slot queue, when an execution it started ends at once (limits table only).
+        # Leaving the acting-slot queue, when an execution it started or reconciled ends (limits table only).
         "dynamodb:DeleteItem",
+        # An execution's first run, or the rollback run of one whose run ended early.
         "states:StartExecution",
         # Its failed events, to the dead-letter queue.
         "sqs:SendMessage",
@@ -768,14 +857,15 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
     statements = policies[0]["PolicyDocument"]["Statement"]
     refusals = [(s["Principal"], s["Action"], s["Condition"]) for s in statements if s["Effect"] == "Deny"]
     assert refusals == [({"AWS": "*"}, "sqs:*", {"Bool": {"aws:SecureTransport": "false"}})]
-    # EventBridge may send to it, for this rule only.
+    # EventBridge may send to it, for the trigger's two rules only.
     allowed = [s for s in statements if s["Effect"] == "Allow"]
     assert [(s["Principal"], s["Action"], s["Condition"]) for s in allowed] == [
         (
             {"Service": "events.amazonaws.com"},
             "sqs:SendMessage",
-            {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, stack.trigger_rule)}},
+            {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, rule)}},
         )
+        for rule in (stack.trigger_rule, stack.run_ended_rule)
     ]
 
 

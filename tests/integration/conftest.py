@@ -111,13 +111,15 @@ def recommend(api: ApiClient, customer_id: str) -> Callable[..., str]:
     return register
 
 
-# What the limits record when an execution ends (after its outcome): left out where a test reads
-# the steps' own sequence.
+# What the limits record when an execution ends (after its outcome), and what the audit trail
+# records by itself between the steps' events (each AWS change, each status change; read by
+# test_audit_trail.py): left out where a test reads the steps' own sequence.
 LIMIT_EVENTS = frozenset({"slot_released", "resource_cooldown_started"})
+TRAIL_EVENTS = frozenset({"aws_call", "status_changed"})
 
 
 def step_events(events: list[str]) -> list[str]:
-    return [event for event in events if event not in LIMIT_EVENTS]
+    return [event for event in events if event not in LIMIT_EVENTS | TRAIL_EVENTS]
 
 
 def instance_state(ec2: Any, instance_id: str) -> str:

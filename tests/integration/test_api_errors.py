@@ -9,7 +9,7 @@ import pytest
 
 from cost_engine import topology
 from local_runtime.client import ApiClient
-from local_runtime.runtime import LocalRuntime
+from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime
 
 
 def _count_items(runtime: LocalRuntime, table: topology.Table) -> int:
@@ -65,6 +65,26 @@ def test_a_body_that_is_not_json_gets_400(api: ApiClient) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_json"
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize("path", ["/recommendations", "/recommendations/import", "/executions/execute"])
+def test_an_oversized_body_gets_413_with_the_limit(api: ApiClient, customer_id: str, path: str) -> None:
+    # A well-formed recommendation, made big by its parameters: refused by size before anything else.
+    body = {
+        "customer_id": customer_id,
+        "type": "fix_config",
+        "account_id": ACCOUNT_ID,
+        "region": REGION,
+        "resource_id": "i-0123456789abcdef0",
+        "parameters": {"notes": "x" * 300_000},
+    }
+
+    response = api.request("POST", path, json=body)
+
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+    assert "at most 262144 bytes" in response.json()["message"]
 
 
 @pytest.mark.usefixtures("nothing_created")

@@ -107,8 +107,9 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     assert plan["estimated_monthly_savings"] == pytest.approx(expected)
     assert (volume(ec2, volume_id) or {}).get("State") == "available"
     assert snapshots(ec2, execution["execution_id"]) == []
-    assert events(api, execution["execution_id"]) == [
+    assert step_events(events(api, execution["execution_id"])) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "approval_policy_decided",
         "dry_run_completed",

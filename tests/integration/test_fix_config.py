@@ -11,6 +11,7 @@ import pytest
 
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
+from tests.integration.conftest import step_events
 
 ACTING_STEPS = [
     ("backup", "before"),
@@ -91,8 +92,9 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     ]
     assert plan["estimated_monthly_savings"] == 8.0
     assert retention(logs, log_group) is None
-    assert events(api, execution["execution_id"]) == [
+    assert step_events(events(api, execution["execution_id"])) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "approval_policy_decided",
         "dry_run_completed",

@@ -146,6 +146,7 @@ def test_execution_moves_the_attached_volume_to_gp3_with_at_least_its_performanc
     assert [m["TargetVolumeType"] for m in modifications(ec2, volume_id)] == ["gp3"]
     assert step_events(event_types(api, execution["execution_id"])) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "planned",
         "approval_policy_decided",

@@ -68,8 +68,9 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     expected = (catalog.instance_monthly("m5.2xlarge") or 0) - (catalog.instance_monthly("m5.large") or 0)
     assert plan["estimated_monthly_savings"] == pytest.approx(expected)
     assert type_and_state(ec2, instance_id) == ("m5.2xlarge", "running")
-    assert events(api, execution["execution_id"]) == [
+    assert step_events(events(api, execution["execution_id"])) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "approval_policy_decided",
         "dry_run_completed",
@@ -100,6 +101,7 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
     logged = api.logs(execution["execution_id"])["events"]
     assert step_events([event["event_type"] for event in logged]) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "planned",
         "approval_policy_decided",

@@ -92,7 +92,13 @@ def test_dry_run_reports_the_plan_and_creates_no_schedule(
     assert schedules_of(scheduler, instance_id) == {}
     assert instance_state(ec2, instance_id) == "running"
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events == ["execution_requested", "validated", "approval_policy_decided", "dry_run_completed"]
+    assert step_events(events) == [
+        "execution_requested",
+        "prechecked",
+        "validated",
+        "approval_policy_decided",
+        "dry_run_completed",
+    ]
 
 
 def test_execution_creates_both_schedules_and_firing_them_stops_and_starts_the_instance(

@@ -50,7 +50,13 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     assert backup_images(ec2, execution["execution_id"]) == []
     assert execution["rollback_available"] is False
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert events == ["execution_requested", "validated", "approval_policy_decided", "dry_run_completed"]
+    assert step_events(events) == [
+        "execution_requested",
+        "prechecked",
+        "validated",
+        "approval_policy_decided",
+        "dry_run_completed",
+    ]
 
 
 def test_a_dry_run_cannot_be_rolled_back(
@@ -96,6 +102,7 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     events = api.logs(execution["execution_id"])["events"]
     assert step_events([event["event_type"] for event in events]) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "planned",
         "approval_policy_decided",
@@ -280,8 +287,9 @@ def test_auto_approve_on_terminate_instance_waits_for_a_person_and_records_the_p
     assert instance_state(ec2, instance_id) == "running"
     assert backup_images(ec2, execution_id) == []
     events = api.logs(execution_id)["events"]
-    assert [event["event_type"] for event in events] == [
+    assert step_events([event["event_type"] for event in events]) == [
         "execution_requested",
+        "prechecked",
         "validated",
         "planned",
         "approval_policy_decided",

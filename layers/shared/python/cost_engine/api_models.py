@@ -86,8 +86,10 @@ def error_responses(*codes: int) -> dict[int, OpenAPIResponse]:
     """The errors a route may answer with; 422 always (every route validates its parameters)."""
     meaning = {
         400: "malformed JSON, a bad header or cursor, or a value out of range (the message says what to fix)",
+        403: "the customer's business rules do not allow this change (the message names the rule)",
         404: "no such recommendation or execution",
         409: "the execution's state does not allow this now (the message says why and what to do instead)",
+        413: "the body is larger than the API accepts (the message gives the limit)",
         422: "the body or a parameter fails validation (details name each field)",
     }
     return {code: json_response(meaning[code], ErrorBody) for code in sorted({*codes, 422})}

@@ -12,13 +12,17 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from cost_engine.aws_calls import record_changes
 from cost_engine.errors import ActionFailed, TransientError
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_cloudtrail import CloudTrailClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_elb import ElasticLoadBalancingClient
+    from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_iam import IAMClient
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_rds import RDSClient
     from mypy_boto3_s3 import S3Client
@@ -86,7 +90,10 @@ class AwsClients:
         self.region = region
 
     def _client(self, service: str):  # type: ignore[no-untyped-def]
-        return boto3.client(service, region_name=self.region, config=_CONFIG)  # type: ignore[call-overload]
+        client = boto3.client(service, region_name=self.region, config=_CONFIG)  # type: ignore[call-overload]
+        # Each call that changes something is an audit event of the execution being worked on.
+        record_changes(client)
+        return client
 
     @cached_property
     def ec2(self) -> EC2Client:
@@ -135,3 +142,15 @@ class AwsClients:
     @cached_property
     def events(self) -> EventBridgeClient:
         return self._client("events")  # type: ignore[no-any-return]
+
+    @cached_property
+    def elbv2(self) -> ElasticLoadBalancingv2Client:
+        return self._client("elbv2")  # type: ignore[no-any-return]
+
+    @cached_property
+    def elb(self) -> ElasticLoadBalancingClient:
+        return self._client("elb")  # type: ignore[no-any-return]
+
+    @cached_property
+    def iam(self) -> IAMClient:
+        return self._client("iam")  # type: ignore[no-any-return]

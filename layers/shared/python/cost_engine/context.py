@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cost_engine.approval_links import ApprovalLinks, SecretKey
+from cost_engine.audit_trail import StatusChangeLog
 from cost_engine.aws import AwsClients
 from cost_engine.events import StatusEventPublisher
 from cost_engine.executors import executor_class
@@ -41,9 +42,9 @@ class EngineContext:
         executions = ExecutionStore(settings.executions_table, settings.region)
         audit = AuditStore(settings.audit_table, settings.region)
         limits = Limits(LimitsStore(settings.limits_table, settings.region), settings, executions, audit)
-        # Whoever writes a status change: the limits release what a finished execution held (first:
-        # that must happen), then the change is announced.
-        executions.on_transition = chain_observers(limits.on_transition, publisher)
+        # Whoever writes a status change: it is logged (a failed log write does not stop what follows),
+        # the limits release what a finished execution held (that must happen), then it is announced.
+        executions.on_transition = chain_observers(StatusChangeLog(audit), limits.on_transition, publisher)
         return cls(
             settings=settings,
             executions=executions,

@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     ACTING_TIME_LIMIT = "acting_time_limit"
     RESOURCE_BUSY = "resource_busy"
+    RECOMMENDATION_STALE = "recommendation_stale"
+    DENIED_BY_BUSINESS_RULES = "denied_by_business_rules"
     INJECTED_FAULT = "injected_fault"
 
 
@@ -43,6 +45,18 @@ class NotFound(EngineError):
 
 class Conflict(EngineError):
     code = ErrorCode.CONFLICT
+
+
+class RecommendationStale(Conflict):
+    """Too old to act on: the resource may have changed since."""
+
+    code = ErrorCode.RECOMMENDATION_STALE
+
+
+class DeniedByBusinessRules(EngineError):
+    """The customer's business rules do not allow this change."""
+
+    code = ErrorCode.DENIED_BY_BUSINESS_RULES
 
 
 class InvalidTransition(Conflict):

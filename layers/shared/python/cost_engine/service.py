@@ -17,13 +17,16 @@ from pydantic import ValidationError
 
 from cost_engine.api_models import HIDDEN_RECORD_FIELDS
 from cost_engine.approval_links import LinkCheck
+from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code
 from cost_engine.context import EngineContext
 from cost_engine.errors import (
     Conflict,
+    DeniedByBusinessRules,
     InvalidParameters,
     InvalidRequest,
     NotFound,
+    RecommendationStale,
     StatusConflict,
     UnsupportedType,
     validation_problems,
@@ -41,6 +44,7 @@ from cost_engine.models import (
     new_execution_id,
     utc_now,
 )
+from cost_engine.prechecks import request_refusals, staleness
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE, Page
 from cost_engine.transitions import (
     CANCEL_BY_ROLLBACK_STATES,
@@ -60,6 +64,11 @@ def execution_id_for_key(idempotency_key: str) -> str:
 
 def _execution_arn(state_machine_arn: str, name: str) -> str:
     return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+
+def rollback_run_name(execution_id: str, run: int) -> str:
+    """The name of an execution's `run`th rollback run (its first run is named after the execution)."""
+    return f"{execution_id}-rollback-{run}"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -161,6 +170,15 @@ class ExecutionService:
             existing = self._existing_for_key(keyed_id, idempotency_key, fingerprint)
             if existing is not None:
                 return self._resume(existing, state_machine_arn), False
+        # Refused on the recommendation alone, before anything is written: the validate step checks
+        # these again (with the resource's tags) when the execution runs, which may be later.
+        settings = self.ctx.settings
+        if stale := staleness(recommendation, timedelta(days=settings.max_recommendation_age_days), utc_now()):
+            raise RecommendationStale(stale)
+        if refusals := request_refusals(
+            settings.business_rules.for_customer(recommendation.customer_id), recommendation
+        ):
+            raise DeniedByBusinessRules("; ".join(refusals))
         if request.scheduled_time is not None:
             now = utc_now()
             if request.scheduled_time <= now:
@@ -292,14 +310,8 @@ class ExecutionService:
         manual rollback run), oldest first: each state entered, each step's result or error, and how
         each run ended. Task parameters are left out: the approval step's carry the task token."""
         record = self.ctx.executions.get(execution_id)
-        if not record.state_machine_execution_arn:
-            return []
-        prefix = record.state_machine_execution_arn.rsplit(":", 1)[0]
-        runs = [record.state_machine_execution_arn] + [
-            f"{prefix}:{execution_id}-rollback-{n}" for n in range(1, record.rollback_runs + 1)
-        ]
         steps: list[dict[str, Any]] = []
-        for run, arn in enumerate(runs):
+        for run, arn in enumerate(self._run_arns(record)):
             try:
                 for event in self._history_events(arn):
                     step = _history_step(event)
@@ -308,6 +320,20 @@ class ExecutionService:
             except ClientError as error:
                 steps.append({"run": arn.rsplit(":", 1)[1], "event": "history_unavailable", "error": str(error)})
         return steps
+
+    def _run_arns(self, record: ExecutionRecord) -> list[str]:
+        """The ARNs of the execution's state machine runs, oldest first: its run, then each rollback run."""
+        if not record.state_machine_execution_arn:
+            return []
+        prefix = record.state_machine_execution_arn.rsplit(":", 1)[0]
+        return [record.state_machine_execution_arn] + [
+            f"{prefix}:{rollback_run_name(record.execution_id, n)}" for n in range(1, record.rollback_runs + 1)
+        ]
+
+    def current_run_arn(self, record: ExecutionRecord) -> str | None:
+        """The state machine run that drives the execution now (its latest), None before it has one."""
+        runs = self._run_arns(record)
+        return runs[-1] if runs else None
 
     def _history_events(self, arn: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -339,13 +365,14 @@ class ExecutionService:
                     else "it is already rolling back"
                 )
             )
-        record = self.ctx.executions.transition(
-            execution_id,
-            S.CANCELLED,
-            expected=record.status,
-            changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
-            remove=[TASK_TOKEN_ATTRIBUTE],
-        )
+        with acting(execution_id, actor, self.ctx.audit):
+            record = self.ctx.executions.transition(
+                execution_id,
+                S.CANCELLED,
+                expected=record.status,
+                changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
+                remove=[TASK_TOKEN_ATTRIBUTE],
+            )
         if record.state_machine_execution_arn:
             try:
                 self._sfn.stop_execution(
@@ -391,25 +418,39 @@ class ExecutionService:
             )
         if not record.rollback_available:
             raise Conflict(f"execution {execution_id} has no backup to roll back from: nothing was changed")
+        # The conditional write makes a second click a 409 instead of a second rollback.
+        return self.start_rollback_run(record, actor)
+
+    def start_rollback_run(
+        self, record: ExecutionRecord, actor: str, changes: dict[str, Any] | None = None
+    ) -> ExecutionRecord:
+        """Move the execution to rolling_back, with `changes`, and start a new rollback run of its
+        state machine: the type's own rollback steps restore the resource and end the execution.
+
+        The status change is a conditional write on the status `record` shows, so of two requests
+        only one starts a run (the other gets `StatusConflict`). An execution already rolling back
+        whose run ended without finishing stays rolling_back, and the new run takes over."""
         state_machine_arn = self.ctx.settings.state_machine_arns.get(record.recommendation_type.value)
         if not state_machine_arn:
             raise UnsupportedType(f"no state machine is deployed for '{record.recommendation_type.value}'")
         run = record.rollback_runs + 1
-        # The conditional write makes a second click a 409 instead of a second rollback.
-        record = self.ctx.executions.transition(
-            execution_id,
-            S.ROLLING_BACK,
-            expected=record.status,
-            changes={"rollback_runs": run, "current_step": "rollback_requested"},
-        )
-        self.ctx.audit.append(execution_id, "rollback_requested", actor, {"run": run})
+        values = {**(changes or {}), "rollback_runs": run, "current_step": "rollback_requested"}
+        with acting(record.execution_id, actor, self.ctx.audit):
+            if record.status == S.ROLLING_BACK:
+                record = self.ctx.executions.update(record.execution_id, expected=S.ROLLING_BACK, changes=values)
+            else:
+                record = self.ctx.executions.transition(
+                    record.execution_id, S.ROLLING_BACK, expected=record.status, changes=values
+                )
+        self.ctx.audit.append(record.execution_id, "rollback_requested", actor, {"run": run})
         state_input = {
-            "execution_id": execution_id,
+            "execution_id": record.execution_id,
             "mode": "rollback",
             "poll_seconds": self.ctx.settings.poll_interval_seconds,
             "error": None,
         }
-        self._start(state_machine_arn, f"{execution_id}-rollback-{run}", state_input, record, S.ROLLING_BACK)
+        name = rollback_run_name(record.execution_id, run)
+        self._start(state_machine_arn, name, state_input, record, S.ROLLING_BACK)
         return record
 
     def decide(
@@ -440,13 +481,14 @@ class ExecutionService:
                 "error_message": f"rejected by {decision.approver}"
                 + (f": {decision.comment}" if decision.comment else ""),
             }
-        record = self.ctx.executions.transition(
-            execution_id,
-            S.APPROVED if approve else S.REJECTED,
-            expected=S.AWAITING_APPROVAL,
-            changes=changes,
-            remove=[TASK_TOKEN_ATTRIBUTE],
-        )
+        with acting(execution_id, f"approver:{decision.approver}", self.ctx.audit):
+            record = self.ctx.executions.transition(
+                execution_id,
+                S.APPROVED if approve else S.REJECTED,
+                expected=S.AWAITING_APPROVAL,
+                changes=changes,
+                remove=[TASK_TOKEN_ATTRIBUTE],
+            )
         self.ctx.audit.append(
             execution_id,
             "approved" if approve else "rejected",

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from cost_engine.approval_policy import ApprovalPolicy
+from cost_engine.prechecks import BusinessRulesConfig
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
 
@@ -35,6 +36,9 @@ class Settings(BaseModel):
     resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
     max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
     slot_wait_seconds: int = Field(default=10, ge=1, le=3600)
+    # The pre-checks of every execution (see cost_engine.prechecks).
+    business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
+    max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -62,6 +66,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("resource_cooldown_seconds", EnvVar.RESOURCE_COOLDOWN_SECONDS),
         ("max_acting_seconds", EnvVar.MAX_ACTING_SECONDS),
         ("slot_wait_seconds", EnvVar.SLOT_WAIT_SECONDS),
+        ("max_recommendation_age_days", EnvVar.MAX_RECOMMENDATION_AGE_DAYS),
     ):
         if env.get(var):
             values[field_name] = env[var]
@@ -69,6 +74,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         values["state_machine_arns"] = json.loads(values["state_machine_arns"])
         if env.get(EnvVar.APPROVAL_POLICY):
             values["approval_policy"] = json.loads(env[EnvVar.APPROVAL_POLICY])
+        if env.get(EnvVar.BUSINESS_RULES):
+            values["business_rules"] = json.loads(env[EnvVar.BUSINESS_RULES])
         return Settings.model_validate(values)
     except (ValidationError, ValueError) as error:
         raise RuntimeError(f"the function's environment is incomplete or wrong: {error}") from error

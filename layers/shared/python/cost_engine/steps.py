@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from cost_engine.approval_links import new_approval_id
 from cost_engine.approval_policy import decide
+from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
 from cost_engine.errors import ActionFailed, CancelRequested, Conflict, StatusConflict, TransientError
@@ -32,6 +33,7 @@ from cost_engine.models import (
     ValidationResult,
     utc_now,
 )
+from cost_engine.prechecks import run_prechecks
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
 from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES
 
@@ -142,15 +144,17 @@ class StepRunner:
 
     def run(self, request: StepRequest) -> dict[str, Any]:
         """Run one step. AWS errors worth retrying leave as `TransientError`, which the state
-        machines retry with backoff; every other error fails the step (and is caught there)."""
-        try:
-            return self._steps[request.step](request)
-        except ClientError as error:
-            if is_transient(error):
-                raise TransientError(f"{request.step.value}: AWS answered {error_code(error)}: {error}") from error
-            raise
-        except (BotoConnectionError, HTTPClientError) as error:
-            raise TransientError(f"{request.step.value}: AWS could not be reached: {error}") from error
+        machines retry with backoff; every other error fails the step (and is caught there).
+        Within the step, its AWS calls that change something and its status changes are logged as its own."""
+        with acting(request.execution_id, f"state-machine:{request.step.value}", self.ctx.audit):
+            try:
+                return self._steps[request.step](request)
+            except ClientError as error:
+                if is_transient(error):
+                    raise TransientError(f"{request.step.value}: AWS answered {error_code(error)}: {error}") from error
+                raise
+            except (BotoConnectionError, HTTPClientError) as error:
+                raise TransientError(f"{request.step.value}: AWS could not be reached: {error}") from error
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -183,7 +187,11 @@ class StepRunner:
         this step does anything: the Catch sends the execution to Rollback, which ends it cancelled."""
         loaded = self._load(execution_id)
         record = loaded[0]
-        if record.cancel_requested_by and record.status in CANCEL_BY_ROLLBACK_STATES:
+        if record.status not in CANCEL_BY_ROLLBACK_STATES:
+            # A step of a run that was stopped, coming back after the execution was reconciled
+            # (cost_engine.reconcile): acting now would change a resource that is being restored.
+            raise StatusConflict(f"execution {execution_id} is '{record.status.value}': {step.value} does nothing")
+        if record.cancel_requested_by:
             self._event(record, "cancel_honoured", step, requested_by=record.cancel_requested_by)
             raise CancelRequested(f"cancelled by {record.cancel_requested_by} while {record.status.value}")
         try:
@@ -232,7 +240,7 @@ class StepRunner:
                 estimated_duration=0,
             )
         else:
-            result = executor.validate(recommendation)
+            result = self._prechecked(record, recommendation, executor)
         self._event(record, "validated", Step.VALIDATE, **result.model_dump(mode="json"))
         if not result.valid:
             self.ctx.executions.transition(
@@ -250,6 +258,39 @@ class StepRunner:
             return {"valid": False}
         self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes={"validation": result})
         return {"valid": True}
+
+    def _prechecked(
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: BaseExecutor
+    ) -> ValidationResult:
+        """The common pre-checks (cost_engine.prechecks), then the type's own validation. A refusal by
+        the pre-checks is final: the type's checks are not run."""
+        settings = self.ctx.settings
+        checked = run_prechecks(
+            executor,
+            recommendation,
+            settings.business_rules.for_customer(recommendation.customer_id),
+            timedelta(days=settings.max_recommendation_age_days),
+            utc_now(),
+        )
+        self._event(
+            record,
+            "prechecked",
+            Step.VALIDATE,
+            passed=not checked.errors,
+            errors=checked.errors,
+            warnings=checked.warnings,
+            **checked.facts,
+        )
+        if checked.errors:
+            return ValidationResult(
+                valid=False,
+                errors=checked.errors,
+                warnings=checked.warnings,
+                risk_level=executor.risk_level,
+                estimated_duration=0,
+            )
+        result = executor.validate(recommendation)
+        return result.model_copy(update={"warnings": [*checked.warnings, *result.warnings]})
 
     def plan(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
@@ -410,6 +451,8 @@ class StepRunner:
 
     def backup(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
+        if record.backup is not None and record.status == S.EXECUTING:
+            return {"started": True}  # a retry of a step that got through (its answer was lost)
         record = self._advance(record, S.EXECUTING, S.APPROVED, {"current_step": Step.BACKUP.value})
         backup = executor.backup(recommendation, record.execution_id)
         self.ctx.executions.update(
@@ -425,6 +468,10 @@ class StepRunner:
 
     def act(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.ACT)
+        if record.action is not None:
+            # A retry of a step that got through (its answer was lost): acting again would overwrite
+            # what was recorded of the change with what the changed resource looks like now.
+            return {"started": True}
         action = executor.apply(recommendation, record.backup or {})
         self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"action": action, "current_step": Step.ACT.value}

@@ -6,8 +6,10 @@ so the tables, functions and state machines on AWS and on the laptop cannot drif
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cost_engine.models import RecommendationType
 
@@ -53,6 +55,11 @@ class EnvVar:
     MAX_ACTING_SECONDS = "MAX_ACTING_SECONDS"
     # How long an approved execution waits before asking again for an acting slot.
     SLOT_WAIT_SECONDS = "SLOT_WAIT_SECONDS"
+    # Per customer, what the engine may change: allow and deny lists by type, account and resource
+    # tag (JSON; see cost_engine.prechecks.BusinessRulesConfig). Unset: no rules.
+    BUSINESS_RULES = "BUSINESS_RULES"
+    # Recommendations older than this many days are not acted on.
+    MAX_RECOMMENDATION_AGE_DAYS = "MAX_RECOMMENDATION_AGE_DAYS"
 
 
 @dataclass(frozen=True)
@@ -193,14 +200,15 @@ def state_machines() -> tuple[StateMachine, ...]:
     return tuple(state_machine(t) for t in implemented_types())
 
 
-# Starts executions from the upstream engine's Recommendation Approved events (docs/events.md).
+# Starts executions from the upstream engine's Recommendation Approved events (docs/events.md), and
+# reconciles executions whose state machine run ended without the engine's steps ending them.
 TRIGGER_FUNCTION = Function(
     construct_id="TriggerFunction",
     local_name="cost-engine-trigger",
     code_dir="trigger",
     handler="handler.lambda_handler",
     timeout_seconds=60,
-    description="Registers and executes recommendations from Recommendation Approved events",
+    description="Executes recommendations from Recommendation Approved events; reconciles stopped state machine runs",
 )
 
 
@@ -244,3 +252,24 @@ def trigger_event_pattern() -> dict[str, list[str]]:
     """The rule's pattern: any source may announce an approved recommendation; the engine's own
     events have another detail-type, so they never match."""
     return {"detail-type": [RECOMMENDATION_APPROVED_DETAIL_TYPE]}
+
+
+# Step Functions' own events, which it puts on the account's default bus: a run of one of the engine's
+# state machines that ended without the engine's steps ending the execution (someone stopped it, it
+# timed out, or it failed where no Catch applies). A rule there sends them to TRIGGER_FUNCTION, which
+# reconciles the execution (cost_engine.reconcile), with the same retries and dead-letter queue.
+STEP_FUNCTIONS_SOURCE = "aws.states"
+STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE = "Step Functions Execution Status Change"
+RUN_ENDED_STATUSES = ("ABORTED", "TIMED_OUT", "FAILED")
+RUN_ENDED_RULE_CONSTRUCT_ID = "StateMachineRunEndedRule"
+RUN_ENDED_RULE_LOCAL_NAME = "cost-engine-state-machine-run-ended"
+
+
+def run_ended_event_pattern(state_machine_arns: Iterable[str]) -> dict[str, Any]:
+    """The rule's pattern: runs of the engine's own state machines only (the default bus carries
+    every state machine of the account), and only the endings the engine's steps did not write."""
+    return {
+        "source": [STEP_FUNCTIONS_SOURCE],
+        "detail-type": [STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE],
+        "detail": {"status": list(RUN_ENDED_STATUSES), "stateMachineArn": list(state_machine_arns)},
+    }

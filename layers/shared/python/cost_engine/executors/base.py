@@ -22,6 +22,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import DependencyRule, Resource, resource_by_id
 from cost_engine.settings import Settings
 
 
@@ -43,6 +44,13 @@ class BaseExecutor(ABC):
     # identity and local disks, a purchase is final, a spot instance can be reclaimed): they always
     # wait for a person, whatever the request's auto_approve or the approval policy says.
     requires_human_approval: ClassVar[bool] = False
+    # A resource of a CloudFormation stack: most changes alter what its template declares (drift the
+    # next stack update undoes or fails on), so they are refused; a type that only changes run-time
+    # state warns instead (cost_engine.prechecks).
+    cloudformation_managed: ClassVar[DependencyRule] = DependencyRule.REFUSE
+    # An instance registered with a load balancer: refused by the types that remove or replace it,
+    # a warning from those that stop it for a while.
+    load_balancer_targets: ClassVar[DependencyRule] = DependencyRule.IGNORE
 
     def __init__(self, clients: AwsClients, settings: Settings | None = None) -> None:
         self.clients = clients
@@ -53,6 +61,11 @@ class BaseExecutor(ABC):
         return ValidationResult(
             valid=False, errors=errors, warnings=warnings or [], risk_level=self.risk_level, estimated_duration=0
         )
+
+    def resource(self, recommendation: Recommendation) -> Resource:
+        """The resource the change is made to, for the common pre-checks. EC2 ids say what they
+        name; a type whose resource ids do not (DB identifiers, bucket names) says it here."""
+        return resource_by_id(recommendation.resource_id)
 
     def parameters(self, recommendation: Recommendation) -> BaseModel:
         return self.parameters_model.model_validate(recommendation.parameters)

@@ -30,6 +30,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import DependencyRule
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.ENABLE_AUTOSCALING
     parameters_model = EnableAutoscalingParameters
     risk_level = RiskLevel.MEDIUM
+    # The instance itself is left as it was; the group is new, made outside any stack.
+    cloudformation_managed = DependencyRule.WARN
     permissions = (
         # Describe calls take no resource ARN.
         Permission(

@@ -31,6 +31,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import Resource, ResourceKind
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import TagTypeDef
@@ -419,7 +420,14 @@ class FixConfigExecutor(BaseExecutor):
         # Describe calls of EC2 support no resource-level permissions.
         Permission(("ec2:DescribeInstances", "ec2:DescribeVolumes")),
         Permission(
-            ("logs:DescribeLogGroups", "logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy"), (_LOG_GROUP_ARN,)
+            # ListTagsForResource: the group's tags, for the common pre-checks.
+            (
+                "logs:DescribeLogGroups",
+                "logs:PutRetentionPolicy",
+                "logs:DeleteRetentionPolicy",
+                "logs:ListTagsForResource",
+            ),
+            (_LOG_GROUP_ARN,),
         ),
         Permission(("ec2:MonitorInstances", "ec2:UnmonitorInstances"), (_INSTANCE_ARN,)),
         # Tagging existing resources is the change itself here, so no tag-on-create condition applies.
@@ -452,6 +460,20 @@ class FixConfigExecutor(BaseExecutor):
                 return {"tags": dict(baseline.tags)}
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def resource(self, recommendation: Recommendation) -> Resource:
+        resource_id = recommendation.resource_id
+        try:
+            log_group = isinstance(self._baseline(recommendation), LogRetentionBaseline)
+        except ValidationError:
+            log_group = False  # validate() refuses the parameters, with what to fix
+        if log_group:
+            return Resource(ResourceKind.LOG_GROUP, _log_group_name(resource_id))
+        if resource_id.startswith("i-"):
+            return Resource(ResourceKind.EC2_INSTANCE, resource_id)
+        if resource_id.startswith("vol-"):
+            return Resource(ResourceKind.EBS_VOLUME, resource_id)
+        return Resource(ResourceKind.S3_BUCKET, resource_id)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

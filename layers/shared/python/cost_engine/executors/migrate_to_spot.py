@@ -39,6 +39,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import DependencyRule
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
     parameters_model = MigrateToSpotParameters
     risk_level = RiskLevel.HIGH
+    # The spot instance that replaces it has a new id: the load balancer would lose its target.
+    load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True
     permissions = (
         Permission(

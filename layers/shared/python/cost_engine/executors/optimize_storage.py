@@ -44,6 +44,7 @@ from cost_engine.models import (
     VerificationResult,
     utc_now,
 )
+from cost_engine.prechecks import Resource, ResourceKind
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -1183,6 +1184,8 @@ class StorageOptimizeExecutor(BaseExecutor):
                 "s3:PutLifecycleConfiguration",
                 "s3:GetIntelligentTieringConfiguration",
                 "s3:PutIntelligentTieringConfiguration",
+                # The bucket's tags, for the common pre-checks (business rules, CloudFormation).
+                "s3:GetBucketTagging",
             ),
             (_BUCKET_ARN,),
         ),
@@ -1203,6 +1206,10 @@ class StorageOptimizeExecutor(BaseExecutor):
     @staticmethod
     def _params(recommendation: Recommendation) -> OptimizeStorageParameters:
         return OptimizeStorageParameters.model_validate(recommendation.parameters)
+
+    def resource(self, recommendation: Recommendation) -> Resource:
+        kind = ResourceKind.EBS_VOLUME if VOLUME_ID.match(recommendation.resource_id) else ResourceKind.S3_BUCKET
+        return Resource(kind, recommendation.resource_id)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

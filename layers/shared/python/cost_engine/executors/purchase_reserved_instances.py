@@ -34,6 +34,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import Resource, ResourceKind
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -260,6 +261,10 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
         )
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def resource(self, recommendation: Recommendation) -> Resource:
+        # A purchase changes no existing resource: its resource_id names the usage it covers.
+        return Resource(ResourceKind.NONE, recommendation.resource_id)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

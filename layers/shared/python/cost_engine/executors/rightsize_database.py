@@ -37,6 +37,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import Resource, ResourceKind
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -105,6 +106,9 @@ class RightsizeDatabaseExecutor(BaseExecutor):
         except ClientError as error:
             raise aws_failure("DescribeOrderableDBInstanceOptions", error) from error
         return False if known_engine["OrderableDBInstanceOptions"] else None
+
+    def resource(self, recommendation: Recommendation) -> Resource:
+        return Resource(ResourceKind.RDS_DB_INSTANCE, recommendation.resource_id)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

@@ -28,6 +28,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import DependencyRule
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.RIGHTSIZE_INSTANCE
     parameters_model = RightsizeInstanceParameters
     risk_level = RiskLevel.MEDIUM
+    load_balancer_targets = DependencyRule.WARN
     permissions = (
         Permission(
             (

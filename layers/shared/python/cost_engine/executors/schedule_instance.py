@@ -34,6 +34,7 @@ from cost_engine.models import (
     VerificationResult,
     utc_now,
 )
+from cost_engine.prechecks import DependencyRule
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -235,6 +236,9 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.SCHEDULE_INSTANCE
     parameters_model = ScheduleInstanceParameters
     risk_level = RiskLevel.MEDIUM
+    # Stopping and starting on a schedule changes run-time state, which no template declares.
+    cloudformation_managed = DependencyRule.WARN
+    load_balancer_targets = DependencyRule.WARN
     permissions = (
         Permission(
             (

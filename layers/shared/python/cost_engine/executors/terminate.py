@@ -39,6 +39,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import DependencyRule, Resource, ResourceKind
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -851,6 +852,7 @@ class TerminateExecutor(BaseExecutor):
     recommendation_type = RecommendationType.TERMINATE_INSTANCE
     parameters_model = TerminateInstanceParameters
     risk_level = RiskLevel.HIGH
+    load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True
     permissions = Ec2InstanceTermination.permissions + RdsInstanceTermination.permissions
 
@@ -861,6 +863,11 @@ class TerminateExecutor(BaseExecutor):
 
     def _for(self, recommendation: Recommendation) -> BaseExecutor:
         return self._ec2 if EC2_INSTANCE_ID.match(recommendation.resource_id) else self._rds
+
+    def resource(self, recommendation: Recommendation) -> Resource:
+        if EC2_INSTANCE_ID.match(recommendation.resource_id):
+            return Resource(ResourceKind.EC2_INSTANCE, recommendation.resource_id)
+        return Resource(ResourceKind.RDS_DB_INSTANCE, recommendation.resource_id)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         return self._for(recommendation).validate(recommendation)
