@@ -216,3 +216,30 @@ def test_passing_prechecks_are_recorded_with_what_was_looked_at(
     assert detail["errors"] == []
     # The local runtime's emulated AWS enforces no IAM, and its functions run as no role.
     assert detail["permissions"].startswith("permissions not simulated")
+
+
+def test_a_recommendation_for_another_account_is_refused_before_anything_is_touched(
+    api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    instance_id = launch_instance()  # the same id exists here, but the recommendation is about another account's
+
+    execution = api.run(recommend(instance_id, account_id="999999999999"), approver="lead@example.com")
+
+    assert execution["status"] == "failed"
+    assert "is for account 999999999999, but the engine acts in account" in execution["error_message"]
+    assert instance_state(ec2, instance_id) == "running"
+    assert backup_images(ec2, execution["execution_id"]) == []
+
+
+def test_a_cursor_from_another_customers_listing_gets_400_and_shows_nothing_of_theirs(
+    api: ApiClient, launch_instance: Callable[..., str], recommend: Callable[..., str], customer_id: str
+) -> None:
+    for _ in range(2):
+        api.run(recommend(launch_instance()), dry_run=True)
+    cursor = api.list(customer_id, limit=1)["next_cursor"]
+    assert cursor
+
+    response = api.request("GET", "/executions", params={"customer_id": "cust-someone-else", "cursor": cursor})
+
+    assert response.status_code == 400
+    assert "cursor belongs to another listing" in response.json()["message"]

@@ -221,6 +221,19 @@ def test_a_cursor_of_another_listing_is_an_invalid_request(store: ExecutionStore
         store.list_by_customer("acme-corp", None, 1, cursor)
 
 
+def test_a_cursor_of_another_customers_listing_is_refused_and_pages_nothing_of_theirs(store: ExecutionStore) -> None:
+    # Given a next_cursor from one customer's listing (the same index keys as any other customer's)
+    for offset in range(2):
+        store.create(execution_record(customer_id="acme-corp", created_at=T0 + timedelta(minutes=offset)))
+    store.create(execution_record(customer_id="globex", created_at=T0))
+    cursor = store.list_by_customer("acme-corp", None, 1, None).next_cursor
+    assert cursor is not None
+
+    # When another customer's listing is asked for with it, it is refused (not paged from a foreign key)
+    with pytest.raises(InvalidRequest, match="cursor belongs to another listing"):
+        store.list_by_customer("globex", None, 1, cursor)
+
+
 def test_the_executions_of_a_recommendation_are_listed_newest_first(store: ExecutionStore) -> None:
     # Given two executions of one recommendation and one of another
     older = execution_record(created_at=T0)

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cost_engine.errors import Conflict, NotFound, StatusConflict
+from cost_engine.errors import Conflict, InvalidRequest, NotFound, StatusConflict
 from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
 from cost_engine.stores.dynamo import decode_cursor, encode_cursor, from_item, sortable_time, table, to_item
 from cost_engine.topology import EXECUTIONS_TABLE, IndexName
@@ -203,6 +203,13 @@ class ExecutionStore:
             frozenset({EXECUTIONS_TABLE.partition_key, index_keys.partition_key, index_keys.sort_key}),
         )
         if start:
+            if start[key] != value:
+                # Another listing's cursor (another customer's, or another status filter): DynamoDB
+                # would refuse a start key outside the query, and it must not page someone else's list.
+                raise InvalidRequest(
+                    "cursor belongs to another listing (another customer or status): pass next_cursor from the "
+                    "previous page of this same listing"
+                )
             request["ExclusiveStartKey"] = start
         result = self._table.query(**request)
         items = [ExecutionRecord.model_validate(from_item(item)) for item in result.get("Items", [])]
