@@ -61,6 +61,8 @@ class AwsRequest:
     method: str
     path: str
     status: int
+    # An EC2 request with DryRun=true: a permission question, which changes nothing.
+    dry_run: bool = False
 
 
 @dataclass
@@ -73,9 +75,16 @@ class AwsFault:
     status: int
     times: int
     hits: int = 0
+    # Whether the fault answers DryRun requests (the permission check) instead of the real ones.
+    dry_run: bool = False
 
-    def matches(self, service: str, operation: str) -> bool:
-        return self.service == service and self.operation == operation and self.hits < self.times
+    def matches(self, call: Call) -> bool:
+        return (
+            self.service == call.service
+            and self.operation == call.operation
+            and self.dry_run == call.dry_run
+            and self.hits < self.times
+        )
 
 
 class AwsRequests:
@@ -111,15 +120,23 @@ class AwsRequests:
     # -- faults --------------------------------------------------------------------------------------
 
     def fail(
-        self, service: str, operation: str, *, code: str = "Throttling", status: int = 400, times: int = 1
+        self,
+        service: str,
+        operation: str,
+        *,
+        code: str = "Throttling",
+        status: int = 400,
+        times: int = 1,
+        dry_run: bool = False,
     ) -> AwsFault:
         """The next `times` requests of `operation` answer the AWS error `code` with HTTP `status`
-        (400 for throttling, 500/503 for a server error) instead of reaching moto."""
+        (400 for throttling, 500/503 for a server error) instead of reaching moto. Only the real
+        requests, unless `dry_run`: then only EC2's DryRun permission checks of that operation."""
         if times < 1:
             raise ValueError("times is at least 1")
         if not 400 <= status <= 599:
             raise ValueError("an AWS error has an HTTP status from 400 to 599")
-        fault = AwsFault(service=service, operation=operation, code=code, status=status, times=times)
+        fault = AwsFault(service=service, operation=operation, code=code, status=status, times=times, dry_run=dry_run)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -128,10 +145,10 @@ class AwsRequests:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, service: str, operation: str) -> AwsFault | None:
+    def _take_fault(self, call: Call) -> AwsFault | None:
         with self._lock:
             for fault in self._faults:
-                if fault.matches(service, operation):
+                if fault.matches(call):
                     fault.hits += 1
                     return fault
         return None
@@ -144,9 +161,9 @@ class AwsRequests:
 
         def log(status: int) -> None:
             method, path = str(environ.get("REQUEST_METHOD", "")), str(environ.get("PATH_INFO", ""))
-            self._record(AwsRequest(arrived, call.service, call.operation, method, path, status))
+            self._record(AwsRequest(arrived, call.service, call.operation, method, path, status, call.dry_run))
 
-        fault = self._take_fault(call.service, call.operation)
+        fault = self._take_fault(call)
         if fault is not None:
             status, headers, body = error_response(call, fault.code, fault.status)
             start_response(status, headers)
@@ -172,6 +189,7 @@ class Call:
     service: str
     operation: str
     protocol: str  # "json", "query" or "rest": how the service would answer an error
+    dry_run: bool = False
 
 
 def identify(environ: dict[str, Any]) -> Call:
@@ -180,9 +198,9 @@ def identify(environ: dict[str, Any]) -> Call:
     target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
     if target:
         return Call(service, target.rsplit(".", 1)[-1], "json")
-    action = _query_action(environ)
-    if action:
-        return Call(service, action, "query")
+    parameters = _query_parameters(environ)
+    if action := parameters.get("Action"):
+        return Call(service, action, "query", parameters.get("DryRun", "").lower() == "true")
     return Call(service, f"{environ.get('REQUEST_METHOD', '')} {environ.get('PATH_INFO', '')}", "rest")
 
 
@@ -196,22 +214,22 @@ def signing_service(authorization: str) -> str:
     return "unsigned"
 
 
-def _query_action(environ: dict[str, Any]) -> str | None:
-    actions = parse_qs(str(environ.get("QUERY_STRING", ""))).get("Action")
-    if actions:
-        return actions[0]
+def _query_parameters(environ: dict[str, Any]) -> dict[str, str]:
+    """The parameters of a query-protocol request (in the query string or a form body), first values."""
+    found = {k: v[0] for k, v in parse_qs(str(environ.get("QUERY_STRING", ""))).items()}
+    if "Action" in found:
+        return found
     if not str(environ.get("CONTENT_TYPE", "")).startswith("application/x-www-form-urlencoded"):
-        return None
+        return found
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        return None
+        return found
     if not length:
-        return None
+        return found
     body: bytes = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)  # put back for moto, which reads the body again
-    actions = parse_qs(body.decode("utf-8", errors="replace")).get("Action")
-    return actions[0] if actions else None
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", errors="replace")).items()}
 
 
 # -- answering an error -----------------------------------------------------------------------------

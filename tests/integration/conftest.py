@@ -38,6 +38,7 @@ def runtime() -> Iterator[LocalRuntime]:
 def no_leftover_faults(runtime: LocalRuntime) -> Iterator[None]:
     yield
     runtime.faults.clear()
+    runtime.aws_requests.clear()
 
 
 @pytest.fixture

@@ -46,7 +46,12 @@ class Traced:
 
     @property
     def changes_received(self) -> Counter[tuple[str, str]]:
-        return Counter((r.service, r.operation) for r in self.requests if changes_something(r.service, r.operation, {}))
+        # A DryRun request (the pre-checks' permission question) changes nothing and is no aws_call.
+        return Counter(
+            (r.service, r.operation)
+            for r in self.requests
+            if changes_something(r.service, r.operation, {"DryRun": r.dry_run})
+        )
 
     @property
     def changes_logged(self) -> Counter[tuple[str, str]]:
@@ -221,4 +226,4 @@ def test_a_change_aws_refused_is_logged_with_its_error(
     assert_every_change_is_logged(traced)
     [refused] = [c for c in traced.replayed.aws_changes if c.operation == "TerminateInstances"]
     assert (refused.error, refused.http_status, refused.succeeded) == ("UnauthorizedOperation", 403, False)
-    assert [r.status for r in traced.requests if r.operation == "TerminateInstances"] == [403]
+    assert [r.status for r in traced.requests if r.operation == "TerminateInstances" and not r.dry_run] == [403]

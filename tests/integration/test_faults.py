@@ -61,7 +61,12 @@ def failed_tasks(api: ApiClient, execution_id: str) -> list[str]:
 
 def answered(runtime: LocalRuntime, mark: int, service: str, operation: str) -> list[int]:
     """The HTTP statuses the emulated AWS answered to `operation` since `mark`."""
-    return [r.status for r in runtime.aws_requests.since(mark) if (r.service, r.operation) == (service, operation)]
+    # Not the pre-checks' DryRun permission questions: only the requests that could change something.
+    return [
+        r.status
+        for r in runtime.aws_requests.since(mark)
+        if (r.service, r.operation) == (service, operation) and not r.dry_run
+    ]
 
 
 def approved_and_held(api: ApiClient, runtime: LocalRuntime, recommendation_id: str, step: str) -> tuple[str, Any]:

@@ -214,8 +214,10 @@ def test_passing_prechecks_are_recorded_with_what_was_looked_at(
     detail = prechecked(api, execution["execution_id"])
     assert detail["passed"] is True
     assert detail["errors"] == []
-    # The local runtime's emulated AWS enforces no IAM, and its functions run as no role.
+    # The local runtime's emulated AWS enforces no IAM, and its functions run as no role; EC2's DryRun
+    # answers there too.
     assert detail["permissions"].startswith("permissions not simulated")
+    assert detail["dry_run_permitted"] == ["ec2:CreateImage", "ec2:TerminateInstances"]
 
 
 def test_a_recommendation_for_another_account_is_refused_before_anything_is_touched(
@@ -243,3 +245,26 @@ def test_a_cursor_from_another_customers_listing_gets_400_and_shows_nothing_of_t
 
     assert response.status_code == 400
     assert "cursor belongs to another listing" in response.json()["message"]
+
+
+def test_a_change_ec2_refuses_on_a_dry_run_is_refused_before_anything_is_touched(
+    runtime: LocalRuntime, api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    instance_id = launch_instance()
+    # EC2 answers the engine's DryRun of TerminateInstances as it does for a role without the permission
+    # (or under an SCP that denies it).
+    runtime.aws_requests.fail("ec2", "TerminateInstances", code="UnauthorizedOperation", status=403, dry_run=True)
+    mark = runtime.aws_requests.mark()
+
+    execution = api.run(recommend(instance_id), approver="lead@example.com")
+
+    assert execution["status"] == "failed"
+    assert "may not ec2:TerminateInstances on EC2 instance" in execution["error_message"]
+    assert "UnauthorizedOperation, asked with DryRun" in execution["error_message"]
+    assert instance_state(ec2, instance_id) == "running"
+    assert backup_images(ec2, execution["execution_id"]) == []
+    detail = prechecked(api, execution["execution_id"])
+    assert detail["dry_run_permitted"] == ["ec2:CreateImage"]
+    # The only TerminateInstances request AWS saw was the refused dry run.
+    asked = [r for r in runtime.aws_requests.since(mark) if r.operation == "TerminateInstances"]
+    assert [r.status for r in asked] == [403]

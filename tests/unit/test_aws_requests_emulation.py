@@ -160,6 +160,30 @@ def test_a_fault_matches_its_service_and_operation_only(requests: AwsRequests, c
     client("dynamodb").list_tables()
 
 
+def test_a_dry_run_is_logged_as_one_and_faults_answer_dry_runs_or_real_requests_not_both(
+    requests: AwsRequests, client: Callable[[str], Any]
+) -> None:
+    ec2 = client("ec2")
+    instance_id = running_instance(ec2)
+    requests.fail("ec2", "TerminateInstances", code="UnauthorizedOperation", status=403, dry_run=True)
+    mark = requests.mark()
+
+    # The fault answers the permission question...
+    with pytest.raises(ClientError) as refused:
+        ec2.terminate_instances(InstanceIds=[instance_id], DryRun=True)
+    # ...while a real request of the same operation (with a throttle meant for real requests) is answered
+    # by its own fault, and the dry-run fault is not used up by it.
+    requests.fail("ec2", "TerminateInstances", code="Throttling")
+    with pytest.raises(ClientError) as throttled:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+
+    assert refused.value.response["Error"]["Code"] == "UnauthorizedOperation"
+    assert throttled.value.response["Error"]["Code"] == "Throttling"
+    logged = [(r.operation, r.dry_run, r.status) for r in requests.since(mark)]
+    assert logged == [("TerminateInstances", True, 403), ("TerminateInstances", False, 400)]
+    assert state(ec2, instance_id) == "running"
+
+
 def test_cleared_faults_no_longer_answer(requests: AwsRequests, client: Callable[[str], Any]) -> None:
     requests.fail("dynamodb", "ListTables", code="InternalServerError", status=500, times=100)
     requests.clear()

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.client import BaseClient
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from pydantic import ValidationError
 
 from cost_engine.aws import AwsClients
-from cost_engine.errors import ActionFailed
+from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.schedule_instance import ScheduleInstanceExecutor
 from cost_engine.executors.terminate import TerminateExecutor
@@ -29,9 +30,11 @@ from cost_engine.prechecks import (
     BusinessRules,
     BusinessRulesConfig,
     DependencyRule,
+    DryRunProbe,
     Resource,
     ResourceKind,
     actions_to_simulate,
+    dry_run_refusals,
     load_balancer_registrations,
     permission_refusals,
     read_tags,
@@ -735,6 +738,8 @@ def test_the_facts_record_the_resource_its_stack_load_balancers_and_permissions(
         "load_balancers": [f"target group {TARGET_GROUP}"],
         "permissions": f"permissions not simulated: the engine runs as arn:aws:sts::{ACCOUNT_ID}:user/moto, "
         "not as an IAM role",
+        # moto answers EC2's DryRun as AWS does for a permitted change.
+        "dry_run_permitted": ["ec2:CreateImage", "ec2:TerminateInstances"],
     }
     assert len(result.errors) == 2  # the stack and the target group
 
@@ -879,3 +884,61 @@ def test_read_tags_of_a_stack_instance_name_its_stack(stack_instance: str) -> No
 
     assert tags is not None
     assert tags[CLOUDFORMATION_STACK_TAG] == STACK_NAME
+
+
+# -- DryRun ------------------------------------------------------------------------------------------------------
+
+
+def answers(code: str, status: int = 400) -> DryRunProbe:
+    """A probe whose call AWS answers with the error `code`."""
+
+    def call() -> object:
+        response: Any = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        raise ClientError(response, "X")
+
+    return DryRunProbe(f"ec2:{code}Probe", call)
+
+
+def test_a_dry_run_answered_dry_run_operation_confirms_the_permission() -> None:
+    refusals, confirmed = dry_run_refusals((answers("DryRunOperation", 412),), instance())
+
+    assert refusals == []
+    assert confirmed == ["ec2:DryRunOperationProbe"]
+
+
+@pytest.mark.parametrize("code", ["UnauthorizedOperation", "AccessDenied"])
+def test_a_dry_run_refused_names_the_action_and_the_resource(code: str) -> None:
+    refusals, confirmed = dry_run_refusals((answers(code, 403),), instance())
+
+    assert confirmed == []
+    assert refusals == [
+        f"the engine may not ec2:{code}Probe on EC2 instance {INSTANCE_ID} ({code}, asked with DryRun): grant it to "
+        "the executor's role, or lift the policy that denies it"
+    ]
+
+
+def test_a_dry_run_that_is_carried_out_instead_refuses_the_execution() -> None:
+    refusals, _ = dry_run_refusals((DryRunProbe("ec2:TerminateInstances", lambda: {}),), instance())
+
+    assert refusals == ["ec2:TerminateInstances asked with DryRun did not answer DryRunOperation: nothing more is done"]
+
+
+def test_a_throttled_dry_run_is_retried_and_a_missing_resource_is_left_to_the_types_validation() -> None:
+    with pytest.raises(TransientError):
+        dry_run_refusals((answers("RequestLimitExceeded", 503),), instance())
+
+    assert dry_run_refusals((answers("InvalidInstanceID.NotFound"),), instance()) == ([], [])
+
+
+def test_the_dry_runs_of_a_termination_are_asked_of_ec2_for_real(clients: AwsClients, ec2: EC2Client) -> None:
+    instance_id = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    probes = TerminateExecutor(clients).dry_run_probes(recommendation(resource_id=instance_id))
+
+    refusals, confirmed = dry_run_refusals(probes, instance(instance_id))
+
+    assert (refusals, confirmed) == ([], ["ec2:CreateImage", "ec2:TerminateInstances"])
+    state = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
+    assert ec2.describe_images(Owners=["self"])["Images"] == []

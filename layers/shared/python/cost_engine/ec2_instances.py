@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError
 
 from cost_engine.aws import AwsClients, aws_failure, error_code
 from cost_engine.errors import ActionFailed
+from cost_engine.prechecks import DryRunProbe
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import InstanceTypeDef
@@ -31,6 +32,26 @@ class Ec2InstanceReads:
     """Mixed into executors of EC2 instances: reading an instance, its type, its backup image."""
 
     clients: AwsClients
+
+    # The pre-checks' DryRun questions most EC2 instance types ask (cost_engine.prechecks).
+    def _backup_image_probe(self, instance_id: str) -> DryRunProbe:
+        return DryRunProbe(
+            "ec2:CreateImage",
+            # Tagged as the real backup is, so the tag-on-create permission is asked too.
+            lambda: self.clients.ec2.create_image(
+                InstanceId=instance_id,
+                Name=f"cost-engine-dry-run-{instance_id}",
+                NoReboot=True,
+                TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": EXECUTION_TAG, "Value": "dry-run"}]}],
+                DryRun=True,
+            ),
+        )
+
+    def _terminate_probe(self, instance_id: str) -> DryRunProbe:
+        return DryRunProbe(
+            "ec2:TerminateInstances",
+            lambda: self.clients.ec2.terminate_instances(InstanceIds=[instance_id], DryRun=True),
+        )
 
     def _instance(self, instance_id: str) -> InstanceTypeDef | None:
         try:

@@ -11,7 +11,8 @@ These are the checks common to all of them, run by the validate step before the 
   (terminating or replacing it drops the target, stopping it makes it unhealthy);
 - permissions: on AWS, the engine's own role is asked through the IAM policy simulator whether it may
   make the type's changes on this resource (an SCP or a permissions boundary can deny what the role's
-  policy grants). EC2 changes with a `DryRun` mode are also asked with `DryRun` by their executors.
+  policy grants); the EC2 changes of the type are also asked with `DryRun`, which AWS answers with
+  the permission it would apply (SCPs included), on the local runtime too.
 
 Each finding is an error (the execution is refused, nothing is touched) or a warning (recorded and
 shown to the approver), always with the reason.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from botocore.exceptions import ClientError
 from pydantic import Field, StringConstraints
 
-from cost_engine.aws import AwsClients, aws_failure, error_code
+from cost_engine.aws import AwsClients, aws_failure, error_code, is_transient
 from cost_engine.models import AccountId, Recommendation, RecommendationType, StrictModel
 
 if TYPE_CHECKING:
@@ -340,6 +342,46 @@ def precheck_permissions(executor: type[BaseExecutor]) -> tuple[Permission, ...]
     return tuple(needed)
 
 
+@dataclass(frozen=True)
+class DryRunProbe:
+    """One change of the type asked of EC2 with `DryRun=True`: AWS answers whether the caller may
+    make it (DryRunOperation, or UnauthorizedOperation) and changes nothing."""
+
+    action: str  # as IAM names it, e.g. "ec2:TerminateInstances"
+    call: Callable[[], object]
+
+
+# What AWS answers a permitted dry run, and a refused one.
+_DRY_RUN_PERMITTED = "DryRunOperation"
+_DRY_RUN_REFUSED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
+
+
+def dry_run_refusals(probes: tuple[DryRunProbe, ...], resource: Resource) -> tuple[list[str], list[str]]:
+    """Ask EC2 with DryRun whether the engine may make each change. Returns the refusals and the
+    actions it confirmed. Other answers (the resource is missing, or in a state the change needs
+    otherwise) are the type's own validation's to explain."""
+    refusals: list[str] = []
+    confirmed: list[str] = []
+    for probe in probes:
+        try:
+            probe.call()
+        except ClientError as error:
+            code = error_code(error)
+            if code == _DRY_RUN_PERMITTED:
+                confirmed.append(probe.action)
+            elif code in _DRY_RUN_REFUSED:
+                refusals.append(
+                    f"the engine may not {probe.action} on {resource.kind.value} {resource.id} ({code}, asked with "
+                    "DryRun): grant it to the executor's role, or lift the policy that denies it"
+                )
+            elif is_transient(error):
+                raise aws_failure(f"{probe.action} (DryRun)", error) from error
+            continue
+        # An answer without DryRunOperation means the request may have been carried out.
+        refusals.append(f"{probe.action} asked with DryRun did not answer DryRunOperation: nothing more is done")
+    return refusals, confirmed
+
+
 # -- all of them ------------------------------------------------------------------------------------------
 
 
@@ -410,4 +452,8 @@ def run_prechecks(
     refusals, checked = permission_refusals(clients, executor.permissions, resource, recommendation.region)
     result.errors += refusals
     result.facts["permissions"] = checked
+    if probes := executor.dry_run_probes(recommendation):
+        refused, confirmed = dry_run_refusals(probes, resource)
+        result.errors += refused
+        result.facts["dry_run_permitted"] = confirmed
     return result

@@ -22,7 +22,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule, Resource, resource_by_id
+from cost_engine.prechecks import DependencyRule, DryRunProbe, Resource, resource_by_id
 from cost_engine.settings import Settings
 
 
@@ -66,6 +66,11 @@ class BaseExecutor(ABC):
         """The resource the change is made to, for the common pre-checks. EC2 ids say what they
         name; a type whose resource ids do not (DB identifiers, bucket names) says it here."""
         return resource_by_id(recommendation.resource_id)
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        """The type's EC2 changes on this resource, asked with DryRun by the pre-checks (nothing by
+        default: the other services have no DryRun, and the policy simulator answers for them)."""
+        return ()
 
     def parameters(self, recommendation: Recommendation) -> BaseModel:
         return self.parameters_model.model_validate(recommendation.parameters)

@@ -29,6 +29,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.prechecks import DryRunProbe
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -149,6 +150,13 @@ class DeleteVolumeExecutor(BaseExecutor):
             request["NextToken"] = page["NextToken"]
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        volume_id, ec2 = recommendation.resource_id, self.clients.ec2
+        return (
+            DryRunProbe("ec2:CreateSnapshot", lambda: ec2.create_snapshot(VolumeId=volume_id, DryRun=True)),
+            DryRunProbe("ec2:DeleteVolume", lambda: ec2.delete_volume(VolumeId=volume_id, DryRun=True)),
+        )
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

@@ -30,7 +30,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule
+from cost_engine.prechecks import DependencyRule, DryRunProbe
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -234,6 +234,9 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         return [t["LaunchTemplateName"] for t in templates]
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        return (self._backup_image_probe(recommendation.resource_id),)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

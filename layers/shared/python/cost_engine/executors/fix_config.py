@@ -31,7 +31,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import Resource, ResourceKind
+from cost_engine.prechecks import DryRunProbe, Resource, ResourceKind
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import TagTypeDef
@@ -474,6 +474,26 @@ class FixConfigExecutor(BaseExecutor):
         if resource_id.startswith("vol-"):
             return Resource(ResourceKind.EBS_VOLUME, resource_id)
         return Resource(ResourceKind.S3_BUCKET, resource_id)
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        resource_id, ec2 = recommendation.resource_id, self.clients.ec2
+        try:
+            baseline = self._baseline(recommendation)
+        except ValidationError:
+            return ()  # validate() refuses the parameters, with what to fix
+        match baseline:
+            case DetailedMonitoringBaseline() if resource_id.startswith("i-"):
+                turn = ec2.monitor_instances if baseline.detailed_monitoring else ec2.unmonitor_instances
+                action = "ec2:MonitorInstances" if baseline.detailed_monitoring else "ec2:UnmonitorInstances"
+                return (DryRunProbe(action, lambda: turn(InstanceIds=[resource_id], DryRun=True)),)
+            case RequiredTagsBaseline() if resource_id.startswith(("i-", "vol-")):
+                tags: list[TagTypeDef] = [{"Key": key, "Value": value} for key, value in baseline.tags.items()]
+                return (
+                    DryRunProbe(
+                        "ec2:CreateTags", lambda: ec2.create_tags(Resources=[resource_id], Tags=tags, DryRun=True)
+                    ),
+                )
+        return ()
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

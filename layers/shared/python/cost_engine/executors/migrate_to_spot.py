@@ -39,7 +39,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule
+from cost_engine.prechecks import DependencyRule, DryRunProbe
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -260,6 +260,10 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
         )
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        # The backup image, and the original's termination once the spot instance is verified.
+        return (self._backup_image_probe(recommendation.resource_id), self._terminate_probe(recommendation.resource_id))
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         errors: list[str] = []

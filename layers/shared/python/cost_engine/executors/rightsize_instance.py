@@ -28,7 +28,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule
+from cost_engine.prechecks import DependencyRule, DryRunProbe
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -120,6 +120,24 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
         return RightsizeInstanceParameters.model_validate(recommendation.parameters)
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        instance_id = recommendation.resource_id
+        try:
+            target = RightsizeInstanceParameters.model_validate(recommendation.parameters).target_instance_type
+        except ValidationError:
+            return ()  # validate() refuses the parameters, with what to fix
+        ec2 = self.clients.ec2
+        return (
+            DryRunProbe("ec2:StopInstances", lambda: ec2.stop_instances(InstanceIds=[instance_id], DryRun=True)),
+            DryRunProbe(
+                "ec2:ModifyInstanceAttribute",
+                lambda: ec2.modify_instance_attribute(
+                    InstanceId=instance_id, InstanceType={"Value": target}, DryRun=True
+                ),
+            ),
+            DryRunProbe("ec2:StartInstances", lambda: ec2.start_instances(InstanceIds=[instance_id], DryRun=True)),
+        )
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:

@@ -39,7 +39,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule, Resource, ResourceKind
+from cost_engine.prechecks import DependencyRule, DryRunProbe, Resource, ResourceKind
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
@@ -236,6 +236,9 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
         ]
 
     # -- validate and plan ---------------------------------------------------------------------
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        return (self._backup_image_probe(recommendation.resource_id), self._terminate_probe(recommendation.resource_id))
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         errors: list[str] = []
@@ -868,6 +871,9 @@ class TerminateExecutor(BaseExecutor):
         if EC2_INSTANCE_ID.match(recommendation.resource_id):
             return Resource(ResourceKind.EC2_INSTANCE, recommendation.resource_id)
         return Resource(ResourceKind.RDS_DB_INSTANCE, recommendation.resource_id)
+
+    def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
+        return self._for(recommendation).dry_run_probes(recommendation)
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         return self._for(recommendation).validate(recommendation)
