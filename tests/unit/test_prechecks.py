@@ -280,6 +280,7 @@ def test_an_unknown_customer_gets_the_default_rules() -> None:
         pytest.param({"defaults": {}}, id="unknown field of the config"),
         pytest.param({"default": {"cloudformation_managed": "sometimes"}}, id="unknown dependency rule"),
         pytest.param({"customers": {"acme corp": {}}}, id="customer id with a space"),
+        pytest.param({"default": {"allow_tags": {}}}, id="allow_tags naming no tag"),
     ],
 )
 def test_an_invalid_configuration_is_refused(config: dict[str, Any]) -> None:
@@ -288,6 +289,14 @@ def test_an_invalid_configuration_is_refused(config: dict[str, Any]) -> None:
 
 
 # -- request_refusals -------------------------------------------------------------------------------------
+
+
+def test_an_empty_account_allow_list_refuses_every_account_and_says_so() -> None:
+    refusals = request_refusals(BusinessRules(allow_accounts=[]), recommendation())
+
+    assert refusals == [
+        f"the business rules of customer {CUSTOMER} allow changes only in these accounts: none (allow_accounts)"
+    ]
 
 
 def test_rules_without_lists_refuse_no_request() -> None:

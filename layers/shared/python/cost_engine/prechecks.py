@@ -109,7 +109,8 @@ class BusinessRules(StrictModel):
     allow_accounts: list[AccountId] | None = None
     deny_accounts: list[AccountId] | None = None
     # The resource must carry one of these tags (key → accepted values, "*" for any value).
-    allow_tags: dict[TagKey, list[TagValue]] | None = None
+    # At least one tag: an empty map would read as "no rule" to some and "nothing allowed" to others.
+    allow_tags: dict[TagKey, list[TagValue]] | None = Field(default=None, min_length=1)
     # A resource carrying one of these tags is refused (key → values, "*" for any value).
     deny_tags: dict[TagKey, list[TagValue]] | None = None
     # What a resource of a CloudFormation stack means for every type: "refuse" it, "warn" and go on
@@ -173,7 +174,8 @@ def request_refusals(rules: BusinessRules, recommendation: Recommendation) -> li
     if account in (rules.deny_accounts or []):
         refusals.append(f"{whose} deny changes in account {account} (deny_accounts)")
     elif rules.allow_accounts is not None and account not in rules.allow_accounts:
-        refusals.append(f"{whose} allow changes only in accounts {', '.join(rules.allow_accounts)} (allow_accounts)")
+        allowed = ", ".join(rules.allow_accounts) or "none"
+        refusals.append(f"{whose} allow changes only in these accounts: {allowed} (allow_accounts)")
     return refusals
 
 
