@@ -19,6 +19,7 @@ the slot or lock frees it; a lock whose holder has finished is taken over at onc
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from cost_engine.errors import EngineError, ErrorCode, NotFound
@@ -27,13 +28,17 @@ from cost_engine.settings import Settings
 from cost_engine.stores.audit import AuditStore
 from cost_engine.stores.dynamo import sortable_time
 from cost_engine.stores.executions import ExecutionStore
-from cost_engine.stores.limits import LimitsStore, SlotClaim, resource_scope
+from cost_engine.stores.limits import LimitsStore, ResourceBusy, SlotClaim, resource_scope
 from cost_engine.transitions import FINAL_STATES
 
 logger = logging.getLogger(__name__)
 
 # How long after its end an execution's slot or lock is left to its own release before others reclaim it.
 RELEASE_GRACE = timedelta(seconds=30)
+# How often, and how far apart, a new lock asks again while the holder's final status change is
+# releasing it (at most about two seconds in all).
+JUST_ENDED_CHECKS = 8
+JUST_ENDED_WAIT_SECONDS = 0.25
 # Beyond the longest an execution can legitimately hold a lock: a dead execution's lock frees after this.
 LEASE_MARGIN = timedelta(hours=1)
 
@@ -54,13 +59,30 @@ class Limits:
     # -- one execution per resource ------------------------------------------------------------------
 
     def lock_resource(self, recommendation: Recommendation, execution_id: str, lease: timedelta) -> None:
-        self.store.lock_resource(
-            resource_scope(recommendation.account_id, recommendation.region, recommendation.resource_id),
-            recommendation.resource_id,
-            execution_id,
-            int((lease + LEASE_MARGIN).total_seconds()),
-            self._is_finished,
-        )
+        for attempt in range(JUST_ENDED_CHECKS):
+            try:
+                self.store.lock_resource(
+                    resource_scope(recommendation.account_id, recommendation.region, recommendation.resource_id),
+                    recommendation.resource_id,
+                    execution_id,
+                    int((lease + LEASE_MARGIN).total_seconds()),
+                    self._is_finished,
+                )
+                return
+            except ResourceBusy as busy:
+                # A holder that has just ended is releasing the lock (and starting the cooldown) in
+                # the status change that ended it, a moment after its final status was written: a
+                # caller who saw that status and starts the next execution at once waits for that
+                # moment instead of being told the resource is busy.
+                if busy.holder is None or attempt == JUST_ENDED_CHECKS - 1 or not self._has_ended(busy.holder):
+                    raise
+                time.sleep(JUST_ENDED_WAIT_SECONDS)
+
+    def _has_ended(self, execution_id: str) -> bool:
+        try:
+            return self.executions.get(execution_id).status in FINAL_STATES
+        except NotFound:
+            return False
 
     def release_resource(self, record: ExecutionRecord, *, cooldown: bool) -> None:
         seconds = self.settings.resource_cooldown_seconds if cooldown else 0

@@ -34,6 +34,11 @@ class ResourceBusy(Conflict):
 
     code = ErrorCode.RESOURCE_BUSY
 
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        # The execution that has it (None: cooling down).
+        self.holder = holder
+
 
 def _conditional_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
@@ -104,7 +109,8 @@ class LimitsStore:
             if holder:
                 raise ResourceBusy(
                     f"resource {resource_id} already has an active execution ({holder}): wait for it to end, "
-                    "or cancel it first"
+                    "or cancel it first",
+                    holder=str(holder),
                 )
             until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(current.get("cooldown_until", now))))
             raise ResourceBusy(
