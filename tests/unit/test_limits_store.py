@@ -131,6 +131,29 @@ def test_a_release_without_cooldown_frees_the_resource_at_once(store: LimitsStor
     lock(store, "exec-b")
 
 
+def test_a_lock_released_between_a_refused_write_and_the_read_after_it_is_taken(
+    store: LimitsStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given exec-a holds the resource, and ends with no cooldown in the next second, just after
+    # exec-b's write was refused and before exec-b reads who holds it
+    lock(store, "exec-a")
+    table_ = store._table
+    read = table_.get_item
+
+    def released_first(**kwargs: object) -> object:
+        monkeypatch.setattr(table_, "get_item", read)
+        clock.advance(1)
+        assert store.release_resource(SCOPE, "exec-a", cooldown_seconds=0) is True
+        return read(**kwargs)
+
+    monkeypatch.setattr(table_, "get_item", released_first)
+
+    # When exec-b asks for it, then it gets it (not "cooling down" until the second it was freed)
+    lock(store, "exec-b")
+    with pytest.raises(ResourceBusy, match=r"\(exec-b\)"):
+        lock(store, "exec-c")
+
+
 def test_a_lock_whose_lease_ran_out_is_taken_over(store: LimitsStore, clock: FakeClock) -> None:
     lock(store, "exec-a")
 

@@ -243,6 +243,7 @@ class StepRunner:
             result = self._prechecked(record, recommendation, executor)
         self._event(record, "validated", Step.VALIDATE, **result.model_dump(mode="json"))
         if not result.valid:
+            self._event(record, "failed", Step.VALIDATE, reason="validation failed", errors=result.errors)
             self.ctx.executions.transition(
                 record.execution_id,
                 S.FAILED,
@@ -254,7 +255,6 @@ class StepRunner:
                     "error_message": "validation failed: " + "; ".join(result.errors),
                 },
             )
-            self._event(record, "failed", Step.VALIDATE, reason="validation failed", errors=result.errors)
             return {"valid": False}
         self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes={"validation": result})
         return {"valid": True}
@@ -312,10 +312,11 @@ class StepRunner:
             "current_step": Step.PLAN.value,
         }
         if record.dry_run:
-            # What the policy would decide is part of the dry run's report; the last event ends it.
+            # What the policy would decide is part of the dry run's report; the last event ends it,
+            # written before the status (see `record`).
             self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
-            self._advance(record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()})
             self._event(record, "dry_run_completed", Step.PLAN, plan=plan.model_dump(mode="json"))
+            self._advance(record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()})
             return {"dry_run": True, "auto_approve": False}
         self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
         self._event(record, "planned", Step.PLAN, plan=plan.model_dump(mode="json"))
@@ -401,6 +402,7 @@ class StepRunner:
         record = self.ctx.executions.get(request.execution_id)
         if record.status in FINAL_STATES:  # a decision or a cancel came first
             return {"status": record.status.value}
+        self._event(record, "approval_expired", Step.EXPIRE)
         self.ctx.executions.transition(
             record.execution_id,
             S.EXPIRED,
@@ -408,7 +410,6 @@ class StepRunner:
             changes={"success": False, "completed_at": utc_now(), "error_message": "no approval before the deadline"},
             remove=[TASK_TOKEN_ATTRIBUTE],
         )
-        self._event(record, "approval_expired", Step.EXPIRE)
         return {"status": S.EXPIRED.value}
 
     # -- act -------------------------------------------------------------------------------------
@@ -580,6 +581,7 @@ class StepRunner:
         if record.error_message and record.success is None:
             reason = f"{record.error_message}; then {reason}"
         target = S.ROLLBACK_FAILED if record.status == S.ROLLING_BACK else S.FAILED
+        self._event(record, "rollback_failed", Step.RECORD_ROLLBACK_FAILURE, reason=reason)
         if record.status not in FINAL_STATES:
             self.ctx.executions.transition(
                 record.execution_id,
@@ -587,13 +589,13 @@ class StepRunner:
                 expected=record.status,
                 changes={"error_message": reason, "success": False, "completed_at": utc_now()},
             )
-        self._event(record, "rollback_failed", Step.RECORD_ROLLBACK_FAILURE, reason=reason)
         return {"status": target.value}
 
     def record_failure(self, request: StepRequest) -> dict[str, Any]:
         """A step outside the acting phase failed: nothing was changed, the execution fails."""
         record = self.ctx.executions.get(request.execution_id)
         reason = error_message(request.error)
+        self._event(record, "failed", Step.RECORD_FAILURE, reason=reason)
         if record.status not in FINAL_STATES:
             self.ctx.executions.transition(
                 record.execution_id,
@@ -601,5 +603,4 @@ class StepRunner:
                 expected=record.status,
                 changes={"error_message": reason, "success": False, "completed_at": utc_now()},
             )
-        self._event(record, "failed", Step.RECORD_FAILURE, reason=reason)
         return {"status": S.FAILED.value}

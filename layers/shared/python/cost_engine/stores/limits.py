@@ -77,8 +77,8 @@ class LimitsStore:
         """Give the resource to `execution_id`, or raise ResourceBusy saying who has it or until when
         it cools down. A lock whose holder has finished (its release was lost) or whose lease ran out
         is taken over. `is_finished` answers None for an execution that has no record."""
-        now = self._clock()
-        for _ in range(2):
+        for _ in range(3):
+            now = self._clock()
             try:
                 self._table.update_item(
                     Key={"scope": scope, "key": LOCK},
@@ -112,7 +112,12 @@ class LimitsStore:
                     "or cancel it first",
                     holder=str(holder),
                 )
-            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(current.get("cooldown_until", now))))
+            cooldown_until = int(current.get("cooldown_until", 0))
+            if cooldown_until <= int(self._clock()):
+                # The holder released it between the refused write and this read (a cooldown of 0, or
+                # one that has just passed): the next write, with the time now, takes it.
+                continue
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cooldown_until))
             raise ResourceBusy(
                 f"resource {resource_id} is cooling down after {current.get('last_holder', 'an execution')} changed "
                 f"it: try again after {until}"
