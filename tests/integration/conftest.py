@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,35 @@ def runtime() -> Iterator[LocalRuntime]:
         resource_cooldown_seconds=0,
     ) as started:
         yield started
+
+
+@contextmanager
+def deployed_with(**values: Any) -> Iterator[None]:
+    """Settings changed for one test in every function of the runtime (they share the process), as a
+    redeploy with other context values would change them. The values are checked as the functions
+    check their environment, so a wrong one fails here rather than half-applied."""
+    # Imported here: the handlers read their environment at import, which the runtime sets up.
+    import functions.api.handler as api_handler
+    import functions.executor.handler as executor_handler
+    import functions.trigger.handler as trigger_handler
+    from cost_engine.settings import Settings
+
+    live = [
+        api_handler.service.ctx.settings,
+        executor_handler.runner.ctx.settings,
+        trigger_handler.service.ctx.settings,
+    ]
+    checked = Settings.model_validate({**live[0].model_dump(), **values})
+    saved = [{name: getattr(s, name) for name in values} for s in live]
+    for s in live:
+        for name in values:
+            setattr(s, name, getattr(checked, name))
+    try:
+        yield
+    finally:
+        for s, old in zip(live, saved, strict=True):
+            for name, value in old.items():
+                setattr(s, name, value)
 
 
 @pytest.fixture(autouse=True)

@@ -6,42 +6,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import acting_intervals, instance_state, most_at_once, restored_instances
-
-
-@contextmanager
-def limits(**values: int) -> Iterator[None]:
-    """The deployment's limits changed for one test, in every function of the runtime (they share
-    the process), as a redeploy with other context values would change them."""
-    # Imported here: the handlers read their environment at import, which the runtime sets up.
-    import functions.api.handler as api_handler
-    import functions.executor.handler as executor_handler
-    import functions.trigger.handler as trigger_handler
-
-    settings = [
-        api_handler.service.ctx.settings,
-        executor_handler.runner.ctx.settings,
-        trigger_handler.service.ctx.settings,
-    ]
-    saved = [{name: getattr(s, name) for name in values} for s in settings]
-    for s in settings:
-        for name, value in values.items():
-            setattr(s, name, value)
-    try:
-        yield
-    finally:
-        for s, old in zip(settings, saved, strict=True):
-            for name, value in old.items():
-                setattr(s, name, value)
+from tests.integration.conftest import (
+    acting_intervals,
+    deployed_with,
+    instance_state,
+    most_at_once,
+    restored_instances,
+)
 
 
 def events(api: ApiClient, execution_id: str) -> list[dict[str, Any]]:
@@ -100,7 +79,7 @@ def test_a_changed_resource_cools_down_before_the_next_execution(
     api: ApiClient, recommend: Callable[..., str], log_groups: Callable[[int], list[str]]
 ) -> None:
     (group,) = log_groups(1)
-    with limits(resource_cooldown_seconds=3):
+    with deployed_with(resource_cooldown_seconds=3):
         done = api.run(retention_fix(recommend, group), auto_approve=True)
         assert done["status"] == "completed"
         # Written by the final status change itself, right after it.
@@ -130,7 +109,7 @@ def test_at_most_the_limit_act_at_once_the_rest_wait_in_order_and_none_is_droppe
     runtime: LocalRuntime, api: ApiClient, recommend: Callable[..., str], log_groups: Callable[[int], list[str]]
 ) -> None:
     groups = log_groups(5)
-    with limits(max_concurrent_acting=2):
+    with deployed_with(max_concurrent_acting=2):
         # The first two to act are held mid-change, so the others provably have to wait.
         holds = [runtime.faults.hold("check_action"), runtime.faults.hold("check_action")]
         execution_ids = []
@@ -165,7 +144,7 @@ def test_an_acting_phase_over_the_time_limit_is_rolled_back_and_fails_with_the_r
     recommend: Callable[..., str],
 ) -> None:
     instance_id = launch_instance()
-    with limits(max_acting_seconds=1):
+    with deployed_with(max_acting_seconds=1):
         execution_id = api.execute(recommend(instance_id))["execution_id"]
         api.wait_for(execution_id, frozenset({"awaiting_approval"}))
         held = runtime.faults.hold("check_action", execution_id=execution_id)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,26 +13,7 @@ import pytest
 
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import backup_images, instance_state, terminate_recommendation
-
-
-@contextmanager
-def business_rules(rules: dict[str, Any]) -> Iterator[None]:
-    """The deployment's business rules for one test, in every function of the runtime (they share
-    the process), as a redeploy with `-c business_rules=...` would set them."""
-    import functions.api.handler as api_handler
-    import functions.executor.handler as executor_handler
-    from cost_engine.prechecks import BusinessRulesConfig
-
-    settings = [api_handler.service.ctx.settings, executor_handler.runner.ctx.settings]
-    saved = [s.business_rules for s in settings]
-    for s in settings:
-        s.business_rules = BusinessRulesConfig.model_validate(rules)
-    try:
-        yield
-    finally:
-        for s, old in zip(settings, saved, strict=True):
-            s.business_rules = old
+from tests.integration.conftest import backup_images, deployed_with, instance_state, terminate_recommendation
 
 
 def prechecked(api: ApiClient, execution_id: str) -> dict[str, Any]:
@@ -66,7 +46,7 @@ def test_a_customers_deny_tags_refuse_a_production_instance_but_not_another_cust
     ec2.create_tags(Resources=[instance_id], Tags=[{"Key": "env", "Value": "prod"}])
     other_customer = f"cust-{uuid.uuid4().hex[:10]}"
 
-    with business_rules({"customers": {customer_id: {"deny_tags": {"env": ["prod", "staging"]}}}}):
+    with deployed_with(business_rules={"customers": {customer_id: {"deny_tags": {"env": ["prod", "staging"]}}}}):
         refused = api.run(
             api.register(terminate_recommendation(customer_id, instance_id))["recommendation_id"],
             approver="lead@example.com",
@@ -88,7 +68,7 @@ def test_a_customers_allow_tags_refuse_an_instance_without_them(
     untagged, tagged = launch_instance(), launch_instance()
     ec2.create_tags(Resources=[tagged], Tags=[{"Key": "cost-engine:managed", "Value": "yes"}])
 
-    with business_rules({"customers": {customer_id: {"allow_tags": {"cost-engine:managed": ["*"]}}}}):
+    with deployed_with(business_rules={"customers": {customer_id: {"allow_tags": {"cost-engine:managed": ["*"]}}}}):
         refused = api.run(recommend(untagged), dry_run=True)
         allowed = api.run(recommend(tagged), dry_run=True)
 
@@ -106,7 +86,7 @@ def test_a_denied_type_or_account_is_refused_at_once_with_403_and_nothing_is_cre
         ({"customers": {customer_id: {"deny_types": ["terminate_instance"]}}}, "deny_types"),
         ({"default": {"allow_accounts": ["000000000000"]}}, "allow_accounts"),
     ):
-        with business_rules(rules), pytest.raises(ApiError) as refused:
+        with deployed_with(business_rules=rules), pytest.raises(ApiError) as refused:
             api.execute(recommendation_id)
 
         assert refused.value.status_code == 403
