@@ -44,7 +44,10 @@ def test_an_approved_recommendation_event_is_read_into_the_recommendation() -> N
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"detail-type": "Recommendation Rejected"}, "handles 'Recommendation Approved' only"),
+        (
+            {"detail-type": "Recommendation Rejected"},
+            "detail-type is 'Recommendation Rejected', not 'Recommendation Approved'",
+        ),
         ({"detail": {"customer_id": "acme"}}, "detail.type: Field required"),
         ({"detail": "rec-42"}, "detail"),
         ({"source": None}, "source"),

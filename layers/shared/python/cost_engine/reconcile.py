@@ -27,10 +27,11 @@ from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from cost_engine.audit_trail import acting
-from cost_engine.errors import InvalidRequest, NotFound, StatusConflict, validation_problems
+from cost_engine.errors import InvalidRequest, NotFound, StatusConflict
+from cost_engine.eventbridge import parse_event
 from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
 from cost_engine.service import ExecutionService
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
@@ -90,16 +91,13 @@ def is_run_ended_event(event: Any) -> bool:
 
 
 def parse_run_ended(event: Any) -> StateMachineStatusChangeEvent:
-    try:
-        parsed = StateMachineStatusChangeEvent.model_validate(event)
-    except ValidationError as error:
-        problems = validation_problems(error.errors(), whole="(event)")
-        raise MalformedRunEvent(f"not a Step Functions Execution Status Change event: {problems}") from None
-    if parsed.detail_type != STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE:
-        raise MalformedRunEvent(
-            f"detail-type is '{parsed.detail_type}', not '{STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE}'"
-        )
-    return parsed
+    return parse_event(
+        StateMachineStatusChangeEvent,
+        event,
+        STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE,
+        MalformedRunEvent,
+        "a Step Functions Execution Status Change event",
+    )
 
 
 def reconcile_run_ended(service: ExecutionService, event: Any) -> Reconciliation:

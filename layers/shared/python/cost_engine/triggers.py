@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import ValidationError
 
-from cost_engine.errors import InvalidRequest, validation_problems
+from cost_engine.errors import InvalidRequest
+from cost_engine.eventbridge import parse_event
 from cost_engine.models import ExecutionRecord, ExecutionRequest, Recommendation
 from cost_engine.service import ExecutionService
 from cost_engine.topology import RECOMMENDATION_APPROVED_DETAIL_TYPE
@@ -40,16 +40,13 @@ def idempotency_key(recommendation_id: str) -> str:
 
 
 def parse_recommendation_approved(event: Any) -> RecommendationApprovedEvent:
-    try:
-        parsed = RecommendationApprovedEvent.model_validate(event)
-    except ValidationError as error:
-        problems = validation_problems(error.errors(), whole="(event)")
-        raise MalformedEvent(f"not a Recommendation Approved event with a valid recommendation: {problems}") from None
-    if parsed.detail_type != RECOMMENDATION_APPROVED_DETAIL_TYPE:
-        raise MalformedEvent(
-            f"detail-type is '{parsed.detail_type}': the trigger handles '{RECOMMENDATION_APPROVED_DETAIL_TYPE}' only"
-        )
-    return parsed
+    return parse_event(
+        RecommendationApprovedEvent,
+        event,
+        RECOMMENDATION_APPROVED_DETAIL_TYPE,
+        MalformedEvent,
+        "a Recommendation Approved event with a valid recommendation",
+    )
 
 
 def handle_recommendation_approved(service: ExecutionService, event: Any) -> tuple[ExecutionRecord, bool]:
