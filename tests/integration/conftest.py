@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -33,6 +33,20 @@ def runtime() -> Iterator[LocalRuntime]:
         resource_cooldown_seconds=0,
     ) as started:
         yield started
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.2) -> T:
+    """The first answer of `probe` that is not None, asked again every `interval` seconds; fails
+    saying `what` was awaited when `timeout` passes first. For what the engine writes just after a
+    status a test has already seen (a release, a cooldown), or a step another thread answers."""
+    deadline = time.monotonic() + timeout
+    while (answer := probe()) is None:
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        time.sleep(interval)
+    return answer
 
 
 @contextmanager
@@ -176,13 +190,13 @@ def acting_intervals(api: ApiClient, execution_ids: list[str]) -> list[tuple[dat
     """When each execution held an acting slot, from its audit events alone."""
     intervals = []
     for execution_id in execution_ids:
-        deadline = time.monotonic() + 10
+
+        def released(execution_id: str = execution_id) -> dict[str, str] | None:
+            logged = {e["event_type"]: e["timestamp"] for e in api.logs(execution_id)["events"]}
+            return logged if "slot_released" in logged else None
+
         # The release is written right after the final status (by the status change itself).
-        while "slot_released" not in (
-            logged := {e["event_type"]: e["timestamp"] for e in api.logs(execution_id)["events"]}
-        ):
-            assert time.monotonic() < deadline, f"{execution_id} never released its slot"
-            time.sleep(0.2)
+        logged = eventually(released, f"{execution_id} to release its slot")
         intervals.append(
             (datetime.fromisoformat(logged["slot_acquired"]), datetime.fromisoformat(logged["slot_released"]))
         )

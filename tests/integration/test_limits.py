@@ -17,6 +17,7 @@ from local_runtime.runtime import LocalRuntime
 from tests.integration.conftest import (
     acting_intervals,
     deployed_with,
+    eventually,
     instance_state,
     most_at_once,
     restored_instances,
@@ -83,25 +84,25 @@ def test_a_changed_resource_cools_down_before_the_next_execution(
         done = api.run(retention_fix(recommend, group), auto_approve=True)
         assert done["status"] == "completed"
         # Written by the final status change itself, right after it.
-        deadline = time.monotonic() + 10
-        while "resource_cooldown_started" not in event_types(api, done["execution_id"]):
-            assert time.monotonic() < deadline, "no cooldown was recorded"
-            time.sleep(0.2)
+        eventually(
+            lambda: True if "resource_cooldown_started" in event_types(api, done["execution_id"]) else None,
+            "the cooldown to be recorded",
+        )
         again = recommend(group, type="fix_config", parameters={"setting": "log_retention", "retention_in_days": 60})
         with pytest.raises(ApiError) as refused:
             api.execute(again)
         assert refused.value.status_code == 409
         assert "cooling down" in refused.value.body["message"]
 
-        deadline = time.monotonic() + 10
-        while True:
+        def started() -> dict[str, Any] | None:
             try:
-                later = api.execute(again, auto_approve=True)
-                break
-            except ApiError:
-                if time.monotonic() > deadline:
+                return api.execute(again, auto_approve=True)
+            except ApiError as busy:
+                if busy.status_code != 409:
                     raise
-                time.sleep(0.5)
+                return None
+
+        later = eventually(started, "the cooldown to pass", interval=0.5)
         assert api.wait_for(later["execution_id"])["status"] == "completed"
 
 

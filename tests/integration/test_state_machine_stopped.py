@@ -5,7 +5,6 @@ stepfunctions_status_events.py), the rule to the trigger, and the real state mac
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +18,7 @@ from local_runtime.client import FINAL_STATUSES, ApiClient, ApiError
 from local_runtime.emulations import eventbridge_lambda_targets
 from local_runtime.emulations.stepfunctions_status_events import wait_announced
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import backup_images, instance_state, restored_instances, step_events
+from tests.integration.conftest import backup_images, eventually, instance_state, restored_instances, step_events
 
 APPROVER = "lead@example.com"
 
@@ -72,13 +71,12 @@ def outcomes(answers: list[tuple[dict[str, Any], Any]], execution_id: str) -> li
 
 def answer_to(answers: list[tuple[dict[str, Any], Any]], execution_id: str, step: str, timeout: float = 60) -> Any:
     """What the executor answered to the execution's `step`, once it has."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answered() -> list[Any] | None:
         found = [a for e, a in answers if (e.get("execution_id"), e.get("step")) == (execution_id, step)]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"{step} of {execution_id} never answered"
-        time.sleep(0.2)
+        return found or None
+
+    return eventually(answered, f"{step} of {execution_id} to answer", timeout)[0]
 
 
 def logged(api: ApiClient, execution_id: str) -> list[dict[str, Any]]:
