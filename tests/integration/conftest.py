@@ -167,6 +167,30 @@ def step_events(events: list[str]) -> list[str]:
     return [event for event in events if event not in LIMIT_EVENTS | TRAIL_EVENTS]
 
 
+# The pieces of an execution's journey, as `step_events` reads them: a test spells its sequence out
+# of these, e.g. `[*APPROVED_BY_POLICY, *COMPLETED]`, keeping literal only what is its own, so an
+# event every execution gains is added here once.
+#   REQUESTED            accepted, its prechecks passed and the recommendation validated
+#   PLANNED              ...then planned and priced, and the approval policy applied to the plan
+#   AWAITING_A_PERSON    ...left to a person (no auto_approve, or the policy overrode it): awaiting_approval
+#   APPROVED_BY_A_PERSON ...and a person approved it; it holds an acting slot
+#   APPROVED_BY_POLICY   ...approved without a person (auto_approve the policy let stand); it holds a slot
+#   DRY_RUN              REQUESTED, then the policy's decision, and the plan reported without acting
+# The tails that follow an approval:
+#   BACKED_UP            the backup made before acting
+#   COMPLETED            BACKED_UP, then the change made, verified and recorded as completed
+#   ROLLED_BACK          the automatic rollback, from its start to the final status
+REQUESTED: list[str] = ["execution_requested", "prechecked", "validated"]
+PLANNED: list[str] = [*REQUESTED, "planned", "approval_policy_decided"]
+AWAITING_A_PERSON: list[str] = [*PLANNED, "approval_requested"]
+APPROVED_BY_A_PERSON: list[str] = [*AWAITING_A_PERSON, "approved", "slot_acquired"]
+APPROVED_BY_POLICY: list[str] = [*PLANNED, "approved", "slot_acquired"]
+DRY_RUN: list[str] = [*REQUESTED, "approval_policy_decided", "dry_run_completed"]
+BACKED_UP: list[str] = ["backup_started", "backup_done"]
+COMPLETED: list[str] = [*BACKED_UP, "action_started", "action_done", "verified", "completed"]
+ROLLED_BACK: list[str] = ["rollback_started", "rollback_action", "rollback_done", "rolled_back"]
+
+
 def instance_state(ec2: Any, instance_id: str) -> str:
     reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     return str(reservations[0]["Instances"][0]["State"]["Name"])

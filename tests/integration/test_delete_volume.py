@@ -13,7 +13,7 @@ from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.emulations import cloudtrail_volume_events
 from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime
-from tests.integration.conftest import step_events
+from tests.integration.conftest import COMPLETED, DRY_RUN, ROLLED_BACK, step_events
 
 ZONE = f"{REGION}b"
 RESTORED_FOR_TAG = "cost-engine:restored-for-execution"
@@ -107,13 +107,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     assert plan["estimated_monthly_savings"] == pytest.approx(expected)
     assert (volume(ec2, volume_id) or {}).get("State") == "available"
     assert snapshots(ec2, execution["execution_id"]) == []
-    assert step_events(events(api, execution["execution_id"])) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "approval_policy_decided",
-        "dry_run_completed",
-    ]
+    assert step_events(events(api, execution["execution_id"])) == DRY_RUN
 
 
 def test_execution_deletes_the_volume_and_keeps_a_snapshot_with_its_settings(
@@ -145,14 +139,7 @@ def test_execution_deletes_the_volume_and_keeps_a_snapshot_with_its_settings(
     assert recorded["tags"] == {"Name": "orphaned-data", "team": "bi"}
     assert execution["verification"]["passed"] is True
     assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
-    assert step_events(events(api, execution["execution_id"]))[-6:] == [
-        "backup_started",
-        "backup_done",
-        "action_started",
-        "action_done",
-        "verified",
-        "completed",
-    ]
+    assert step_events(events(api, execution["execution_id"]))[-6:] == COMPLETED
 
 
 def assert_recreated_like(ec2: Any, execution_id: str, original: dict[str, Any]) -> None:
@@ -198,11 +185,7 @@ def test_a_failure_in_any_acting_step_rolls_back_to_the_volume_as_it_was(
     # Then it rolled back by itself, and says why
     assert execution["status"] == "rolled_back"
     assert "InjectedFault" in execution["error_message"]
-    assert step_events(events(api, execution["execution_id"]))[-3:] == [
-        "rollback_action",
-        "rollback_done",
-        "rolled_back",
-    ]
+    assert step_events(events(api, execution["execution_id"]))[-3:] == ROLLED_BACK[-3:]
     if deleted_before_failing:
         # and a volume with the original's settings and tags was created from the snapshot
         assert volume(ec2, volume_id) is None

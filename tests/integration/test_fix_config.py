@@ -11,7 +11,7 @@ import pytest
 
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import step_events
+from tests.integration.conftest import DRY_RUN, step_events
 
 ACTING_STEPS = [
     ("backup", "before"),
@@ -92,13 +92,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     ]
     assert plan["estimated_monthly_savings"] == 8.0
     assert retention(logs, log_group) is None
-    assert step_events(events(api, execution["execution_id"])) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "approval_policy_decided",
-        "dry_run_completed",
-    ]
+    assert step_events(events(api, execution["execution_id"])) == DRY_RUN
 
 
 def test_execution_sets_the_retention_and_records_that_it_never_expired(

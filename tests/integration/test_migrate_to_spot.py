@@ -11,7 +11,7 @@ import pytest
 
 from local_runtime.client import ApiClient
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import backup_images, instance_state, restored_instances, step_events
+from tests.integration.conftest import ROLLED_BACK, backup_images, instance_state, restored_instances, step_events
 
 SPOT_FOR_TAG = "cost-engine:spot-for-execution"
 ESTIMATE = 45.0
@@ -150,7 +150,7 @@ def test_a_failing_step_rolls_back_the_original_runs_and_no_spot_instance_is_lef
     assert [i["State"]["Name"] for i in spot_instances(ec2, execution["execution_id"])] in ([], ["terminated"])
     assert restored_instances(ec2, execution["execution_id"]) == []
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events)[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events)[-3:] == ROLLED_BACK[-3:]
 
 
 def test_a_crash_after_the_spot_launch_ends_the_spot_instance_it_launched(

@@ -12,7 +12,7 @@ from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient
 from local_runtime.emulations import ec2_capacity
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import step_events
+from tests.integration.conftest import APPROVED_BY_POLICY, COMPLETED, DRY_RUN, ROLLED_BACK, step_events
 
 
 def type_and_state(ec2: Any, instance_id: str) -> tuple[str, str]:
@@ -68,13 +68,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     expected = (catalog.instance_monthly("m5.2xlarge") or 0) - (catalog.instance_monthly("m5.large") or 0)
     assert plan["estimated_monthly_savings"] == pytest.approx(expected)
     assert type_and_state(ec2, instance_id) == ("m5.2xlarge", "running")
-    assert step_events(events(api, execution["execution_id"])) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "approval_policy_decided",
-        "dry_run_completed",
-    ]
+    assert step_events(events(api, execution["execution_id"])) == DRY_RUN
 
 
 def test_execution_changes_the_type_and_the_instance_runs_again(
@@ -99,21 +93,7 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
         "reason": "auto_approve was requested and the policy allows medium-risk rightsize_instance",
     }
     logged = api.logs(execution["execution_id"])["events"]
-    assert step_events([event["event_type"] for event in logged]) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "planned",
-        "approval_policy_decided",
-        "approved",
-        "slot_acquired",
-        "backup_started",
-        "backup_done",
-        "action_started",
-        "action_done",
-        "verified",
-        "completed",
-    ]
+    assert step_events([event["event_type"] for event in logged]) == [*APPROVED_BY_POLICY, *COMPLETED]
     [approved] = [event for event in logged if event["event_type"] == "approved"]
     assert approved["actor"] == "state-machine:auto_approve"
     assert approved["detail"]["approver"] == "policy"
@@ -150,11 +130,7 @@ def test_no_capacity_for_the_new_type_rolls_back_to_the_original_type_running(
     assert execution["status"] == "rolled_back"
     assert "InsufficientInstanceCapacity" in execution["error_message"]
     assert type_and_state(ec2, instance_id) == ("m5.2xlarge", "running")
-    assert step_events(events(api, execution["execution_id"]))[-3:] == [
-        "rollback_action",
-        "rollback_done",
-        "rolled_back",
-    ]
+    assert step_events(events(api, execution["execution_id"]))[-3:] == ROLLED_BACK[-3:]
 
 
 def test_a_rollback_that_cannot_start_the_instance_fails_and_says_it_is_stopped(

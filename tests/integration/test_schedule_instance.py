@@ -14,7 +14,7 @@ from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.emulations.scheduler_targets import fire_schedule
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import instance_state, step_events
+from tests.integration.conftest import DRY_RUN, ROLLED_BACK, instance_state, step_events
 
 OFFICE_HOURS: dict[str, Any] = {
     "timezone": "Europe/Berlin",
@@ -92,13 +92,7 @@ def test_dry_run_reports_the_plan_and_creates_no_schedule(
     assert schedules_of(scheduler, instance_id) == {}
     assert instance_state(ec2, instance_id) == "running"
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "approval_policy_decided",
-        "dry_run_completed",
-    ]
+    assert step_events(events) == DRY_RUN
 
 
 def test_execution_creates_both_schedules_and_firing_them_stops_and_starts_the_instance(
@@ -213,7 +207,7 @@ def test_a_failure_in_an_acting_step_rolls_back_leaving_no_schedule_and_the_inst
     assert schedules_of(scheduler, instance_id, execution["execution_id"]) == {}
     assert instance_state(ec2, instance_id) == "running"
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events)[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events)[-3:] == ROLLED_BACK[-3:]
 
 
 def test_manual_rollback_removes_the_schedules_and_starts_the_instance_they_stopped(

@@ -11,7 +11,17 @@ import pytest
 from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import backup_images, instance_state, restored_instances, step_events
+from tests.integration.conftest import (
+    APPROVED_BY_A_PERSON,
+    AWAITING_A_PERSON,
+    COMPLETED,
+    DRY_RUN,
+    ROLLED_BACK,
+    backup_images,
+    instance_state,
+    restored_instances,
+    step_events,
+)
 
 
 def _root_volume_gb(ec2: Any, instance_id: str) -> int:
@@ -50,13 +60,7 @@ def test_dry_run_reports_the_plan_and_changes_nothing(
     assert backup_images(ec2, execution["execution_id"]) == []
     assert execution["rollback_available"] is False
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "approval_policy_decided",
-        "dry_run_completed",
-    ]
+    assert step_events(events) == DRY_RUN
 
 
 def test_a_dry_run_cannot_be_rolled_back(
@@ -100,22 +104,7 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     assert execution["result"]["success"] is True
     assert execution["result"]["actual_savings"] == execution["actual_savings"]
     events = api.logs(execution["execution_id"])["events"]
-    assert step_events([event["event_type"] for event in events]) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "planned",
-        "approval_policy_decided",
-        "approval_requested",
-        "approved",
-        "slot_acquired",
-        "backup_started",
-        "backup_done",
-        "action_started",
-        "action_done",
-        "verified",
-        "completed",
-    ]
+    assert step_events([event["event_type"] for event in events]) == [*APPROVED_BY_A_PERSON, *COMPLETED]
     [approved] = [event for event in events if event["event_type"] == "approved"]
     assert approved["actor"] == "approver:lead@example.com"
     assert approved["detail"]["comment"] == "idle for a month"
@@ -163,7 +152,7 @@ def test_a_failure_after_the_backup_rolls_back_and_the_instance_runs_again(
     assert tags["Name"] == "reporting"
     assert tags["cost-engine:source-instance-id"] == instance_id
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events)[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events)[-3:] == ROLLED_BACK[-3:]
     assert "rollback_started" in events
 
 
@@ -287,14 +276,7 @@ def test_auto_approve_on_terminate_instance_waits_for_a_person_and_records_the_p
     assert instance_state(ec2, instance_id) == "running"
     assert backup_images(ec2, execution_id) == []
     events = api.logs(execution_id)["events"]
-    assert step_events([event["event_type"] for event in events]) == [
-        "execution_requested",
-        "prechecked",
-        "validated",
-        "planned",
-        "approval_policy_decided",
-        "approval_requested",
-    ]
+    assert step_events([event["event_type"] for event in events]) == AWAITING_A_PERSON
     [decided] = [event for event in events if event["event_type"] == "approval_policy_decided"]
     assert decided["detail"] == policy
 

@@ -12,7 +12,7 @@ import pytest
 from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import step_events
+from tests.integration.conftest import ROLLED_BACK, step_events
 
 STORAGE_GB = 40
 
@@ -173,7 +173,7 @@ def test_a_failure_in_an_acting_step_rolls_back_to_the_original_database(
     assert "InjectedFault" in execution["error_message"]
     assert_back_as_it_was(rds, identifier, db_network)
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events)[-3:] == ["rollback_action", "rollback_done", "rolled_back"]
+    assert step_events(events)[-3:] == ROLLED_BACK[-3:]
 
 
 def test_once_deleted_a_failure_restores_the_database_from_the_final_snapshot(
