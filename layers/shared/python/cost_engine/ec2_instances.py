@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from cost_engine.aws import AwsClients, aws_failure, error_code
+from cost_engine.aws import AwsClients
+from cost_engine.ec2_reads import find_instance
 from cost_engine.errors import ActionFailed
 from cost_engine.prechecks import DryRunProbe
 
@@ -54,14 +53,7 @@ class Ec2InstanceReads:
         )
 
     def _instance(self, instance_id: str) -> InstanceTypeDef | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return instances[0] if instances else None
+        return find_instance(self.clients, instance_id)
 
     def _require_instance(self, instance_id: str) -> InstanceTypeDef:
         instance = self._instance(instance_id)

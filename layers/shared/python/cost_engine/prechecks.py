@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StringConstraints
 
 from cost_engine.aws import AwsClients, aws_failure, error_code, is_transient
+from cost_engine.ec2_reads import find_instance, find_volume, tag_map
 from cost_engine.models import AccountId, Recommendation, RecommendationType, StrictModel
 
 if TYPE_CHECKING:
@@ -214,20 +215,20 @@ def tag_refusals(
 def read_tags(clients: AwsClients, resource: Resource) -> dict[str, str] | None:
     """The resource's tags, or None when it has no tags to read (a purchase, or it does not exist:
     the executor's own validation says so)."""
+    reading = f"reading the tags of {resource.kind.value} {resource.id}"
     try:
         match resource.kind:
             # Read through the resource itself, not DescribeTags: that answers an unknown id with no
             # tags at all, and a missing resource would pass for an untagged one.
             case ResourceKind.EC2_INSTANCE:
-                reservations = clients.ec2.describe_instances(InstanceIds=[resource.id])["Reservations"]
-                instances = [i for r in reservations for i in r.get("Instances", [])]
-                return {t["Key"]: t["Value"] for t in instances[0].get("Tags", [])} if instances else None
+                instance = find_instance(clients, resource.id, action=reading)
+                return None if instance is None else tag_map(instance.get("Tags", []))
             case ResourceKind.EBS_VOLUME:
-                volumes = clients.ec2.describe_volumes(VolumeIds=[resource.id])["Volumes"]
-                return {t["Key"]: t["Value"] for t in volumes[0].get("Tags", [])} if volumes else None
+                volume = find_volume(clients, resource.id, action=reading)
+                return None if volume is None else tag_map(volume.get("Tags", []))
             case ResourceKind.RDS_DB_INSTANCE:
                 found = clients.rds.describe_db_instances(DBInstanceIdentifier=resource.id)["DBInstances"]
-                return {t["Key"]: t["Value"] for t in found[0].get("TagList", [])} if found else None
+                return tag_map(found[0].get("TagList", [])) if found else None
             case ResourceKind.S3_BUCKET:
                 return {t["Key"]: t["Value"] for t in clients.s3.get_bucket_tagging(Bucket=resource.id)["TagSet"]}
             case ResourceKind.LOG_GROUP:
@@ -240,11 +241,10 @@ def read_tags(clients: AwsClients, resource: Resource) -> dict[str, str] | None:
         code = error_code(error)
         if code == "NoSuchTagSet":  # a bucket without tags
             return {}
-        if code.startswith(("InvalidInstanceID", "InvalidVolume", "DBInstanceNotFound", "NoSuchBucket")) or code in (
-            "ResourceNotFoundException",
-        ):
+        # (A missing EC2 instance or EBS volume is None already: find_instance / find_volume.)
+        if code.startswith(("DBInstanceNotFound", "NoSuchBucket")) or code in ("ResourceNotFoundException",):
             return None
-        raise aws_failure(f"reading the tags of {resource.kind.value} {resource.id}", error) from error
+        raise aws_failure(reading, error) from error
 
 
 def load_balancer_registrations(clients: AwsClients, instance_id: str) -> list[str]:

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
+from cost_engine.ec2_reads import find_volume, require_volume
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -83,19 +84,10 @@ class DeleteVolumeExecutor(BaseExecutor):
     # -- reading -------------------------------------------------------------------------------
 
     def _volume(self, volume_id: str) -> VolumeTypeDef | None:
-        try:
-            volumes = self.clients.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidVolume.NotFound", "InvalidVolumeID.Malformed", "InvalidParameterValue"):
-                return None
-            raise aws_failure("DescribeVolumes", error) from error
-        return volumes[0] if volumes else None
+        return find_volume(self.clients, volume_id)
 
     def _require_volume(self, volume_id: str) -> VolumeTypeDef:
-        volume = self._volume(volume_id)
-        if volume is None:
-            raise ActionFailed(f"EBS volume {volume_id} does not exist in {self.clients.region}")
-        return volume
+        return require_volume(self.clients, volume_id)
 
     @staticmethod
     def _settings(volume: VolumeTypeDef) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from pydantic import AfterValidator, Field, RootModel, ValidationError, field_validator
 
 from cost_engine.aws import AwsClients, aws_failure, error_code
+from cost_engine.ec2_reads import find_instance, find_volume, tag_map
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -222,14 +223,8 @@ class DetailedMonitoring(Setting):
     describes = "detailed monitoring of EC2 instance"
 
     def _instance(self) -> dict[str, Any] | None:
-        try:
-            reservations = self.clients.ec2.describe_instances(InstanceIds=[self.resource_id])["Reservations"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-                return None
-            raise aws_failure("DescribeInstances", error) from error
-        instances = [i for r in reservations for i in r.get("Instances", [])]
-        return dict(instances[0]) if instances else None
+        instance = find_instance(self.clients, self.resource_id)
+        return None if instance is None else dict(instance)
 
     def _monitoring_state(self) -> str:
         instance = self._instance()
@@ -287,21 +282,13 @@ class RequiredTags(Setting):
         """Every tag of the resource, or None when it does not exist."""
         if self.kind == "S3 bucket":
             return self._bucket_tags()
-        try:
-            if self.kind == "EC2 instance":
-                reservations = self.clients.ec2.describe_instances(InstanceIds=[self.resource_id])["Reservations"]
-                found: list[Any] = [i for r in reservations for i in r.get("Instances", [])]
-                if found and found[0]["State"]["Name"] in ("shutting-down", "terminated"):
-                    return None
-            else:
-                found = list(self.clients.ec2.describe_volumes(VolumeIds=[self.resource_id])["Volumes"])
-        except ClientError as error:
-            if error_code(error).startswith(("InvalidInstanceID", "InvalidVolume")):
+        if self.kind == "EC2 instance":
+            instance = find_instance(self.clients, self.resource_id)
+            if instance is None or instance["State"]["Name"] in ("shutting-down", "terminated"):
                 return None
-            raise aws_failure(
-                "DescribeInstances" if self.kind == "EC2 instance" else "DescribeVolumes", error
-            ) from error
-        return {t["Key"]: t["Value"] for t in found[0].get("Tags", [])} if found else None
+            return tag_map(instance.get("Tags", []))
+        volume = find_volume(self.clients, self.resource_id)
+        return None if volume is None else tag_map(volume.get("Tags", []))
 
     def _bucket_tags(self) -> dict[str, str] | None:
         try:

@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_reads import find_volume, require_volume
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -265,19 +266,10 @@ class VolumeStrategy(StorageStrategy):
     # -- reading -------------------------------------------------------------------------------
 
     def _volume(self, volume_id: str) -> VolumeTypeDef | None:
-        try:
-            volumes = self.clients.ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
-        except ClientError as error:
-            if error_code(error) in ("InvalidVolume.NotFound", "InvalidVolumeID.Malformed"):
-                return None
-            raise aws_failure("DescribeVolumes", error) from error
-        return volumes[0] if volumes else None
+        return find_volume(self.clients, volume_id)
 
     def _require_volume(self, volume_id: str) -> VolumeTypeDef:
-        volume = self._volume(volume_id)
-        if volume is None:
-            raise ActionFailed(f"EBS volume {volume_id} does not exist in {self.clients.region}")
-        return volume
+        return require_volume(self.clients, volume_id)
 
     def _last_modification(self, volume_id: str) -> VolumeModificationTypeDef | None:
         try:

@@ -15,6 +15,7 @@ from pydantic import StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import Ec2InstanceReads
+from cost_engine.ec2_reads import tag_map
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -339,7 +340,7 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
                 "target_instance_type": target,
                 "state": state,
                 "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
-                "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", [])},
+                "tags": tag_map(instance.get("Tags", [])),
             },
         )
 

@@ -26,6 +26,7 @@ from cost_engine.ec2_instances import (
     SOURCE_INSTANCE_TAG,
     Ec2InstanceReads,
 )
+from cost_engine.ec2_reads import tag_map
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -349,7 +350,7 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
                 "instance_type": instance_type,
                 "state": state,
                 "volumes": volumes,
-                "tags": {t["Key"]: t["Value"] for t in instance.get("Tags", [])},
+                "tags": tag_map(instance.get("Tags", [])),
             },
         )
 
