@@ -10,6 +10,9 @@ from typing import Any
 from cost_engine.topology import EVENT_BUS_LOCAL_NAME, EVENT_SOURCE, STATUS_CHANGED_DETAIL_TYPE
 from local_runtime.client import ApiClient
 from local_runtime.runtime import LocalRuntime
+from tests.integration.conftest import eventually
+
+RUN_ENDED = frozenset({"ExecutionSucceeded", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"})
 
 
 def follow(runtime: LocalRuntime, customer_id: str) -> tuple[Any, str]:
@@ -101,7 +104,12 @@ def test_logs_show_the_audit_events_and_the_step_by_step_history_in_order(
     api.rollback(execution["execution_id"])
     assert api.wait_for(execution["execution_id"])["status"] == "rolled_back"
 
-    logs = api.logs(execution["execution_id"])
+    def both_runs_ended() -> dict[str, Any] | None:
+        # The final status is written by the run's last step; the run itself ends a moment later.
+        logs = api.logs(execution["execution_id"])
+        return logs if sum(h["event"] in RUN_ENDED for h in logs["history"]) == 2 else None
+
+    logs = eventually(both_runs_ended, "the execute and the rollback runs to end")
     assert logs["events"][0]["event_type"] == "execution_requested"
     history = logs["history"]
     entered = [(h["run"], h["state"]) for h in history if h["event"] == "state_entered"]
