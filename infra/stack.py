@@ -283,7 +283,10 @@ class CostExecutionEngineStack(Stack):
         # Executors never refer to a state machine, so there is no dependency cycle.
         for machine in topology.state_machines():
             executor = self._function(machine.executor, self._approval_request_environment())
-            self._allow_executor(machine.recommendation_type, self.roles[machine.executor.construct_id])
+            role = self.roles[machine.executor.construct_id]
+            self._allow_executor(machine.recommendation_type, role)
+            # The pre-checks' policy simulation asks about this role, path included.
+            executor.add_environment(EnvVar.OWN_ROLE_ARN, role.role_arn)
             self.state_machines[machine.recommendation_type] = self._state_machine(machine, executor)
 
         api_function = self._function(topology.API_FUNCTION, self._execution_start_environment())

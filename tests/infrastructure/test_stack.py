@@ -256,6 +256,9 @@ def test_each_executor_role_may_simulate_its_own_policy_and_no_other_principal(
     ]
 
     assert [s["Resource"] for s in simulations] == [{"Fn::GetAtt": [role_id, "Arn"]}]
+    # and is told that role's ARN as the stack made it (with its path), to ask the simulator about
+    variables = function_environment(synthesized.stack, synthesized.template.to_json(), machine.executor)
+    assert variables[EnvVar.OWN_ROLE_ARN] == {"Fn::GetAtt": [role_id, "Arn"]}
 
 
 @pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)

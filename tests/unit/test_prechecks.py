@@ -888,6 +888,22 @@ def test_permissions_are_simulated_in_the_callers_partition() -> None:
     assert "may not ec2:TerminateInstances" in refusals[0]
 
 
+def test_the_role_the_stack_named_is_simulated_with_its_path() -> None:
+    # The assumed-role ARN the function sees has no path; the stack's OWN_ROLE_ARN has it.
+    clients = AwsClients(REGION)
+    role_with_path = f"arn:aws:iam::{ACCOUNT_ID}:role/cost-engine/ExecRole"
+    with stubbed(clients.sts) as sts, stubbed(clients.iam) as iam:
+        answer_caller(sts, ASSUMED_ROLE_CALLER)
+        answer_simulation(iam, dict.fromkeys(TERMINATE_INSTANCE_ACTIONS, "allowed"), role_arn=role_with_path)
+
+        refusals, checked = permission_refusals(
+            clients, TerminateExecutor.permissions, instance(), REGION, role_arn=role_with_path
+        )
+
+    assert refusals == []
+    assert checked.startswith("permissions simulated for")
+
+
 def test_read_tags_of_a_stack_instance_name_its_stack(stack_instance: str) -> None:
     tags = read_tags(AwsClients(REGION), instance(stack_instance))
 

@@ -291,10 +291,16 @@ def actions_to_simulate(
 
 
 def permission_refusals(
-    clients: AwsClients, permissions: tuple[Permission, ...], resource: Resource, region: str
+    clients: AwsClients,
+    permissions: tuple[Permission, ...],
+    resource: Resource,
+    region: str,
+    role_arn: str | None = None,
 ) -> tuple[list[str], str]:
     """Ask the IAM policy simulator whether the engine's role may make the type's changes on the
-    resource. Returns the refusals and a line saying what was checked."""
+    resource. Returns the refusals and a line saying what was checked. `role_arn` is the role as the
+    stack named it (OWN_ROLE_ARN): an assumed-role ARN drops the role's path, so without it the
+    role's ARN is rebuilt as one without a path."""
     identity = clients.sts.get_caller_identity()
     caller = _ASSUMED_ROLE.match(identity["Arn"])
     if caller is None:
@@ -304,7 +310,7 @@ def permission_refusals(
     actions = actions_to_simulate(permissions, arn, region, caller["account"], caller["partition"]) if arn else []
     if not arn or not actions:
         return [], "permissions not simulated: no change of this type is granted on the resource itself"
-    role_arn = f"arn:{caller['partition']}:iam::{caller['account']}:role/{caller['role']}"
+    role_arn = role_arn or f"arn:{caller['partition']}:iam::{caller['account']}:role/{caller['role']}"
     try:
         pages = clients.iam.get_paginator("simulate_principal_policy").paginate(
             PolicySourceArn=role_arn, ActionNames=actions, ResourceArns=[arn]
@@ -413,6 +419,7 @@ def run_prechecks(
     rules: BusinessRules,
     max_age: timedelta,
     now: datetime,
+    role_arn: str | None = None,
 ) -> PrecheckResult:
     result = PrecheckResult()
     if stale := staleness(recommendation, max_age, now):
@@ -451,7 +458,7 @@ def run_prechecks(
                 )
             else:
                 result.warnings.append(message + ": it fails its health checks while stopped")
-    refusals, checked = permission_refusals(clients, executor.permissions, resource, recommendation.region)
+    refusals, checked = permission_refusals(clients, executor.permissions, resource, recommendation.region, role_arn)
     result.errors += refusals
     result.facts["permissions"] = checked
     if probes := executor.dry_run_probes(recommendation):

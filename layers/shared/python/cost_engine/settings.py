@@ -39,6 +39,7 @@ class Settings(BaseModel):
     # The pre-checks of every execution (see cost_engine.prechecks).
     business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
     max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
+    own_role_arn: str | None = None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -54,6 +55,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "scheduler_role_arn": env.get(EnvVar.SCHEDULER_ROLE_ARN) or None,
         "approval_secret_arn": env.get(EnvVar.APPROVAL_SECRET_ARN) or None,
         "event_bus_name": env.get(EnvVar.EVENT_BUS_NAME) or None,
+        "own_role_arn": env.get(EnvVar.OWN_ROLE_ARN) or None,
         "approver_emails": [e.strip() for e in (env.get(EnvVar.APPROVER_EMAILS) or "").split(",") if e.strip()],
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
     }

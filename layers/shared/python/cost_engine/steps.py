@@ -271,6 +271,7 @@ class StepRunner:
             settings.business_rules.for_customer(recommendation.customer_id),
             timedelta(days=settings.max_recommendation_age_days),
             utc_now(),
+            settings.own_role_arn,
         )
         self._event(
             record,

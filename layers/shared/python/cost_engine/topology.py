@@ -60,6 +60,9 @@ class EnvVar:
     BUSINESS_RULES = "BUSINESS_RULES"
     # Recommendations older than this many days are not acted on.
     MAX_RECOMMENDATION_AGE_DAYS = "MAX_RECOMMENDATION_AGE_DAYS"
+    # The executor function's own IAM role, path included: what the pre-checks ask the IAM policy
+    # simulator about (the assumed-role ARN the function sees at run time has no path).
+    OWN_ROLE_ARN = "OWN_ROLE_ARN"
 
 
 @dataclass(frozen=True)
