@@ -22,7 +22,7 @@ from cost_engine.models import AuditEvent
 from local_runtime.client import ApiClient
 from local_runtime.emulations.aws_requests import AwsRequest
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import instance_state
+from tests.integration.conftest import eventually, instance_state
 from tests.integration.test_status_events import follow, received
 
 APPROVER = "lead@example.com"
@@ -68,8 +68,16 @@ def trace(runtime: LocalRuntime, api: ApiClient, customer_id: str) -> Callable[.
         sqs, queue_url = follow(runtime, customer_id)
         mark = runtime.aws_requests.mark()
         execution = api.run(recommendation_id, **options)
+
+        def final_change_logged() -> dict[str, Any] | None:
+            # `status_changed` is written just after the change it records, so a moment after a
+            # reader can see the final status.
+            logs = api.logs(execution["execution_id"])
+            changes = [e for e in logs["events"] if e["event_type"] == "status_changed"]
+            return logs if changes and changes[-1]["detail"]["to"] == execution["status"] else None
+
+        logs = eventually(final_change_logged, f"the change to {execution['status']} in the log")
         requests = [r for r in runtime.aws_requests.since(mark) if r.service not in PLUMBING_SERVICES]
-        logs = api.logs(execution["execution_id"])
         announced = sorted(
             (e["detail"] for e in received(sqs, queue_url, until=execution["status"])), key=lambda d: d["changed_at"]
         )
