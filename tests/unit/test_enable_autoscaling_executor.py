@@ -11,13 +11,9 @@ import boto3
 import pytest
 
 from cost_engine.aws import AwsClients
+from cost_engine.ec2_instances import EXECUTION_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.enable_autoscaling import (
-    EXECUTION_TAG,
-    SOURCE_INSTANCE_TAG,
-    EnableAutoscalingExecutor,
-    names_for,
-)
+from cost_engine.executors.enable_autoscaling import EnableAutoscalingExecutor, names_for
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from tests.unit.conftest import ACCOUNT_ID, REGION
 

@@ -10,12 +10,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from cost_engine.aws import AwsClients
+from cost_engine.ec2_instances import EXECUTION_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.purchase_reserved_instances import (
-    EXECUTION_TAG,
-    RECOMMENDATION_TAG,
-    PurchaseReservedInstancesExecutor,
-)
+from cost_engine.executors.purchase_reserved_instances import RECOMMENDATION_TAG, PurchaseReservedInstancesExecutor
 from cost_engine.models import Recommendation, RecommendationType, RiskLevel, new_execution_id
 from cost_engine.pricing import price_catalog
 from cost_engine.settings import Settings

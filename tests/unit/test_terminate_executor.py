@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
+from cost_engine.errors import ActionFailed
 from cost_engine.executors.terminate import TerminateExecutor
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
@@ -297,6 +298,19 @@ def test_backup_creates_an_ami_tagged_with_the_execution(
     assert tags[EXECUTION_TAG] == execution_id
     assert tags[SOURCE_INSTANCE_TAG] == web_server
     assert executor.backup_ready(recommendation, backup) is True
+
+
+def test_a_backup_ami_that_is_gone_fails_the_wait_and_leaves_the_instance_untouched(
+    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+) -> None:
+    recommendation = recommendation_for(web_server)
+    backup = executor.backup(recommendation, execution_id)
+    ec2.deregister_image(ImageId=backup["image_id"])
+
+    with pytest.raises(ActionFailed, match=rf"backup AMI {backup['image_id']} is 'missing': the instance is left"):
+        executor.backup_ready(recommendation, backup)
+    [instance] = ec2.describe_instances(InstanceIds=[web_server])["Reservations"][0]["Instances"]
+    assert instance["State"]["Name"] == "running"
 
 
 def test_a_repeated_backup_reuses_the_ami_it_already_made(

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cost_engine.aws import AwsClients
+from botocore.exceptions import ClientError
+
+from cost_engine.aws import AwsClients, aws_failure, error_code
 from cost_engine.ec2_reads import find_instance
 from cost_engine.errors import ActionFailed
 from cost_engine.prechecks import DryRunProbe
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+    from mypy_boto3_ec2.type_defs import ImageTypeDef, InstanceTypeDef
 
 GONE_STATES = frozenset({"shutting-down", "terminated"})
+# An image in one of these states never becomes available ("missing": AWS no longer knows it).
+FAILED_IMAGE_STATES = frozenset({"failed", "invalid", "deregistered", "error", "missing"})
 # Tags the engine puts on what it creates, so that a retried step finds what it already made.
 EXECUTION_TAG = "cost-engine:execution-id"
 SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
@@ -72,6 +76,53 @@ class Ec2InstanceReads:
             Owners=["self"], Filters=[{"Name": f"tag:{EXECUTION_TAG}", "Values": [execution_id]}]
         )["Images"]
         return images[0]["ImageId"] if images else None
+
+    def _backup_image(self, instance_id: str, execution_id: str, *, name: str, description: str) -> str:
+        """The execution's image of the instance: the one a retried step already started, or a new one.
+        Tagged as it is created: a retry finds it by the tag, and the IAM permission to tag is limited
+        to tagging on creation."""
+        image_id = self._existing_backup_image(execution_id)
+        if image_id is not None:
+            return image_id
+        try:
+            return self.clients.ec2.create_image(
+                InstanceId=instance_id,
+                Name=name,
+                Description=description,
+                NoReboot=True,
+                TagSpecifications=[
+                    {
+                        "ResourceType": "image",
+                        "Tags": [
+                            {"Key": EXECUTION_TAG, "Value": execution_id},
+                            {"Key": SOURCE_INSTANCE_TAG, "Value": instance_id},
+                        ],
+                    }
+                ],
+            )["ImageId"]
+        except ClientError as error:
+            raise aws_failure("CreateImage", error) from error
+
+    def _image(self, image_id: str) -> ImageTypeDef | None:
+        try:
+            images = self.clients.ec2.describe_images(ImageIds=[image_id])["Images"]
+        except ClientError as error:
+            if error_code(error).startswith("InvalidAMIID"):
+                return None
+            raise aws_failure("DescribeImages", error) from error
+        return images[0] if images else None
+
+    def _image_state(self, image_id: str) -> str:
+        image = self._image(image_id)
+        return image["State"] if image else "missing"
+
+    def _image_ready(self, image_id: str, *, label: str, then: str) -> bool:
+        """Whether the image is available; ActionFailed naming it as `label` and saying what
+        becomes of the execution (`then`) when it never will be."""
+        state = self._image_state(image_id)
+        if state in FAILED_IMAGE_STATES:
+            raise ActionFailed(f"{label} {image_id} is '{state}': {then}")
+        return state == "available"
 
     def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
         """Everything needed to launch an instance like this one again (from an image of it)."""

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from cost_engine.aws import aws_failure, error_code
-from cost_engine.ec2_instances import Ec2InstanceReads
+from cost_engine.ec2_instances import EXECUTION_TAG, GONE_STATES, SOURCE_INSTANCE_TAG, Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -35,12 +35,9 @@ from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef, ScalingPolicyTypeDef
-    from mypy_boto3_ec2.type_defs import TagTypeDef
+    from mypy_boto3_ec2.type_defs import ImageTypeDef, TagTypeDef
 
-EXECUTION_TAG = "cost-engine:execution-id"
-SOURCE_INSTANCE_TAG = "cost-engine:source-instance-id"
 NAME_PREFIX = "cost-engine-"
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 
 _INSTANCE_ARN = "arn:{partition}:ec2:{region}:{account}:instance/*"
 _GROUP_ARN = "arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/cost-engine-*"
@@ -211,15 +208,6 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
                 return None
             raise aws_failure("DescribeLaunchTemplates", error) from error
         return templates[0]["LaunchTemplateId"] if templates else None
-
-    def _image(self, image_id: str) -> dict[str, Any] | None:
-        try:
-            images = self.clients.ec2.describe_images(ImageIds=[image_id])["Images"]
-        except ClientError as error:
-            if error_code(error).startswith("InvalidAMIID"):
-                return None
-            raise aws_failure("DescribeImages", error) from error
-        return dict(images[0]) if images else None
 
     def _engine_groups_from(self, instance_id: str) -> list[str]:
         groups = self.clients.autoscaling.describe_auto_scaling_groups(
@@ -392,27 +380,13 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         names = names_for(instance_id, execution_id)
         # A launch template needs an image: an AMI of this instance carries its software and
         # configuration, so that the group's instances serve what it serves. It is also what a
-        # person would relaunch from. Tagged as it is created, so a retried step finds it.
-        image_id = self._existing_backup_image(execution_id)
-        if image_id is None:
-            try:
-                image_id = self.clients.ec2.create_image(
-                    InstanceId=instance_id,
-                    Name=names["image"],
-                    Description=f"Image of {instance_id} for its Auto Scaling group ({execution_id})",
-                    NoReboot=True,
-                    TagSpecifications=[
-                        {
-                            "ResourceType": "image",
-                            "Tags": [
-                                {"Key": EXECUTION_TAG, "Value": execution_id},
-                                {"Key": SOURCE_INSTANCE_TAG, "Value": instance_id},
-                            ],
-                        }
-                    ],
-                )["ImageId"]
-            except ClientError as error:
-                raise aws_failure("CreateImage", error) from error
+        # person would relaunch from. A retried step finds the one it started.
+        image_id = self._backup_image(
+            instance_id,
+            execution_id,
+            name=names["image"],
+            description=f"Image of {instance_id} for its Auto Scaling group ({execution_id})",
+        )
         return {
             "execution_id": execution_id,
             "instance_id": instance_id,
@@ -424,11 +398,7 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         }
 
     def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        image = self._image(backup["image_id"])
-        state = image["State"] if image else "missing"
-        if state in ("failed", "invalid", "deregistered", "error", "missing"):
-            raise ActionFailed(f"AMI {backup['image_id']} is '{state}': nothing else was created")
-        return bool(state == "available")
+        return self._image_ready(backup["image_id"], label="AMI", then="nothing else was created")
 
     # -- act -----------------------------------------------------------------------------------
 
@@ -622,12 +592,9 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         # gone, in rollback_done: the group refers to the template until then.
         return result
 
-    def _snapshots_of(self, instance_id: str, image_id: str, image: dict[str, Any] | None) -> set[str]:
-        snapshots = {
-            m["Ebs"]["SnapshotId"]
-            for m in (image or {}).get("BlockDeviceMappings", [])
-            if m.get("Ebs", {}).get("SnapshotId")
-        }
+    def _snapshots_of(self, instance_id: str, image_id: str, image: ImageTypeDef | None) -> set[str]:
+        mappings = image.get("BlockDeviceMappings", []) if image else []
+        snapshots = {m["Ebs"]["SnapshotId"] for m in mappings if m.get("Ebs", {}).get("SnapshotId")}
         # After a deregistration the image is gone: CreateImage describes its snapshots like this.
         described = self.clients.ec2.describe_snapshots(
             OwnerIds=["self"],

@@ -19,7 +19,6 @@ from pydantic import Field, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import (
-    EXECUTION_TAG,
     GONE_STATES,
     RESTORED_FOR_TAG,
     SOURCE_INSTANCE_TAG,
@@ -406,38 +405,16 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
             "original_state": instance["State"]["Name"],
             "launch_config": self._launch_config(instance),
         }
-        # A retried step finds the image it already started instead of making a second one.
-        image_id = self._existing_backup_image(execution_id)
-        if image_id is None:
-            try:
-                # Tagged as it is created: a retry finds it by the tag, and the IAM permission to tag
-                # is limited to tagging on creation.
-                image_id = self.clients.ec2.create_image(
-                    InstanceId=instance_id,
-                    Name=f"cost-engine-{execution_id}",
-                    Description=f"Backup of {instance_id} before migrate_to_spot ({execution_id})",
-                    NoReboot=True,
-                    TagSpecifications=[
-                        {
-                            "ResourceType": "image",
-                            "Tags": [
-                                {"Key": EXECUTION_TAG, "Value": execution_id},
-                                {"Key": SOURCE_INSTANCE_TAG, "Value": instance_id},
-                            ],
-                        }
-                    ],
-                )["ImageId"]
-            except ClientError as error:
-                raise aws_failure("CreateImage", error) from error
-        record["image_id"] = image_id
+        record["image_id"] = self._backup_image(
+            instance_id,
+            execution_id,
+            name=f"cost-engine-{execution_id}",
+            description=f"Backup of {instance_id} before migrate_to_spot ({execution_id})",
+        )
         return record
 
     def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        images = self.clients.ec2.describe_images(ImageIds=[backup["image_id"]])["Images"]
-        state = images[0]["State"] if images else "missing"
-        if state in ("failed", "invalid", "deregistered", "error", "missing"):
-            raise ActionFailed(f"backup AMI {backup['image_id']} is '{state}': the instance is left untouched")
-        return state == "available"
+        return self._image_ready(backup["image_id"], label="backup AMI", then="the instance is left untouched")
 
     # -- act -----------------------------------------------------------------------------------
 

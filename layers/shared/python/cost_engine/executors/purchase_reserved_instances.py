@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.ec2_instances import EXECUTION_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -40,7 +41,6 @@ from cost_engine.pricing import price_catalog
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef, ReservedInstancesOfferingTypeDef, ReservedInstancesTypeDef
 
-EXECUTION_TAG = "cost-engine:execution-id"
 RECOMMENDATION_TAG = "cost-engine:recommendation-id"
 TERM_SECONDS = {"1yr": 31_536_000, "3yr": 94_608_000}
 # States in which a reservation is held or being bought: a second purchase must not follow.

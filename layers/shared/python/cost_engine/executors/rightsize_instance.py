@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from pydantic import StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
-from cost_engine.ec2_instances import Ec2InstanceReads
+from cost_engine.ec2_instances import GONE_STATES, Ec2InstanceReads
 from cost_engine.ec2_reads import tag_map
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 CHANGEABLE_STATES = frozenset({"running", "stopped"})
 TRANSITIONAL_STATES = frozenset({"pending", "stopping"})
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 # AWS answers a start it has no capacity for with these (HTTP 500, "Server." errors). They are not
 # retried as transient: capacity may take hours to return, and the instance is down meanwhile, so
 # the change is rolled back to the original type, which is the quickest way back into service.

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError, field_validator, model_validator
 
 from cost_engine.aws import aws_failure, error_code
-from cost_engine.ec2_instances import Ec2InstanceReads
+from cost_engine.ec2_instances import GONE_STATES, Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")  # in datetime.weekday() order
 SCHEDULABLE_STATES = frozenset({"running", "stopped"})
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 HOURS_PER_WEEK = 168
 STOP_TARGET_ARN = "arn:aws:scheduler:::aws-sdk:ec2:stopInstances"
 START_TARGET_ARN = "arn:aws:scheduler:::aws-sdk:ec2:startInstances"
