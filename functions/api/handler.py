@@ -340,7 +340,9 @@ def approval_decision(approval_id: str) -> Response[Any]:
     if choice not in ("approve", "reject"):
         return _html(400, outcome_page("Nothing was decided", "Use the Approve or Reject button on the page."))
     try:
-        decision = ApprovalDecision(approver=form.get("approver", ""), comment=form.get("comment", ""))
+        decision = ApprovalDecision(
+            approver=form.get("approver", ""), comment=form.get("comment", ""), plan_hash=form.get("plan_hash") or None
+        )
     except ValidationError:
         return _html(
             400,

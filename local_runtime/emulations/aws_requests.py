@@ -77,6 +77,9 @@ class AwsFault:
     hits: int = 0
     # Whether the fault answers DryRun requests (the permission check) instead of the real ones.
     dry_run: bool = False
+    # How many matching requests go through before the fault answers (to fail a step's second write).
+    passes: int = 0
+    passed: int = 0
 
     def matches(self, call: Call) -> bool:
         return (
@@ -128,15 +131,19 @@ class AwsRequests:
         status: int = 400,
         times: int = 1,
         dry_run: bool = False,
+        passes: int = 0,
     ) -> AwsFault:
         """The next `times` requests of `operation` answer the AWS error `code` with HTTP `status`
         (400 for throttling, 500/503 for a server error) instead of reaching moto. Only the real
-        requests, unless `dry_run`: then only EC2's DryRun permission checks of that operation."""
+        requests, unless `dry_run`: then only EC2's DryRun permission checks of that operation. With
+        `passes`, that many matching requests are answered normally first."""
         if times < 1:
             raise ValueError("times is at least 1")
         if not 400 <= status <= 599:
             raise ValueError("an AWS error has an HTTP status from 400 to 599")
-        fault = AwsFault(service=service, operation=operation, code=code, status=status, times=times, dry_run=dry_run)
+        fault = AwsFault(
+            service=service, operation=operation, code=code, status=status, times=times, dry_run=dry_run, passes=passes
+        )
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -149,6 +156,9 @@ class AwsRequests:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(call):
+                    if fault.passed < fault.passes:
+                        fault.passed += 1
+                        return None
                     fault.hits += 1
                     return fault
         return None

@@ -173,21 +173,24 @@ def step_events(events: list[str]) -> list[str]:
 #   REQUESTED            accepted, its prechecks passed and the recommendation validated
 #   PLANNED              ...then planned and priced, and the approval policy applied to the plan
 #   AWAITING_A_PERSON    ...left to a person (no auto_approve, or the policy overrode it): awaiting_approval
-#   APPROVED_BY_A_PERSON ...and a person approved it; it holds an acting slot
-#   APPROVED_BY_POLICY   ...approved without a person (auto_approve the policy let stand); it holds a slot
+#   APPROVED_BY_A_PERSON ...and a person approved it; re-checked, it holds an acting slot
+#   APPROVED_BY_POLICY   ...approved without a person (auto_approve the policy let stand); re-checked, it holds a slot
 #   DRY_RUN              REQUESTED, then the policy's decision, and the plan reported without acting
 # The tails that follow an approval:
 #   BACKED_UP            the backup made before acting
-#   COMPLETED            BACKED_UP, then the change made, verified and recorded as completed
+#   RECHECKED            BACKED_UP, then checked again right before the change
+#   COMPLETED            RECHECKED, then the change made, verified and recorded as completed
 #   ROLLED_BACK          the automatic rollback, from its start to the final status
 REQUESTED: list[str] = ["execution_requested", "prechecked", "validated"]
 PLANNED: list[str] = [*REQUESTED, "planned", "approval_policy_decided"]
 AWAITING_A_PERSON: list[str] = [*PLANNED, "approval_requested"]
-APPROVED_BY_A_PERSON: list[str] = [*AWAITING_A_PERSON, "approved", "slot_acquired"]
-APPROVED_BY_POLICY: list[str] = [*PLANNED, "approved", "slot_acquired"]
+# The pre-checks and the type's validation run again right before the backup and before the change.
+APPROVED_BY_A_PERSON: list[str] = [*AWAITING_A_PERSON, "approved", "rechecked", "slot_acquired"]
+APPROVED_BY_POLICY: list[str] = [*PLANNED, "approved", "rechecked", "slot_acquired"]
 DRY_RUN: list[str] = [*REQUESTED, "approval_policy_decided", "dry_run_completed"]
 BACKED_UP: list[str] = ["backup_started", "backup_done"]
-COMPLETED: list[str] = [*BACKED_UP, "action_started", "action_done", "verified", "completed"]
+RECHECKED: list[str] = [*BACKED_UP, "rechecked"]
+COMPLETED: list[str] = [*RECHECKED, "action_started", "action_done", "verified", "completed"]
 ROLLED_BACK: list[str] = ["rollback_started", "rollback_action", "rollback_done", "rolled_back"]
 
 

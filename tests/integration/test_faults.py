@@ -20,8 +20,8 @@ from local_runtime.runtime import LocalRuntime
 from tests.integration.conftest import (
     APPROVED_BY_A_PERSON,
     APPROVED_BY_POLICY,
-    BACKED_UP,
     COMPLETED,
+    RECHECKED,
     ROLLED_BACK,
     backup_images,
     instance_state,
@@ -120,7 +120,7 @@ def test_a_5xx_on_termination_that_outlasts_the_retries_rolls_back_and_the_insta
     # (the first try and the state machine's 3 retries, each with the SDK's own retry)
     assert answered(runtime, mark, "ec2", "TerminateInstances") == [500] * 8
     assert failed_tasks(api, execution["execution_id"]) == ["TransientError"] * 4
-    assert outcome_events(api, execution["execution_id"]) == [*APPROVED_BY_A_PERSON, *BACKED_UP, *ROLLED_BACK]
+    assert outcome_events(api, execution["execution_id"]) == [*APPROVED_BY_A_PERSON, *RECHECKED, *ROLLED_BACK]
 
 
 def test_a_5xx_on_deleting_a_volume_that_outlasts_the_retries_leaves_the_volume_as_it_was(
@@ -144,7 +144,7 @@ def test_a_5xx_on_deleting_a_volume_that_outlasts_the_retries_leaves_the_volume_
     assert [v["State"] for v in ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]] == ["available"]
     assert answered(runtime, mark, "ec2", "DeleteVolume") == [503] * 8
     assert failed_tasks(api, execution["execution_id"]) == ["TransientError"] * 4
-    assert outcome_events(api, execution["execution_id"]) == [*APPROVED_BY_POLICY, *BACKED_UP, *ROLLED_BACK]
+    assert outcome_events(api, execution["execution_id"]) == [*APPROVED_BY_POLICY, *RECHECKED, *ROLLED_BACK]
 
 
 def test_a_throttled_backup_is_retried_and_makes_one_image(
@@ -181,12 +181,13 @@ def test_a_step_that_crashes_after_terminating_before_recording_rolls_back_and_r
     launch_instance: Callable[..., str],
     recommend: Callable[..., str],
 ) -> None:
-    # Given the terminate step is about to run, and DynamoDB will refuse the next write it makes
-    # (as it refuses an item grown too large): the step terminates the instance, then cannot record it
+    # Given the terminate step is about to run, and DynamoDB will refuse the write that records the
+    # termination (as it refuses an item grown too large): the step terminates the instance, then
+    # cannot record it (its first write, that the re-check before the change passed, goes through)
     instance_id = launch_instance("t3.large", name="crash-victim")
     execution_id, hold = approved_and_held(api, runtime, recommend(instance_id), "act")
     mark = runtime.aws_requests.mark()
-    runtime.aws_requests.fail("dynamodb", "UpdateItem", code="ValidationException", status=400)
+    runtime.aws_requests.fail("dynamodb", "UpdateItem", code="ValidationException", status=400, passes=1)
 
     # When the step runs
     hold.release()
@@ -205,7 +206,7 @@ def test_a_step_that_crashes_after_terminating_before_recording_rolls_back_and_r
     restored = restored_instances(ec2, execution_id)
     assert [(i["InstanceType"], i["State"]["Name"]) for i in restored] == [("t3.large", "running")]
     assert execution["rollback"]["replaces_instance_id"] == instance_id
-    assert outcome_events(api, execution_id) == [*APPROVED_BY_A_PERSON, *BACKED_UP, *ROLLED_BACK]
+    assert outcome_events(api, execution_id) == [*APPROVED_BY_A_PERSON, *RECHECKED, *ROLLED_BACK]
 
 
 @pytest.mark.parametrize(("step", "operation"), [("backup", "CreateImage"), ("act", "TerminateInstances")])
@@ -262,7 +263,7 @@ def test_a_step_that_times_out_while_waiting_for_the_termination_rolls_back_and_
     assert failed_tasks(api, execution["execution_id"]) == ["Sandbox.Timedout"]
     assert outcome_events(api, execution["execution_id"]) == [
         *APPROVED_BY_A_PERSON,
-        *BACKED_UP,
+        *RECHECKED,
         "action_started",
         *ROLLED_BACK,
     ]

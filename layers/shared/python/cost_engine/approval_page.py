@@ -7,6 +7,7 @@ request is escaped: resource ids, tags and comments come from outside.
 
 from __future__ import annotations
 
+import json
 from html import escape
 
 from cost_engine.models import ExecutionRecord
@@ -83,17 +84,32 @@ def _details(record: ExecutionRecord) -> str:
                 + "</ol>",
             )
         )
+    if plan and plan.resource:
+        # The resource as it was found when planned (its state, tags...): what the approval is for.
+        facts = "".join(
+            f"<li><code>{escape(key)}</code>: {escape(json.dumps(value, sort_keys=True, default=str)[:300])}</li>"
+            for key, value in plan.resource.items()
+        )
+        rows.append(("As found", f'<ul id="as-found">{facts}</ul>'))
     if approval:
         rows.append(("Decide by", f'<span id="deadline">{approval.deadline:%Y-%m-%d %H:%M UTC}</span>'))
+    if plan_hash := _plan_hash(record):
+        # What the decision is bound to: the engine refuses to carry out any other plan.
+        rows.append(("Plan", f'<code id="plan-hash">{escape(plan_hash)}</code>'))
     rows.append(("Execution", f"<code>{escape(record.execution_id)}</code>"))
     return "<dl>" + "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows) + "</dl>"
+
+
+def _plan_hash(record: ExecutionRecord) -> str | None:
+    return record.approval.plan_hash if record.approval else None
 
 
 def review_page(record: ExecutionRecord, approval_id: str, expires: str, signature: str) -> str:
     """The page with the plan and the Approve and Reject buttons (a POST; the GET changed nothing)."""
     hidden = "".join(
         f'<input type="hidden" name="{name}" value="{escape(value)}">'
-        for name, value in (("expires", expires), ("signature", signature))
+        for name, value in (("expires", expires), ("signature", signature), ("plan_hash", _plan_hash(record)))
+        if value
     )
     form = (
         # A relative action: the form posts back to this very path, whatever stage prefix it has.

@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     RECOMMENDATION_STALE = "recommendation_stale"
     DENIED_BY_BUSINESS_RULES = "denied_by_business_rules"
     INJECTED_FAULT = "injected_fault"
+    REFUSED_AT_ACTION = "refused_at_action"
+    PLAN_CHANGED = "plan_changed"
 
 
 class EngineError(Exception):
@@ -96,6 +98,20 @@ class CancelRequested(EngineError):
     the execution ends `cancelled` (not retried: Retry lists only transient errors)."""
 
     code = ErrorCode.CANCELLED
+
+
+class RefusedAtAction(EngineError):
+    """The re-check at the moment of action refused the change: the resource, the rules or the plan
+    changed while the execution waited. Nothing was changed (not retried: Retry lists only transient
+    errors)."""
+
+    code = ErrorCode.REFUSED_AT_ACTION
+
+
+class PlanChanged(Conflict):
+    """A decision for a plan other than the one the execution would carry out now."""
+
+    code = ErrorCode.PLAN_CHANGED
 
 
 class UnmappableRecommendation(InvalidParameters):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -125,6 +127,9 @@ class ExecutionRequest(StrictModel):
 class ApprovalDecision(StrictModel):
     approver: Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
     comment: Annotated[str, StringConstraints(max_length=1024)] = ""
+    # The plan the decider saw (`pending_approval.plan_hash`, or the page's hidden field): when given,
+    # a decision for any other plan is refused (409 plan_changed) instead of being applied to it.
+    plan_hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
 
 
 class ValidationResult(BaseModel):
@@ -156,6 +161,24 @@ class ExecutionPlan(BaseModel):
     # Money spent once by carrying out the plan (e.g. an upfront payment), for the approval policy.
     one_time_cost: float | None = None
 
+    def fingerprint(self) -> str:
+        """A hash of everything the plan says, so an approval can be bound to the plan it was given
+        for: the same resource in the same state gives the same plan, and so the same hash."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def differences(self, other: ExecutionPlan) -> list[str]:
+        """Where `other` says something else than this plan, as dotted paths (`resource.tags`)."""
+        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
+        changed = []
+        for key in sorted(set(mine) | set(theirs)):
+            if key == "resource" and isinstance(mine.get(key), dict) and isinstance(theirs.get(key), dict):
+                inner = set(mine[key]) | set(theirs[key])
+                changed += [f"resource.{k}" for k in sorted(inner) if mine[key].get(k) != theirs[key].get(k)]
+            elif mine.get(key) != theirs.get(key):
+                changed.append(key)
+        return changed
+
 
 class VerificationResult(BaseModel):
     passed: bool
@@ -185,6 +208,9 @@ class ApprovalState(BaseModel):
     # "link" (the emailed approval page) or "api" (an authenticated call).
     decided_via: str | None = None
     comment: str = ""
+    # The plan the approver was shown (ExecutionPlan.fingerprint): the decision is for that plan
+    # only, and the acting steps refuse to carry out any other.
+    plan_hash: str | None = None
 
 
 class ExecutionRecord(BaseModel):
@@ -241,6 +267,12 @@ class ExecutionRecord(BaseModel):
     acting_slot: int | None = None
     acting_started_at: datetime | None = None
     acting_timed_out: bool = False
+    # Set when the re-check right before the change refused it (the resource or the rules changed
+    # while the execution waited): its rollback then only ends the execution `failed`.
+    refused_before_change: bool = False
+    # Set once that re-check passed, before the change is attempted: from then on a retried step may
+    # come after the change, so the re-check is not run again and the refusal above cannot happen.
+    rechecked_before_change: bool = False
 
 
 class ExecutionResult(BaseModel):

@@ -26,6 +26,7 @@ from cost_engine.errors import (
     InvalidParameters,
     InvalidRequest,
     NotFound,
+    PlanChanged,
     RecommendationStale,
     StatusConflict,
     UnsupportedType,
@@ -464,6 +465,12 @@ class ExecutionService:
                 f"execution {execution_id} is '{record.status.value}', not awaiting approval: "
                 "the decision changes nothing"
             )
+        approved_plan = record.approval.plan_hash if record.approval else None
+        if decision.plan_hash is not None and decision.plan_hash != approved_plan:
+            raise PlanChanged(
+                f"execution {execution_id} waits for a decision on plan {approved_plan}, not on {decision.plan_hash}: "
+                "read the execution again and decide on the plan it shows"
+            )
         token = self.ctx.executions.task_token(execution_id)
         now = utc_now()
         approval = record.approval.model_copy() if record.approval else None
@@ -493,7 +500,7 @@ class ExecutionService:
             execution_id,
             "approved" if approve else "rejected",
             f"approver:{decision.approver}",
-            {"comment": decision.comment, "via": via, "caller": actor},
+            {"comment": decision.comment, "via": via, "caller": actor, "plan_hash": approved_plan},
         )
         if token:
             if approve:
@@ -557,6 +564,8 @@ class ExecutionService:
             return outcome
         try:
             record = self.decide(outcome.record.execution_id, decision, approve, actor=source, via="link")
+        except PlanChanged as changed:
+            return LinkOutcome(409, "The plan changed", changed.message + ". Nothing was decided.", outcome.record)
         except Conflict:
             # Someone decided between the page's read and this write: show what won.
             return self.open_link(approval_id, expires, signature)

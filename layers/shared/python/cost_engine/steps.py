@@ -22,7 +22,14 @@ from cost_engine.approval_policy import decide
 from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
-from cost_engine.errors import ActionFailed, CancelRequested, Conflict, StatusConflict, TransientError
+from cost_engine.errors import (
+    ActionFailed,
+    CancelRequested,
+    Conflict,
+    RefusedAtAction,
+    StatusConflict,
+    TransientError,
+)
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.limits import ActingTimeLimitExceeded
 from cost_engine.models import (
@@ -33,7 +40,7 @@ from cost_engine.models import (
     ValidationResult,
     utc_now,
 )
-from cost_engine.prechecks import run_prechecks
+from cost_engine.prechecks import PrecheckResult, run_prechecks
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
 from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES
 
@@ -240,7 +247,16 @@ class StepRunner:
                 estimated_duration=0,
             )
         else:
-            result = self._prechecked(record, recommendation, executor)
+            result, checked = self._prechecked(recommendation, executor)
+            self._event(
+                record,
+                "prechecked",
+                Step.VALIDATE,
+                passed=not checked.errors,
+                errors=checked.errors,
+                warnings=checked.warnings,
+                **checked.facts,
+            )
         self._event(record, "validated", Step.VALIDATE, **result.model_dump(mode="json"))
         if not result.valid:
             self._event(record, "failed", Step.VALIDATE, reason="validation failed", errors=result.errors)
@@ -260,10 +276,11 @@ class StepRunner:
         return {"valid": True}
 
     def _prechecked(
-        self, record: ExecutionRecord, recommendation: Recommendation, executor: BaseExecutor
-    ) -> ValidationResult:
+        self, recommendation: Recommendation, executor: BaseExecutor
+    ) -> tuple[ValidationResult, PrecheckResult]:
         """The common pre-checks (cost_engine.prechecks), then the type's own validation. A refusal by
-        the pre-checks is final: the type's checks are not run."""
+        the pre-checks is final: the type's checks are not run. Also answers what the pre-checks
+        looked at, for the audit log."""
         settings = self.ctx.settings
         checked = run_prechecks(
             executor,
@@ -273,25 +290,46 @@ class StepRunner:
             utc_now(),
             settings.own_role_arn,
         )
-        self._event(
-            record,
-            "prechecked",
-            Step.VALIDATE,
-            passed=not checked.errors,
-            errors=checked.errors,
-            warnings=checked.warnings,
-            **checked.facts,
-        )
         if checked.errors:
-            return ValidationResult(
+            refused = ValidationResult(
                 valid=False,
                 errors=checked.errors,
                 warnings=checked.warnings,
                 risk_level=executor.risk_level,
                 estimated_duration=0,
             )
+            return refused, checked
         result = executor.validate(recommendation)
-        return result.model_copy(update={"warnings": [*checked.warnings, *result.warnings]})
+        return result.model_copy(update={"warnings": [*checked.warnings, *result.warnings]}), checked
+
+    def _recheck(
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: BaseExecutor, step: Step, moment: str
+    ) -> None:
+        """Safety judged at the moment of action, not of the request: an approval can take days, and
+        meanwhile the resource may have been protected, put behind a load balancer or changed, the
+        rules may have changed, the permission may be gone. The pre-checks and the type's validation
+        run again, and the plan is made again: an approval holds for the plan it was given for only.
+        Raises RefusedAtAction (with every reason) when the change must not be made now."""
+        result, checked = self._prechecked(recommendation, executor)
+        problems = list(result.errors)
+        approved_hash = record.approval.plan_hash if record.approval and record.approval.plan_hash else None
+        # One event for the whole re-check: what was looked at, as `prechecked` has it, and the plan.
+        detail: dict[str, Any] = {"moment": moment, **checked.facts}
+        if result.valid and record.plan is not None:
+            plan = executor.plan(recommendation, record.execution_id)
+            detail["plan_hash"] = plan.fingerprint()
+            changed = record.plan.differences(plan)
+            if approved_hash is not None and approved_hash != record.plan.fingerprint():
+                changed.append("the approved plan itself")
+            if changed:
+                detail["plan_changes"] = changed
+                problems.append(
+                    f"the plan is no longer the one that was approved ({', '.join(changed)} changed since): "
+                    "execute the recommendation again to have the new plan approved"
+                )
+        self._event(record, "rechecked", step, passed=not problems, errors=problems, warnings=result.warnings, **detail)
+        if problems:
+            raise RefusedAtAction(f"refused {moment}: " + "; ".join(problems))
 
     def plan(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
@@ -332,7 +370,14 @@ class StepRunner:
         self._advance(
             record, S.APPROVED, S.VALIDATING, {"auto_approved": True, "current_step": Step.AUTO_APPROVE.value}
         )
-        self._event(record, "approved", Step.AUTO_APPROVE, approver="policy", reason=record.policy.reason)
+        self._event(
+            record,
+            "approved",
+            Step.AUTO_APPROVE,
+            approver="policy",
+            reason=record.policy.reason,
+            plan_hash=record.plan.fingerprint() if record.plan else None,
+        )
         return {"approved": True}
 
     def request_approval(self, request: StepRequest) -> dict[str, Any]:
@@ -356,6 +401,7 @@ class StepRunner:
                 approvers=settings.approver_emails,
                 risk_level=record.policy.risk_level if record.policy else None,
                 reason=record.policy.reason if record.policy else None,
+                plan_hash=record.plan.fingerprint() if record.plan else None,
             )
             approval_id = new_approval_id()
             # Recorded before the status says "awaiting": whoever sees that status (or decides at
@@ -439,6 +485,10 @@ class StepRunner:
                 )
             return {"acquired": False, "wait_seconds": self.ctx.limits.wait_before_asking_again(claim)}
         if record.acting_slot != claim.slot:
+            # Right before the backup: the last moment at which nothing at all has been done. A
+            # refusal fails the step (caught: the execution ends failed, and its slot is freed).
+            _, recommendation, executor = self._load(record.execution_id)
+            self._recheck(record, recommendation, executor, Step.ACQUIRE_SLOT, "before the backup")
             started = utc_now()
             self.ctx.executions.update(
                 record.execution_id,
@@ -474,6 +524,21 @@ class StepRunner:
             # A retry of a step that got through (its answer was lost): acting again would overwrite
             # what was recorded of the change with what the changed resource looks like now.
             return {"started": True}
+        if not record.rechecked_before_change:
+            # Again right before the change: a backup can take long on AWS. Only on the first attempt:
+            # a retried step may follow a change that went through (its answer lost), and the changed
+            # resource would fail the checks as if nothing had been done.
+            try:
+                self._recheck(record, recommendation, executor, Step.ACT, "before the change")
+            except RefusedAtAction:
+                # Recorded first: the rollback that follows restores nothing and ends the execution `failed`.
+                self.ctx.executions.update(
+                    record.execution_id, expected=S.EXECUTING, changes={"refused_before_change": True}
+                )
+                raise
+            self.ctx.executions.update(
+                record.execution_id, expected=S.EXECUTING, changes={"rechecked_before_change": True}
+            )
         action = executor.apply(recommendation, record.backup or {})
         self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"action": action, "current_step": Step.ACT.value}
@@ -541,7 +606,12 @@ class StepRunner:
             )
         else:
             raise Conflict(f"execution {record.execution_id} is '{record.status.value}': nothing to roll back")
-        result = executor.rollback(recommendation, record.backup, record.action)
+        if record.refused_before_change and record.action is None:
+            # The re-check refused before anything was changed: "restoring" would only put the
+            # resource back to how it was at the backup, undoing what someone did to it since.
+            result: dict[str, Any] = {"nothing_changed": True, "backup_kept": record.backup or {}}
+        else:
+            result = executor.rollback(recommendation, record.backup, record.action)
         self.ctx.executions.update(record.execution_id, expected=S.ROLLING_BACK, changes={"rollback": result})
         self._event(record, "rollback_action", Step.ROLLBACK, rollback=result)
         return {"started": True}
@@ -549,6 +619,8 @@ class StepRunner:
     def check_rollback(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
         rollback = record.rollback or {}
+        if rollback.get("nothing_changed"):
+            return self._poll(request, S.ROLLING_BACK, "rollback", lambda: True)
         return self._poll(request, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, rollback))
 
     def record_rollback(self, request: StepRequest) -> dict[str, Any]:
@@ -569,7 +641,7 @@ class StepRunner:
         final = S.ROLLED_BACK
         if automatic and record.cancel_requested_by:
             final = S.CANCELLED
-        elif automatic and record.acting_timed_out:
+        elif automatic and (record.acting_timed_out or record.refused_before_change):
             final = S.FAILED
         if final == S.CANCELLED:
             self._event(record, "cancelled", Step.RECORD_ROLLBACK, requested_by=record.cancel_requested_by)
