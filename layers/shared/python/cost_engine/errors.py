@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     RECOMMENDATION_STALE = "recommendation_stale"
     DENIED_BY_BUSINESS_RULES = "denied_by_business_rules"
     INJECTED_FAULT = "injected_fault"
+    ACCESS_DENIED = "access_denied"
+    SELF_APPROVAL_REFUSED = "self_approval_refused"
 
 
 class EngineError(Exception):
@@ -57,6 +59,18 @@ class DeniedByBusinessRules(EngineError):
     """The customer's business rules do not allow this change."""
 
     code = ErrorCode.DENIED_BY_BUSINESS_RULES
+
+
+class AccessDenied(EngineError):
+    """The caller sees the customer but lacks the role this needs (cost_engine.access)."""
+
+    code = ErrorCode.ACCESS_DENIED
+
+
+class SelfApprovalRefused(AccessDenied):
+    """Four eyes: the principal that requested an execution may not approve it."""
+
+    code = ErrorCode.SELF_APPROVAL_REFUSED
 
 
 class InvalidTransition(Conflict):
