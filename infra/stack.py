@@ -31,7 +31,7 @@ from constructs import Construct, IConstruct, Node
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cost_engine import topology
-from cost_engine.access import AccessPolicy
+from cost_engine.access import ROUTE_ROLES, AccessPolicy, Role, routes_of
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import Permission
@@ -68,7 +68,10 @@ APPROVAL_PAGE_RESOURCE = f"{topology.APPROVAL_PAGE_PATH}/{{approval_id}}"
 APPROVAL_PAGE_METHODS = ("GET", "POST")
 # Deciding has resources of its own, so that IAM grants it apart from the rest of the API (an
 # approver's execute-api:Invoke on POST/executions/*/approve and …/reject, nothing else).
-DECISION_RESOURCES = ("executions/{execution_id}/approve", "executions/{execution_id}/reject")
+DECISION_RESOURCES = tuple(path.lstrip("/") for (_, path), role in ROUTE_ROLES.items() if role == Role.APPROVER)
+# One managed policy per role, granting execute-api:Invoke on exactly that role's routes: attach it to
+# the IAM roles that hold the role, and name them in the `access` context key with their customers.
+API_ROLE_POLICY_IDS = {role: f"Api{role.value.capitalize()}Policy" for role in Role}
 # Per approval method, below the stage's limits: a mail scanner opening every link cannot use up the
 # requests that the IAM-signed routes need.
 APPROVAL_PAGE_RATE_LIMIT = 10
@@ -131,6 +134,12 @@ EXECUTOR_BASE_ACTIONS = frozenset(
 TRIGGER_STATES_ACTIONS = ("states:StartExecution",)
 EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
+
+
+def route_resource(path: str) -> str:
+    """A route's path as an execute-api resource: each path parameter is a wildcard (ids are not known
+    in advance)."""
+    return re.sub(r"\{\w+\}", "*", path)
 
 
 def _email_address(value: str) -> str:
@@ -596,8 +605,29 @@ class CostExecutionEngineStack(Stack):
             )
             for path in DECISION_RESOURCES
         ]
+        self.api_role_policies = self._api_role_policies(api)
         api.deployment_stage.node.add_dependency(self._api_gateway_account())
         return api
+
+    def _api_role_policies(self, api: apigw.RestApi) -> dict[Role, iam.ManagedPolicy]:
+        """What the holders of each role may call (the engine then checks their customers)."""
+        return {
+            role: iam.ManagedPolicy(
+                self,
+                API_ROLE_POLICY_IDS[role],
+                description=f"Calls the Cost Execution Engine API as {role.value} (see the access context key)",
+                statements=[
+                    iam.PolicyStatement(
+                        actions=["execute-api:Invoke"],
+                        resources=[
+                            api.arn_for_execute_api(method, route_resource(path), topology.API_STAGE_NAME)
+                            for method, path in routes_of(role)
+                        ],
+                    )
+                ],
+            )
+            for role in Role
+        }
 
     def _api_gateway_account(self) -> apigw.CfnAccount:
         """API Gateway's regional logging role, needed for execution logs.

@@ -16,7 +16,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from cost_engine import topology
-from cost_engine.access import AccessPolicy
+from cost_engine.access import AccessPolicy, Role
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.models import RecommendationType
@@ -426,6 +426,40 @@ def test_approve_and_reject_are_served_by_the_api_function(synthesized: Synthesi
         integration = synthesized.resource(method.node.path, method)["Properties"]["Integration"]
         assert integration["Type"] == "AWS_PROXY"
         assert api_function in set(referenced(integration["Uri"]))
+
+
+def invoked_routes(synthesized: Synthesized, policy: IConstruct) -> set[str]:
+    """The "METHOD/path" each execute-api:Invoke statement of a managed policy names, on this API's stage."""
+    document = synthesized.resource(policy.node.path, policy)["Properties"]["PolicyDocument"]
+    api = synthesized.stack.logical_id(synthesized.stack.api)
+    routes = set()
+    for statement in document["Statement"]:
+        assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
+        for resource in as_list(statement["Resource"]):
+            parts = resource["Fn::Join"][1]
+            assert api in set(referenced(parts))
+            routes.add(parts[-1].removeprefix(f"/{topology.API_STAGE_NAME}/"))
+    return routes
+
+
+def test_each_role_has_a_managed_policy_that_invokes_exactly_its_routes_and_only_approvers_decide(
+    synthesized: Synthesized,
+) -> None:
+    reads = {"GET/recommendations/*", "GET/executions", "GET/executions/*", "GET/executions/*/logs"}
+    policies = synthesized.stack.api_role_policies
+
+    assert invoked_routes(synthesized, policies[Role.VIEWER]) == reads
+    assert invoked_routes(synthesized, policies[Role.OPERATOR]) == reads | {
+        "POST/recommendations",
+        "POST/recommendations/import",
+        "POST/executions/execute",
+        "POST/executions/*/cancel",
+        "POST/executions/*/rollback",
+    }
+    assert invoked_routes(synthesized, policies[Role.APPROVER]) == reads | {
+        "POST/executions/*/approve",
+        "POST/executions/*/reject",
+    }
 
 
 def test_the_api_function_is_told_the_access_policy_and_the_approval_policy_of_the_context() -> None:

@@ -3,15 +3,19 @@ naming the role it lacks, and four eyes on approvals."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from cost_engine.access import AccessPolicy, Caller, Role, principal_key
+from cost_engine.access import ROUTE_ROLES, AccessPolicy, Caller, Role, principal_key
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.errors import AccessDenied, NotFound, SelfApprovalRefused
 from cost_engine.models import ExecutionRecord, RecommendationType
 from cost_engine.settings import load_settings
-from cost_engine.topology import LIMITS_TABLE, EnvVar
+from cost_engine.topology import APPROVAL_PAGE_PATH, LIMITS_TABLE, EnvVar
+from tools.write_openapi import OUTPUT
 
 OPERATOR_ROLE = "arn:aws:iam::123456789012:role/teams/FinOpsOperator"
 APPROVER_ROLE = "arn:aws:iam::123456789012:role/FinOpsApprover"
@@ -153,3 +157,15 @@ def test_the_functions_read_the_access_policy_from_their_environment() -> None:
 
     assert settings.access_policy == POLICY
     assert not load_settings({**environment, EnvVar.ACCESS_POLICY: ""}).access_policy.principals
+
+
+def test_every_route_of_the_api_but_the_approval_pages_has_the_role_it_needs() -> None:
+    document = json.loads(Path(OUTPUT).read_text())
+    routes = {
+        (method.upper(), path)
+        for path, methods in document["paths"].items()
+        for method in methods
+        if not path.startswith(APPROVAL_PAGE_PATH)
+    }
+
+    assert set(ROUTE_ROLES) == routes

@@ -40,6 +40,28 @@ EVERY_CUSTOMER = "*"
 API_KEY_PREFIX = "apikey:"
 IAM_PREFIX = "iam:"
 
+# The role each route of the API needs. The handler checks it per customer; the stack grants each
+# role's routes in an IAM policy of its own (execute-api:Invoke), which a role's holders are given.
+ROUTE_ROLES: dict[tuple[str, str], Role] = {
+    ("GET", "/recommendations/{recommendation_id}"): Role.VIEWER,
+    ("GET", "/executions"): Role.VIEWER,
+    ("GET", "/executions/{execution_id}"): Role.VIEWER,
+    ("GET", "/executions/{execution_id}/logs"): Role.VIEWER,
+    ("POST", "/recommendations"): Role.OPERATOR,
+    ("POST", "/recommendations/import"): Role.OPERATOR,
+    ("POST", "/executions/execute"): Role.OPERATOR,
+    ("POST", "/executions/{execution_id}/cancel"): Role.OPERATOR,
+    ("POST", "/executions/{execution_id}/rollback"): Role.OPERATOR,
+    ("POST", "/executions/{execution_id}/approve"): Role.APPROVER,
+    ("POST", "/executions/{execution_id}/reject"): Role.APPROVER,
+}
+
+
+def routes_of(role: Role) -> list[tuple[str, str]]:
+    """The routes a role may call: its own, and (every role reads) the viewer's."""
+    return [route for route, needed in ROUTE_ROLES.items() if needed in (role, Role.VIEWER)]
+
+
 _ROLE_OR_USER_ARN = re.compile(
     r"^arn:(?P<partition>aws[\w-]*):iam::(?P<account>[0-9]{12}):(?P<kind>role|user)/(?:[^/]+/)*(?P<name>[\w+=,.@-]+)$"
 )
