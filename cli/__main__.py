@@ -315,7 +315,9 @@ def parser() -> argparse.ArgumentParser:
     for name, helptext in (("approve", "approve a waiting execution"), ("reject", "reject a waiting execution")):
         decide = commands.add_parser(name, help=helptext)
         decide.add_argument("execution_id")
-        decide.add_argument("--approver", required=True, help="your name or email (recorded)")
+        decide.add_argument(
+            "--approver", required=True, help="your name or email (shown beside the identity that signs the call)"
+        )
         decide.add_argument("--comment", default="")
         decide.set_defaults(run=_decide(name))
 

@@ -10,9 +10,10 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import IConstruct
 
 from cost_engine import topology
+from cost_engine.access import routes_of
 from cost_engine.executors import executor_class
 from cost_engine.prechecks import precheck_permissions
-from infra.stack import CostExecutionEngineStack
+from infra.stack import CostExecutionEngineStack, route_resource
 
 ANY_RESOURCE = "Resource::*"
 TRACING_REASON = "X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions."
@@ -106,6 +107,20 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         "step further.",
         apply_to_children=False,
     )
+    for api_role, policy in stack.api_role_policies.items():
+        api = f"<{stack.logical_id(stack.api)}>"
+        _suppress(
+            policy,
+            "IAM5",
+            f"Invokes exactly the API routes of the {api_role.value} role, on this API's stage; a wildcard stands for "
+            "the id in a route's path, which is not known in advance (the engine then checks the customer).",
+            [
+                f"Resource::arn:<AWS::Partition>:execute-api:<AWS::Region>:<AWS::AccountId>:{api}/"
+                f"{topology.API_STAGE_NAME}/{method}{route_resource(path)}"
+                for method, path in routes_of(api_role)
+                if "*" in route_resource(path)
+            ],
+        )
     _suppress(
         stack.api_gateway_logging_role,
         "IAM5",

@@ -31,6 +31,7 @@ from constructs import Construct, IConstruct, Node
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cost_engine import topology
+from cost_engine.access import ROUTE_ROLES, AccessPolicy, Role, routes_of
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import Permission
@@ -65,6 +66,12 @@ API_GATEWAY_LOGGING_ROLE_ID = "ApiGatewayLoggingRole"
 API_GATEWAY_ACCOUNT_ID = "ApiGatewayAccount"
 APPROVAL_PAGE_RESOURCE = f"{topology.APPROVAL_PAGE_PATH}/{{approval_id}}"
 APPROVAL_PAGE_METHODS = ("GET", "POST")
+# Deciding has resources of its own, so that IAM grants it apart from the rest of the API (an
+# approver's execute-api:Invoke on POST/executions/*/approve and …/reject, nothing else).
+DECISION_RESOURCES = tuple(path.lstrip("/") for (_, path), role in ROUTE_ROLES.items() if role == Role.APPROVER)
+# One managed policy per role, granting execute-api:Invoke on exactly that role's routes: attach it to
+# the IAM roles that hold the role, and name them in the `access` context key with their customers.
+API_ROLE_POLICY_IDS = {role: f"Api{role.value.capitalize()}Policy" for role in Role}
 # Per approval method, below the stage's limits: a mail scanner opening every link cannot use up the
 # requests that the IAM-signed routes need.
 APPROVAL_PAGE_RATE_LIMIT = 10
@@ -129,6 +136,12 @@ EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution",
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
 
 
+def route_resource(path: str) -> str:
+    """A route's path as an execute-api resource: each path parameter is a wildcard (ids are not known
+    in advance)."""
+    return re.sub(r"\{\w+\}", "*", path)
+
+
 def _email_address(value: str) -> str:
     # Only what catches a slip (a missing "@", two addresses run together): SNS asks each address
     # to confirm its subscription anyway.
@@ -169,6 +182,9 @@ class DeploymentContext(BaseModel):
     business_rules: BusinessRulesConfig | None = None
     # Recommendations older than this are refused (409 at execute, refused again at validation).
     max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
+    # cost_engine.access.AccessPolicy, as an object or as its JSON: the roles per customer of each IAM
+    # principal. Unset: no principal may do anything through the API but open approval links.
+    access: AccessPolicy | None = None
 
     @field_validator("approver_emails", mode="before")
     @classmethod
@@ -180,7 +196,7 @@ class DeploymentContext(BaseModel):
             return tuple(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
         return value
 
-    @field_validator("approval_policy", "business_rules", mode="before")
+    @field_validator("approval_policy", "business_rules", "access", mode="before")
     @classmethod
     def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):
@@ -289,7 +305,9 @@ class CostExecutionEngineStack(Stack):
             executor.add_environment(EnvVar.OWN_ROLE_ARN, role.role_arn)
             self.state_machines[machine.recommendation_type] = self._state_machine(machine, executor)
 
-        api_function = self._function(topology.API_FUNCTION, self._execution_start_environment())
+        api_function = self._function(
+            topology.API_FUNCTION, {**self._execution_start_environment(), **self._api_access_environment()}
+        )
         self._allow_api(self.roles[topology.API_FUNCTION.construct_id])
         self.api = self._rest_api(api_function)
         self.trigger_dead_letter_queue, self.trigger_rule, self.run_ended_rule = self._trigger()
@@ -419,6 +437,16 @@ class CostExecutionEngineStack(Stack):
             environment[EnvVar.APPROVER_EMAILS] = ",".join(chosen.approver_emails)
         if chosen.approval_policy is not None:
             # Only what the deployment set: the rest keeps the defaults of the running code.
+            environment[EnvVar.APPROVAL_POLICY] = chosen.approval_policy.model_dump_json(exclude_unset=True)
+        return environment
+
+    def _api_access_environment(self) -> dict[str, str]:
+        """Who may do what through the API, and the approval policy's self-approval rules (four eyes)."""
+        chosen = self.deployment_context
+        environment = {}
+        if chosen.access is not None:
+            environment[EnvVar.ACCESS_POLICY] = chosen.access.model_dump_json()
+        if chosen.approval_policy is not None:
             environment[EnvVar.APPROVAL_POLICY] = chosen.approval_policy.model_dump_json(exclude_unset=True)
         return environment
 
@@ -569,8 +597,37 @@ class CostExecutionEngineStack(Stack):
             approval_page.add_method(method, integration, authorization_type=apigw.AuthorizationType.NONE)
             for method in APPROVAL_PAGE_METHODS
         ]
+        # Approve and reject: IAM-authorized like {proxy+}, but resources of their own that a policy can
+        # grant apart (API Gateway matches them before {proxy+}).
+        self.decision_methods = [
+            api.root.resource_for_path(path).add_method(
+                "POST", integration, authorization_type=apigw.AuthorizationType.IAM, request_validator=validator
+            )
+            for path in DECISION_RESOURCES
+        ]
+        self.api_role_policies = self._api_role_policies(api)
         api.deployment_stage.node.add_dependency(self._api_gateway_account())
         return api
+
+    def _api_role_policies(self, api: apigw.RestApi) -> dict[Role, iam.ManagedPolicy]:
+        """What the holders of each role may call (the engine then checks their customers)."""
+        return {
+            role: iam.ManagedPolicy(
+                self,
+                API_ROLE_POLICY_IDS[role],
+                description=f"Calls the Cost Execution Engine API as {role.value} (see the access context key)",
+                statements=[
+                    iam.PolicyStatement(
+                        actions=["execute-api:Invoke"],
+                        resources=[
+                            api.arn_for_execute_api(method, route_resource(path), topology.API_STAGE_NAME)
+                            for method, path in routes_of(role)
+                        ],
+                    )
+                ],
+            )
+            for role in Role
+        }
 
     def _api_gateway_account(self) -> apigw.CfnAccount:
         """API Gateway's regional logging role, needed for execution logs.

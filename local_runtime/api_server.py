@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,7 +18,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
 def proxy_event(
-    method: str, raw_path: str, headers: dict[str, str], body: str | None, source_ip: str
+    method: str, raw_path: str, headers: dict[str, str], body: str | None, source_ip: str, api_key_id: str | None = None
 ) -> dict[str, Any]:
     parts = urlsplit(raw_path)
     query = parse_qs(parts.query, keep_blank_values=True)
@@ -40,7 +40,8 @@ def proxy_event(
             "requestId": str(uuid.uuid4()),
             "accountId": "123456789012",
             "apiId": "local",
-            "identity": {"sourceIp": source_ip, "userArn": None},
+            # The key's name, as API Gateway gives an API key's id: the key itself stays here.
+            "identity": {"sourceIp": source_ip, "userArn": None, "apiKeyId": api_key_id},
         },
         "body": body,
         "isBase64Encoded": False,
@@ -48,9 +49,10 @@ def proxy_event(
 
 
 class ApiServer:
-    def __init__(self, handler: ApiHandler, host: str, port: int, api_key: str) -> None:
+    def __init__(self, handler: ApiHandler, host: str, port: int, api_keys: Mapping[str, str]) -> None:
         self.handler = handler
-        self.api_key = api_key
+        # Each accepted x-api-key and the name of its principal (cost_engine.access: "apikey:<name>").
+        self.api_keys = dict(api_keys)
         self._server = ThreadingHTTPServer((host, port), self._request_handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-api", daemon=True)
@@ -97,14 +99,15 @@ class ApiServer:
                 raw = self.rfile.read(length) if length else b""
                 # The approval pages are public on AWS too: the link's signature stands in for IAM.
                 public = urlsplit(self.path).path.startswith(APPROVAL_PAGE_PATH + "/")
-                if not public and self.headers.get("x-api-key") != server.api_key:
+                key_name = server.api_keys.get(self.headers.get("x-api-key") or "")
+                if not public and key_name is None:
                     return self._refuse(403, "forbidden", "missing or wrong x-api-key header")
                 try:
                     body = raw.decode("utf-8") if raw else None
                 except UnicodeDecodeError:
                     return self._refuse(400, "invalid_body", "the request body is not UTF-8 text")
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                event = proxy_event(self.command, self.path, headers, body, self.client_address[0])
+                event = proxy_event(self.command, self.path, headers, body, self.client_address[0], key_name)
                 try:
                     response = server.handler(event)
                 except Exception:  # API Gateway answers 502 when the function itself fails

@@ -42,6 +42,9 @@ class ApiClient:
     def register(self, recommendation: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", "/recommendations", json=recommendation)
 
+    def recommendation(self, recommendation_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/recommendations/{recommendation_id}")
+
     def execute(
         self,
         recommendation_id: str,

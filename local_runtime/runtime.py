@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from local_runtime.api_server import ApiServer
@@ -28,6 +28,9 @@ from local_runtime.provision import create_tables
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 LOCAL_ROLE_NAME = "cost-engine-local"
+# The principal of the default API key ("apikey:local-dev"): every role for every customer, and
+# exempt from four eyes, so that one person can run everything locally.
+DEFAULT_KEY_NAME = "local-dev"
 
 
 def free_port() -> int:
@@ -53,6 +56,7 @@ class LocalRuntime:
         aws_port: int = 5000,
         api_port: int = 8080,
         api_key: str = "local-dev-key",
+        api_keys: Mapping[str, Mapping[str, Any]] | None = None,
         host: str = "127.0.0.1",
         approval_timeout_seconds: int = 86400,
         approval_policy: dict[str, Any] | None = None,
@@ -67,6 +71,8 @@ class LocalRuntime:
         self.aws_port = aws_port
         self.api_port = api_port
         self.api_key = api_key
+        # More keys, each {"name": …, "customers": {customer or "*": [roles]}} (cost_engine.access).
+        self.api_keys = dict(api_keys or {})
         self.approval_timeout_seconds = approval_timeout_seconds
         self.approval_policy = approval_policy
         self.approver_emails = approver_emails
@@ -129,7 +135,10 @@ class LocalRuntime:
         self._load_handlers()
         api_name = self._api_function_name()
         self._api = ApiServer(
-            lambda event: self.dispatcher.run(api_name, event), self.host, self.api_port, self.api_key
+            lambda event: self.dispatcher.run(api_name, event),
+            self.host,
+            self.api_port,
+            {self.api_key: DEFAULT_KEY_NAME, **{key: str(grant["name"]) for key, grant in self.api_keys.items()}},
         )
         self._api.start()
         return self
@@ -193,12 +202,24 @@ class LocalRuntime:
             # A waiting execution asks again for an acting slot every second.
             topology.EnvVar.SLOT_WAIT_SECONDS: "1",
         }
+        env[topology.EnvVar.ACCESS_POLICY] = self._access_policy()
         os.environ.pop(topology.EnvVar.APPROVAL_POLICY, None)
         if self.approval_policy is not None:
             env[topology.EnvVar.APPROVAL_POLICY] = json.dumps(self.approval_policy)
         for table in topology.TABLES:
             env[table.env_var] = table.local_name
         os.environ.update(env)
+
+    def _access_policy(self) -> str:
+        """The API keys' grants, as a deployment's access policy names its IAM principals'."""
+        from cost_engine.access import AccessPolicy, api_key_principal, full_access
+
+        principals: dict[str, Any] = {api_key_principal(DEFAULT_KEY_NAME): full_access()}
+        for key, grant in self.api_keys.items():
+            if key == self.api_key or api_key_principal(str(grant["name"])) in principals:
+                raise ValueError(f"API key {grant['name']!r} is given twice, or is the default key")
+            principals[api_key_principal(str(grant["name"]))] = {k: v for k, v in grant.items() if k != "name"}
+        return AccessPolicy.model_validate({"principals": principals}).model_dump_json()
 
     def _patch_lambda_invoke(self) -> None:
         from moto.awslambda.models import LambdaFunction

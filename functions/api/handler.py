@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from cost_engine.access import Caller, Role, api_key_principal
 from cost_engine.api_models import (
     HIDDEN_RECORD_FIELDS,
     ExecutionLogs,
@@ -30,6 +31,7 @@ from cost_engine.api_models import (
 from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
 from cost_engine.errors import (
+    AccessDenied,
     Conflict,
     DeniedByBusinessRules,
     EngineError,
@@ -40,9 +42,11 @@ from cost_engine.errors import (
 )
 from cost_engine.formats import ImportRequest
 from cost_engine.formats import import_recommendation as to_recommendation
-from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
+from cost_engine.models import ApprovalDecision, ExecutionRecord, ExecutionRequest, ExecutionStatus, Recommendation
 from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
+from cost_engine.stores.executions import execution_not_found
+from cost_engine.stores.recommendations import recommendation_not_found
 
 logger = Logger()
 tracer = Tracer()
@@ -55,14 +59,37 @@ API_VERSION = "0.1.0"
 API_DESCRIPTION = (
     "Register cost-optimization recommendations and carry them out safely: validate, approve, back up, act, "
     "verify, measure, and roll back. Every route but the approval pages needs SigV4-signed requests "
-    "(IAM authorization); the approval pages are authorized by the signature in their link."
+    "(IAM authorization) from a principal the deployment grants roles per customer (viewer reads, operator "
+    "registers, executes, cancels and rolls back, approver approves and rejects); another customer's "
+    "recommendations and executions answer 404. The approval pages are authorized by the signature in their link."
 )
 service = ExecutionService(EngineContext.from_settings(load_settings()))
 
 
-def _actor() -> str:
+def _caller() -> Caller:
+    """The authenticated caller, with its roles: on AWS the IAM principal API Gateway checked (SigV4),
+    locally the name of the API key the local server checked."""
     identity = app.current_event.request_context.identity
-    return f"iam:{identity.user_arn}" if identity.user_arn else f"api:{identity.source_ip or 'unknown'}"
+    if identity.user_arn:
+        principal: str | None = f"iam:{identity.user_arn}"
+    else:
+        principal = api_key_principal(identity.api_key_id) if identity.api_key_id else None
+    return service.ctx.settings.access_policy.caller(principal)
+
+
+def _execution(execution_id: str, role: Role) -> tuple[Caller, ExecutionRecord]:
+    """The execution, if the caller holds `role` for its customer (404 if it holds none there)."""
+    caller = _caller()
+    record = service.get(execution_id)
+    caller.require(role, record.customer_id, hidden=execution_not_found(execution_id))
+    return caller, record
+
+
+def _recommendation(recommendation_id: str, role: Role) -> tuple[Caller, Recommendation]:
+    caller = _caller()
+    recommendation = service.get_recommendation(recommendation_id)
+    caller.require(role, recommendation.customer_id, hidden=recommendation_not_found(recommendation_id))
+    return caller, recommendation
 
 
 def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
@@ -105,11 +132,12 @@ def oversized_body(event: dict[str, Any]) -> dict[str, Any] | None:
     responses={
         201: json_response("registered", Recommendation),
         200: json_response("the same recommendation was already registered", Recommendation),
-        **error_responses(400, 409, 413, 422),
+        **error_responses(403, 400, 409, 413, 422),
     },
 )
 @tracer.capture_method
 def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -> Response[Any]:
+    _caller().require_for_new(Role.OPERATOR, recommendation.customer_id)
     stored, created = service.register_recommendation(recommendation)
     return Response(
         status_code=201 if created else 200,
@@ -123,12 +151,13 @@ def register_recommendation(recommendation: Annotated[Recommendation, Body()]) -
     responses={
         201: json_response("mapped and registered", Recommendation),
         200: json_response("the same recommendation was already registered", Recommendation),
-        **error_responses(400, 409, 413, 422),
+        **error_responses(403, 400, 409, 413, 422),
     },
 )
 @tracer.capture_method
 def import_recommendation(request: Annotated[ImportRequest, Body()]) -> Response[Any]:
     """Register a Cost Optimization Hub or Compute Optimizer recommendation, mapped to the engine's types."""
+    _caller().require_for_new(Role.OPERATOR, request.customer_id)
     stored, created = service.register_recommendation(
         to_recommendation(request.format, request.recommendation, request.customer_id)
     )
@@ -141,11 +170,11 @@ def import_recommendation(request: Annotated[ImportRequest, Body()]) -> Response
 
 @app.get(
     "/recommendations/<recommendation_id>",
-    responses={200: json_response("the recommendation", Recommendation), **error_responses(404)},
+    responses={200: json_response("the recommendation", Recommendation), **error_responses(403, 404)},
 )
 @tracer.capture_method
 def get_recommendation(recommendation_id: str) -> dict[str, Any]:
-    return service.get_recommendation(recommendation_id).model_dump(mode="json")
+    return _recommendation(recommendation_id, Role.VIEWER)[1].model_dump(mode="json")
 
 
 # -- executions -----------------------------------------------------------------------------------
@@ -172,7 +201,8 @@ def execute(
     ] = None,
 ) -> Response[Any]:
     key = idempotency_key
-    record, created = service.execute_once(request, _actor(), key)
+    caller, _ = _recommendation(request.recommendation_id, Role.OPERATOR)
+    record, created = service.execute_once(request, caller.principal, key)
     if created:
         metrics.add_metric(name="ExecutionsStarted", unit=MetricUnit.Count, value=1)
     return Response(
@@ -186,7 +216,7 @@ def execute(
 
 @app.get(
     "/executions",
-    responses={200: json_response("a page, newest first", ExecutionPage), **error_responses(400, 422)},
+    responses={200: json_response("a page, newest first", ExecutionPage), **error_responses(403, 400, 422)},
 )
 @tracer.capture_method
 def list_executions(
@@ -195,6 +225,9 @@ def list_executions(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
+    if not _caller().sees(customer_id):
+        # As for a customer without executions: whether another customer exists is not told.
+        return {"items": [], "next_cursor": None}
     page = service.list_executions(customer_id, status, limit, cursor)
     return {
         "items": [record.model_dump(mode="json", exclude=set(HIDDEN_RECORD_FIELDS)) for record in page.items],
@@ -204,19 +237,20 @@ def list_executions(
 
 @app.get(
     "/executions/<execution_id>",
-    responses={200: json_response("the execution", ExecutionView), **error_responses(404)},
+    responses={200: json_response("the execution", ExecutionView), **error_responses(403, 404)},
 )
 @tracer.capture_method
 def get_execution(execution_id: str) -> dict[str, Any]:
-    return service.status_view(service.get(execution_id))
+    return service.status_view(_execution(execution_id, Role.VIEWER)[1])
 
 
 @app.get(
     "/executions/<execution_id>/logs",
-    responses={200: json_response("audit events and step history", ExecutionLogs), **error_responses(404)},
+    responses={200: json_response("audit events and step history", ExecutionLogs), **error_responses(403, 404)},
 )
 @tracer.capture_method
 def get_execution_logs(execution_id: str) -> dict[str, Any]:
+    _execution(execution_id, Role.VIEWER)
     events = service.logs(execution_id)
     return {
         "execution_id": execution_id,
@@ -230,12 +264,13 @@ def get_execution_logs(execution_id: str) -> dict[str, Any]:
     responses={
         200: json_response("cancelled", ExecutionView),
         202: json_response("cancel requested while acting: it rolls back, then ends cancelled", ExecutionView),
-        **error_responses(404, 409),
+        **error_responses(403, 404, 409),
     },
 )
 @tracer.capture_method
 def cancel_execution(execution_id: str) -> Response[Any]:
-    record = service.cancel(execution_id, _actor())
+    caller, _ = _execution(execution_id, Role.OPERATOR)
+    record = service.cancel(execution_id, caller.principal)
     # 202 when the cancel is a request to the acting steps (they roll back, then it ends cancelled).
     return Response(
         status_code=200 if record.status == ExecutionStatus.CANCELLED else 202,
@@ -246,30 +281,34 @@ def cancel_execution(execution_id: str) -> Response[Any]:
 
 @app.post(
     "/executions/<execution_id>/rollback",
-    responses={202: json_response("rolling back", ExecutionView), **error_responses(404, 409)},
+    responses={202: json_response("rolling back", ExecutionView), **error_responses(403, 404, 409)},
 )
 @tracer.capture_method
 def rollback_execution(execution_id: str) -> Response[Any]:
-    record = service.rollback(execution_id, _actor())
+    caller, _ = _execution(execution_id, Role.OPERATOR)
+    record = service.rollback(execution_id, caller.principal)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=service.status_view(record))
 
 
 @app.post(
     "/executions/<execution_id>/approve",
-    responses={200: json_response("approved", ExecutionView), **error_responses(400, 404, 409, 413, 422)},
+    responses={200: json_response("approved", ExecutionView), **error_responses(403, 400, 404, 409, 413, 422)},
 )
 @tracer.capture_method
 def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
-    return service.status_view(service.decide(execution_id, decision, approve=True, actor=_actor()))
+    caller, record = _execution(execution_id, Role.APPROVER)
+    caller.check_four_eyes(record, service.ctx.settings.approval_policy)
+    return service.status_view(service.decide(execution_id, decision, approve=True, actor=caller.principal))
 
 
 @app.post(
     "/executions/<execution_id>/reject",
-    responses={200: json_response("rejected", ExecutionView), **error_responses(400, 404, 409, 413, 422)},
+    responses={200: json_response("rejected", ExecutionView), **error_responses(403, 400, 404, 409, 413, 422)},
 )
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
-    return service.status_view(service.decide(execution_id, decision, approve=False, actor=_actor()))
+    caller, _ = _execution(execution_id, Role.APPROVER)
+    return service.status_view(service.decide(execution_id, decision, approve=False, actor=caller.principal))
 
 
 # -- the contract --------------------------------------------------------------------------------
@@ -388,7 +427,7 @@ def handle_engine_error(error: EngineError) -> Response[Any]:
         return _error(404, error.code.value, error.message)
     if isinstance(error, Conflict):
         return _error(409, error.code.value, error.message)
-    if isinstance(error, DeniedByBusinessRules):
+    if isinstance(error, DeniedByBusinessRules | AccessDenied):
         return _error(403, error.code.value, error.message)
     if isinstance(error, UnsupportedType | InvalidParameters):
         return _error(422, error.code.value, error.message)

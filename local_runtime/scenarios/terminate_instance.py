@@ -86,7 +86,8 @@ def run(demo: Demo) -> None:
         "terminate: approved by link",
         execution,
         "completed",
-        f"instance {demo.state(dev_box)}; approved by {approval.get('decided_by')} via {approval.get('decided_via')}"
+        f"instance {demo.state(dev_box)}; approved by {approval.get('approver_name')} "
+        f"({approval.get('decided_by')}) via {approval.get('decided_via')}"
         f" before {(waiting.get('pending_approval') or {}).get('deadline')}",
         demo.state(dev_box) == "terminated" and approval.get("decided_via") == "link" and again.status_code == 409,
     )

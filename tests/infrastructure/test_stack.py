@@ -16,6 +16,7 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
 from cost_engine import topology
+from cost_engine.access import AccessPolicy, Role
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.models import RecommendationType
@@ -28,6 +29,7 @@ from infra.stack import (
     APPROVAL_PAGE_RATE_LIMIT,
     APPROVAL_PAGE_RESOURCE,
     APPROVAL_TOPIC_KEY_ID,
+    DECISION_RESOURCES,
     EXECUTOR_BASE_ACTIONS,
     POWERTOOLS_ENVIRONMENT,
     POWERTOOLS_LAYER_PARAMETER,
@@ -395,7 +397,9 @@ def test_every_placeholder_of_each_asl_file_is_supplied_by_the_topology(machine:
 # -- API and approvals ------------------------------------------------------------------------
 
 
-def test_only_the_approval_pages_are_public_and_every_other_method_requires_iam(synthesized: Synthesized) -> None:
+def test_only_the_approval_pages_are_public_and_approve_and_reject_require_iam_on_resources_of_their_own(
+    synthesized: Synthesized,
+) -> None:
     resources = synthesized.template.to_json()["Resources"]
     methods = synthesized.template.find_resources("AWS::ApiGateway::Method")
 
@@ -406,8 +410,71 @@ def test_only_the_approval_pages_are_public_and_every_other_method_requires_iam(
     assert authorization == {
         ("/", "ANY"): "AWS_IAM",
         ("/{proxy+}", "ANY"): "AWS_IAM",
+        # Their own resources: an IAM policy grants execute-api:Invoke on them apart from the rest.
+        ("/executions/{execution_id}/approve", "POST"): "AWS_IAM",
+        ("/executions/{execution_id}/reject", "POST"): "AWS_IAM",
         **{(APPROVAL_PAGE_RESOURCE, method): "NONE" for method in APPROVAL_PAGE_METHODS},
     }
+
+
+def test_approve_and_reject_are_served_by_the_api_function(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    api_function = stack.logical_id(stack.functions[topology.API_FUNCTION.construct_id])
+
+    assert len(stack.decision_methods) == len(DECISION_RESOURCES) == 2
+    for method in stack.decision_methods:
+        integration = synthesized.resource(method.node.path, method)["Properties"]["Integration"]
+        assert integration["Type"] == "AWS_PROXY"
+        assert api_function in set(referenced(integration["Uri"]))
+
+
+def invoked_routes(synthesized: Synthesized, policy: IConstruct) -> set[str]:
+    """The "METHOD/path" each execute-api:Invoke statement of a managed policy names, on this API's stage."""
+    document = synthesized.resource(policy.node.path, policy)["Properties"]["PolicyDocument"]
+    api = synthesized.stack.logical_id(synthesized.stack.api)
+    routes = set()
+    for statement in document["Statement"]:
+        assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
+        for resource in as_list(statement["Resource"]):
+            parts = resource["Fn::Join"][1]
+            assert api in set(referenced(parts))
+            routes.add(parts[-1].removeprefix(f"/{topology.API_STAGE_NAME}/"))
+    return routes
+
+
+def test_each_role_has_a_managed_policy_that_invokes_exactly_its_routes_and_only_approvers_decide(
+    synthesized: Synthesized,
+) -> None:
+    reads = {"GET/recommendations/*", "GET/executions", "GET/executions/*", "GET/executions/*/logs"}
+    policies = synthesized.stack.api_role_policies
+
+    assert invoked_routes(synthesized, policies[Role.VIEWER]) == reads
+    assert invoked_routes(synthesized, policies[Role.OPERATOR]) == reads | {
+        "POST/recommendations",
+        "POST/recommendations/import",
+        "POST/executions/execute",
+        "POST/executions/*/cancel",
+        "POST/executions/*/rollback",
+    }
+    assert invoked_routes(synthesized, policies[Role.APPROVER]) == reads | {
+        "POST/executions/*/approve",
+        "POST/executions/*/reject",
+    }
+
+
+def test_the_api_function_is_told_the_access_policy_and_the_approval_policy_of_the_context() -> None:
+    access = {"principals": {"arn:aws:iam::123456789012:role/FinOpsApprover": {"customers": {"acme": ["approver"]}}}}
+    stack, template = synthesize({"access": json.dumps(access), "approval_policy": APPROVAL_POLICY})
+    bare_stack, bare_template = synthesize({})
+
+    variables = function_environment(stack, template, topology.API_FUNCTION)
+    assert AccessPolicy.model_validate_json(variables[EnvVar.ACCESS_POLICY]) == AccessPolicy.model_validate(access)
+    # Four eyes: the API reads the customers' allow_self_approval from the approval policy.
+    assert json.loads(variables[EnvVar.APPROVAL_POLICY]) == APPROVAL_POLICY
+    # Unset: nobody is granted anything (the functions' default), and nothing else is told.
+    assert EnvVar.ACCESS_POLICY not in function_environment(bare_stack, bare_template, topology.API_FUNCTION)
+    for function in (topology.TRIGGER_FUNCTION, *EXECUTORS):
+        assert EnvVar.ACCESS_POLICY not in function_environment(stack, template, function)
 
 
 def test_the_approval_pages_are_served_by_the_api_function(synthesized: Synthesized) -> None:
@@ -609,6 +676,14 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         ({"api_base_url": "http://approvals.example.com"}, "api_base_url: .*not an https:// URL"),
         ({"max_concurrent_acting": 0}, "max_concurrent_acting: .*greater than or equal to 1"),
         ({"max_acting_seconds": "forever"}, "max_acting_seconds: .*valid integer"),
+        (
+            {"access": {"principals": {"alice": {"customers": {"acme": ["viewer"]}}}}},
+            "access.principals.alice.*neither an IAM role or user ARN",
+        ),
+        (
+            {"access": '{"principals": {"arn:aws:iam::123456789012:role/Ops": {"customers": {"acme": ["root"]}}}}'},
+            "access.principals.*customers.acme.0: Input should be 'viewer', 'operator' or 'approver'",
+        ),
     ],
     ids=[
         "email-without-at",
@@ -620,6 +695,8 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         "base-url-not-https",
         "no-acting-slot",
         "acting-time-not-a-number",
+        "access-to-no-principal",
+        "access-to-an-unknown-role",
     ],
 )
 def test_a_wrong_deployment_context_fails_the_synth_naming_the_context_key(

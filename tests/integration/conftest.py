@@ -19,6 +19,17 @@ from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime, free_port
 # every other customer has the built-in defaults.
 MANUAL_ONLY_CUSTOMER = "cust-manual-only"
 APPROVAL_POLICY: dict[str, Any] = {"customers": {MANUAL_ONLY_CUSTOMER: {"auto_approve_types": []}}}
+# Two customers and API keys scoped to them (test_authorization.py); the default key keeps every
+# role for every customer, as `make serve`'s does.
+CUSTOMER_A = "cust-authz-a"
+CUSTOMER_B = "cust-authz-b"
+API_KEYS: dict[str, dict[str, Any]] = {
+    "viewer-a-key": {"name": "viewer-a", "customers": {CUSTOMER_A: ["viewer"]}},
+    "operator-a-key": {"name": "operator-a", "customers": {CUSTOMER_A: ["operator"]}},
+    "approver-a-key": {"name": "approver-a", "customers": {CUSTOMER_A: ["approver"]}},
+    "lead-a-key": {"name": "lead-a", "customers": {CUSTOMER_A: ["operator", "approver"]}},
+    "operator-b-key": {"name": "operator-b", "customers": {CUSTOMER_B: ["operator", "approver"]}},
+}
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +38,7 @@ def runtime() -> Iterator[LocalRuntime]:
         aws_port=free_port(),
         api_port=free_port(),
         approval_policy=APPROVAL_POLICY,
+        api_keys=API_KEYS,
         approver_emails=("finops@example.com", "lead@example.com"),
         # Tests change the same resources again and again (an RI purchase's resource is its instance
         # type); test_limits.py proves the cooldown with a value of its own.

@@ -179,19 +179,23 @@ def test_approver_opens_the_emailed_link_in_chromium_approves_and_the_instance_i
     assert execution["status"] == "completed"
     assert instance_state(ec2, instance_id) == "terminated"
     approval = execution["approval"]
-    assert (approval["decision"], approval["decided_by"], approval["decided_via"], approval["comment"]) == (
+    approval_id = waiting["link"].split("/approvals/")[1].split("?")[0]
+    # The engine knows only that whoever held the link decided; the typed name is shown beside it.
+    assert (approval["decision"], approval["decided_by"], approval["approver_name"], approval["decided_via"]) == (
         "approved",
+        f"link:{approval_id}",
         "lead@example.com",
         "link",
-        "idle for a month, agreed",
     )
+    assert approval["comment"] == "idle for a month, agreed"
     approved = [e for e in audit_events(api, execution_id) if e["event_type"] == "approved"]
     assert len(approved) == 1
-    assert approved[0]["actor"] == "approver:lead@example.com"
+    assert approved[0]["actor"] == f"approver:link:{approval_id}"
+    assert approved[0]["detail"]["name"] == "lead@example.com"
     # Neither the audit log nor the step-by-step history shows the task token.
     assert token not in json.dumps(api.logs(execution_id))
     assert approved[0]["detail"]["via"] == "link"
-    assert approved[0]["detail"]["caller"].startswith("link:127.0.0.1")
+    assert approved[0]["detail"]["source"].startswith("link:127.0.0.1")
 
 
 def test_reject_on_the_page_ends_rejected_and_leaves_the_instance_running(
@@ -229,7 +233,7 @@ def test_a_second_click_or_a_replayed_post_changes_nothing(api: ApiClient, ec2: 
 
     after = api.status(waiting["execution_id"])
     assert after["status"] == "completed"
-    assert after["approval"]["decided_by"] == "first@example.com"
+    assert after["approval"]["approver_name"] == "first@example.com"
     events = [e["event_type"] for e in audit_events(api, waiting["execution_id"])]
     assert events.count("approved") == 1
     assert "rejected" not in events
@@ -350,7 +354,7 @@ def test_simultaneous_approve_and_reject_clicks_let_exactly_one_decision_win(
     winner = decisions[0]
     expected = {"approved": ("completed", "terminated"), "rejected": ("rejected", "running")}[winner["event_type"]]
     assert (execution["status"], instance_state(ec2, waiting["instance_id"])) == expected
-    assert execution["approval"]["decided_by"] == winner["actor"].removeprefix("approver:")
+    assert execution["approval"]["approver_name"] == winner["detail"]["name"]
 
 
 def test_a_retried_approval_request_resends_the_same_link_and_it_still_decides(

@@ -139,7 +139,7 @@ def test_a_completed_termination_is_told_by_its_log_alone(
     assert instance_state(ec2, instance_id) == "terminated"
     assert_statuses_agree(traced)
     actors = {entry.status.value: entry.actor for entry in traced.replayed.statuses}
-    assert actors["approved"] == f"approver:{APPROVER}"
+    assert actors["approved"] == "approver:apikey:local-dev"
     assert actors["completed"] == "state-machine:record"
     assert [d.event_type for d in traced.replayed.decisions] == [
         "approval_policy_decided",

@@ -76,6 +76,8 @@ def test_an_approved_recommendation_event_registers_it_and_starts_one_execution(
     execution = api.wait_for(execution["execution_id"], frozenset({"awaiting_approval", "failed"}))
     assert execution["status"] == "awaiting_approval"
     assert execution["auto_approve_requested"] is True
+    # No person asked for it: four eyes compares no approver with it.
+    assert execution["requested_by"] == f"event:{UPSTREAM}"
     requested = api.logs(execution["execution_id"])["events"][0]
     assert (requested["event_type"], requested["actor"]) == ("execution_requested", f"event:{UPSTREAM}")
     assert requested["detail"]["idempotency_key"] == f"recommendation-approved:{recommendation['recommendation_id']}"

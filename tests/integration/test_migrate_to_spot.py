@@ -81,7 +81,7 @@ def test_execution_leaves_a_running_spot_instance_of_the_same_configuration_and_
     # Then a spot instance with the original's configuration runs, and the original is terminated
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["auto_approved"] is False
-    assert execution["approval"]["decided_by"] == APPROVER
+    assert execution["approval"]["approver_name"] == APPROVER
     assert execution["approval"]["decided_via"] == "api"
     assert execution["policy"]["risk_level"] == "high"
     [spot] = spot_instances(ec2, execution["execution_id"])

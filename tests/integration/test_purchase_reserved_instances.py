@@ -102,7 +102,7 @@ def test_with_auto_approve_the_policy_holds_the_purchase_for_a_person_and_says_w
     # Then exactly one reservation of the recorded offering is active, and the record says so
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["auto_approved"] is False
-    assert execution["approval"]["decided_by"] == "finops@example.com"
+    assert execution["approval"]["approver_name"] == "finops@example.com"
     assert execution["approval"]["decided_via"] == "api"
     [reservation] = bought_by(ec2, execution_id)
     assert reservation["State"] == "active"

@@ -89,7 +89,7 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["success"] is True
     assert execution["auto_approved"] is False
-    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["approver_name"] == "lead@example.com"
     assert execution["approval"]["decided_via"] == "api"
     assert instance_state(ec2, instance_id) == "terminated"
     images = backup_images(ec2, execution["execution_id"])
@@ -106,7 +106,9 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     events = api.logs(execution["execution_id"])["events"]
     assert step_events([event["event_type"] for event in events]) == [*APPROVED_BY_A_PERSON, *COMPLETED]
     [approved] = [event for event in events if event["event_type"] == "approved"]
-    assert approved["actor"] == "approver:lead@example.com"
+    # The recorded approver is the caller (the default key); the body's name is shown beside it.
+    assert approved["actor"] == "approver:apikey:local-dev"
+    assert approved["detail"]["name"] == "lead@example.com"
     assert approved["detail"]["comment"] == "idle for a month"
     assert approved["detail"]["via"] == "api"
 
@@ -241,7 +243,7 @@ def test_without_auto_approve_the_execution_waits_for_a_person_and_then_acts(
     execution = api.wait_for(execution_id)
 
     assert execution["status"] == "completed"
-    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["approver_name"] == "lead@example.com"
     assert execution["approval"]["decided_via"] == "api"
     assert execution["auto_approved"] is False
     assert execution["policy"]["auto_approve"] is False
@@ -287,7 +289,7 @@ def test_auto_approve_on_terminate_instance_waits_for_a_person_and_records_the_p
     # Then it goes ahead on their word, not the request's
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["auto_approved"] is False
-    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["approver_name"] == "lead@example.com"
     assert execution["approval"]["decided_via"] == "api"
     assert instance_state(ec2, instance_id) == "terminated"
 
@@ -322,7 +324,7 @@ def test_a_second_conflicting_decision_is_refused(
     assert refused.value.status_code == 409
     execution = api.wait_for(execution_id)
     assert execution["status"] == "completed"
-    assert execution["approval"]["decided_by"] == "first@example.com"
+    assert execution["approval"]["approver_name"] == "first@example.com"
 
 
 def test_cancel_while_awaiting_approval_stops_it_before_anything_changes(

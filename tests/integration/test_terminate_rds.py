@@ -125,7 +125,7 @@ def test_execution_deletes_the_database_and_keeps_its_snapshots(
     # Then the DB is gone, the backup and the final snapshot are available, and the record says so
     assert execution["status"] == "completed", execution["error_message"]
     assert execution["auto_approved"] is False
-    assert execution["approval"]["decided_by"] == "lead@example.com"
+    assert execution["approval"]["approver_name"] == "lead@example.com"
     assert execution["approval"]["decided_via"] == "api"
     assert execution["policy"]["risk_level"] == "high"
     assert database(rds, identifier) is None

@@ -86,7 +86,9 @@ def error_responses(*codes: int) -> dict[int, OpenAPIResponse]:
     """The errors a route may answer with; 422 always (every route validates its parameters)."""
     meaning = {
         400: "malformed JSON, a bad header or cursor, or a value out of range (the message says what to fix)",
-        403: "the customer's business rules do not allow this change (the message names the rule)",
+        403: "the caller lacks the role this needs for the customer (the message names it), requested the "
+        "execution it would approve (four eyes), or the customer's business rules do not allow this change "
+        "(the message names the rule)",
         404: "no such recommendation or execution",
         409: "the execution's state does not allow this now (the message says why and what to do instead)",
         413: "the body is larger than the API accepts (the message gives the limit)",

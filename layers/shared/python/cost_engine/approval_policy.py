@@ -31,6 +31,8 @@ class PolicyRules(StrictModel):
     high_risk_monthly_savings_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     # Above this one-time cost (e.g. an upfront payment) the change counts as high risk.
     high_risk_one_time_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # Whether the principal that requested an execution may approve it too (four eyes: not by default).
+    allow_self_approval: bool | None = None
 
     @field_validator("max_auto_approve_risk")
     @classmethod
@@ -46,6 +48,7 @@ BUILT_IN_RULES = PolicyRules(
     max_auto_approve_risk=RiskLevel.MEDIUM,
     high_risk_monthly_savings_usd=1000.0,
     high_risk_one_time_cost_usd=0.0,
+    allow_self_approval=False,
 )
 
 

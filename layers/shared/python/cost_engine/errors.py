@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     INJECTED_FAULT = "injected_fault"
     REFUSED_AT_ACTION = "refused_at_action"
     PLAN_CHANGED = "plan_changed"
+    ACCESS_DENIED = "access_denied"
+    SELF_APPROVAL_REFUSED = "self_approval_refused"
 
 
 class EngineError(Exception):
@@ -59,6 +61,18 @@ class DeniedByBusinessRules(EngineError):
     """The customer's business rules do not allow this change."""
 
     code = ErrorCode.DENIED_BY_BUSINESS_RULES
+
+
+class AccessDenied(EngineError):
+    """The caller sees the customer but lacks the role this needs (cost_engine.access)."""
+
+    code = ErrorCode.ACCESS_DENIED
+
+
+class SelfApprovalRefused(AccessDenied):
+    """Four eyes: the principal that requested an execution may not approve it."""
+
+    code = ErrorCode.SELF_APPROVAL_REFUSED
 
 
 class InvalidTransition(Conflict):

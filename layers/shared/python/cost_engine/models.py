@@ -202,7 +202,11 @@ class ApprovalState(BaseModel):
     approvers: list[str] = Field(default_factory=list)
     risk_level: RiskLevel | None = None
     reason: str | None = None
+    # Who decided, as the engine knows it: the authenticated caller ("iam:<ARN>", "apikey:<name>"), or
+    # for the emailed page the link itself ("link:<approval_id>"), a capability: whoever holds the mail.
     decided_by: str | None = None
+    # The name the approver gave (the API's body, the page's form): shown, never checked.
+    approver_name: str | None = None
     decided_at: datetime | None = None
     decision: str | None = None
     # "link" (the emailed approval page) or "api" (an authenticated call).
@@ -225,6 +229,9 @@ class ExecutionRecord(BaseModel):
     # The account the resource lives in (with region and id, what the resource lock is keyed on).
     account_id: str | None = None
     status: ExecutionStatus = ExecutionStatus.PENDING
+    # Who asked for it: the API caller's principal (four eyes: it does not approve it), or
+    # "event:<source>" for an execution an EventBridge event started (no person asked).
+    requested_by: str | None = None
     created_at: datetime = Field(default_factory=utc_now)
     started_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)

@@ -199,6 +199,7 @@ class ExecutionService:
             region=recommendation.region,
             account_id=recommendation.account_id,
             status=S.SCHEDULED if request.scheduled_time else S.PENDING,
+            requested_by=actor,
             dry_run=request.dry_run,
             auto_approve_requested=request.auto_approve,
             approval_timeout_seconds=request.approval_timeout_seconds or self.ctx.settings.approval_timeout_seconds,
@@ -455,10 +456,19 @@ class ExecutionService:
         return record
 
     def decide(
-        self, execution_id: str, decision: ApprovalDecision, approve: bool, actor: str, via: str = "api"
+        self,
+        execution_id: str,
+        decision: ApprovalDecision,
+        approve: bool,
+        actor: str,
+        via: str = "api",
+        source: str | None = None,
     ) -> ExecutionRecord:
         """Approve or reject a waiting execution. The first decision wins: the write is conditional
-        on the status still being awaiting_approval, so a second (or concurrent) one is a 409."""
+        on the status still being awaiting_approval, so a second (or concurrent) one is a 409.
+
+        `actor` is who decided as the engine knows it (the authenticated caller, or the link), and is
+        what the record keeps as the approver; the decision's name is kept beside it, for display."""
         record = self.ctx.executions.get(execution_id)
         if record.status != S.AWAITING_APPROVAL:
             raise Conflict(
@@ -475,7 +485,8 @@ class ExecutionService:
         now = utc_now()
         approval = record.approval.model_copy() if record.approval else None
         if approval is not None:
-            approval.decided_by = decision.approver
+            approval.decided_by = actor
+            approval.approver_name = decision.approver
             approval.decided_at = now
             approval.decision = "approved" if approve else "rejected"
             approval.decided_via = via
@@ -485,10 +496,10 @@ class ExecutionService:
             changes |= {
                 "success": False,
                 "completed_at": now,
-                "error_message": f"rejected by {decision.approver}"
+                "error_message": f"rejected by {decision.approver} ({actor})"
                 + (f": {decision.comment}" if decision.comment else ""),
             }
-        with acting(execution_id, f"approver:{decision.approver}", self.ctx.audit):
+        with acting(execution_id, f"approver:{actor}", self.ctx.audit):
             record = self.ctx.executions.transition(
                 execution_id,
                 S.APPROVED if approve else S.REJECTED,
@@ -499,14 +510,20 @@ class ExecutionService:
         self.ctx.audit.append(
             execution_id,
             "approved" if approve else "rejected",
-            f"approver:{decision.approver}",
-            {"comment": decision.comment, "via": via, "caller": actor, "plan_hash": approved_plan},
+            f"approver:{actor}",
+            {
+                "comment": decision.comment,
+                "via": via,
+                "name": decision.approver,
+                "plan_hash": approved_plan,
+                **({"source": source} if source else {}),
+            },
         )
         if token:
             if approve:
-                self._sfn.send_task_success(taskToken=token, output=json.dumps({"approved_by": decision.approver}))
+                self._sfn.send_task_success(taskToken=token, output=json.dumps({"approved_by": actor}))
             else:
-                self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}")
+                self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {actor}")
         return record
 
     # -- approval links (the emailed page) ---------------------------------------------------------
@@ -541,7 +558,7 @@ class ExecutionService:
             approval = record.approval
             if approval and approval.decision:
                 message = (
-                    f"This execution was already {approval.decision} by {approval.decided_by}"
+                    f"This execution was already {approval.decision} by {approval.approver_name or approval.decided_by}"
                     + (f" at {approval.decided_at:%Y-%m-%d %H:%M:%S UTC}" if approval.decided_at else "")
                     + f". It is now '{record.status.value}'. Your click changed nothing."
                 )
@@ -563,7 +580,10 @@ class ExecutionService:
         if not outcome.decidable or outcome.record is None:
             return outcome
         try:
-            record = self.decide(outcome.record.execution_id, decision, approve, actor=source, via="link")
+            # The link is a capability: the engine knows only that whoever holds it decided.
+            record = self.decide(
+                outcome.record.execution_id, decision, approve, actor=f"link:{approval_id}", via="link", source=source
+            )
         except PlanChanged as changed:
             return LinkOutcome(409, "The plan changed", changed.message + ". Nothing was decided.", outcome.record)
         except Conflict:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from cost_engine.access import AccessPolicy
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.prechecks import BusinessRulesConfig
 from cost_engine.topology import LIMITS_TABLE, EnvVar
@@ -40,6 +41,8 @@ class Settings(BaseModel):
     business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
     max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
     own_role_arn: str | None = None
+    # Who may do what through the API (cost_engine.access).
+    access_policy: AccessPolicy = Field(default_factory=AccessPolicy)
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -78,6 +81,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             values["approval_policy"] = json.loads(env[EnvVar.APPROVAL_POLICY])
         if env.get(EnvVar.BUSINESS_RULES):
             values["business_rules"] = json.loads(env[EnvVar.BUSINESS_RULES])
+        if env.get(EnvVar.ACCESS_POLICY):
+            values["access_policy"] = json.loads(env[EnvVar.ACCESS_POLICY])
         return Settings.model_validate(values)
     except (ValidationError, ValueError) as error:
         raise RuntimeError(f"the function's environment is incomplete or wrong: {error}") from error

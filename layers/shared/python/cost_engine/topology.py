@@ -63,6 +63,9 @@ class EnvVar:
     # The executor function's own IAM role, path included: what the pre-checks ask the IAM policy
     # simulator about (the assumed-role ARN the function sees at run time has no path).
     OWN_ROLE_ARN = "OWN_ROLE_ARN"
+    # Who may do what through the API: roles per customer for each principal (JSON; see
+    # cost_engine.access.AccessPolicy). Unset: nobody may do anything but open approval links.
+    ACCESS_POLICY = "ACCESS_POLICY"
 
 
 @dataclass(frozen=True)

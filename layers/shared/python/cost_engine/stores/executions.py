@@ -31,6 +31,11 @@ def _is_conditional_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def execution_not_found(execution_id: str) -> NotFound:
+    """The answer for an unknown execution, and for one the caller may not see (cost_engine.access)."""
+    return NotFound(f"execution '{execution_id}' does not exist")
+
+
 # Called with the record before and after each status change that was written.
 TransitionObserver = Callable[[ExecutionRecord, ExecutionRecord], None]
 
@@ -69,7 +74,7 @@ class ExecutionStore:
     def _raw(self, execution_id: str) -> dict[str, Any]:
         item = self._table.get_item(Key={"execution_id": execution_id}, ConsistentRead=True).get("Item")
         if item is None:
-            raise NotFound(f"execution '{execution_id}' does not exist")
+            raise execution_not_found(execution_id)
         return dict(item)
 
     def get(self, execution_id: str) -> ExecutionRecord:
@@ -226,5 +231,5 @@ class ExecutionStore:
             )
         except ClientError as error:
             if _is_conditional_failure(error):
-                raise NotFound(f"execution '{execution_id}' does not exist") from None
+                raise execution_not_found(execution_id) from None
             raise

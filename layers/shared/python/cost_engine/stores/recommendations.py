@@ -11,6 +11,11 @@ from cost_engine.stores.dynamo import from_item, table, to_item
 _COMPARED = {"created_at"}
 
 
+def recommendation_not_found(recommendation_id: str) -> NotFound:
+    """The answer for an unknown recommendation, and for one the caller may not see (cost_engine.access)."""
+    return NotFound(f"recommendation '{recommendation_id}' does not exist: register it with POST /recommendations")
+
+
 class RecommendationStore:
     def __init__(self, table_name: str, region: str) -> None:
         self._table = table(table_name, region)
@@ -37,7 +42,5 @@ class RecommendationStore:
     def get(self, recommendation_id: str) -> Recommendation:
         item = self._table.get_item(Key={"recommendation_id": recommendation_id}, ConsistentRead=True).get("Item")
         if item is None:
-            raise NotFound(
-                f"recommendation '{recommendation_id}' does not exist: register it with POST /recommendations"
-            )
+            raise recommendation_not_found(recommendation_id)
         return Recommendation.model_validate(from_item(item))
