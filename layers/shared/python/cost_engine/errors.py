@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     RECOMMENDATION_STALE = "recommendation_stale"
     DENIED_BY_BUSINESS_RULES = "denied_by_business_rules"
     INJECTED_FAULT = "injected_fault"
+    APPROVAL_REFUSED = "approval_refused"
+    PURCHASE_LIMIT_REACHED = "purchase_limit_reached"
 
 
 class EngineError(Exception):
@@ -51,6 +53,13 @@ class RecommendationStale(Conflict):
     """Too old to act on: the resource may have changed since."""
 
     code = ErrorCode.RECOMMENDATION_STALE
+
+
+class ApprovalRefused(Conflict):
+    """The type refuses to be approved now (`BaseExecutor.before_approval`): nothing is decided and
+    the execution keeps waiting for a decision."""
+
+    code = ErrorCode.APPROVAL_REFUSED
 
 
 class DeniedByBusinessRules(EngineError):

@@ -21,6 +21,7 @@ from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code
 from cost_engine.context import EngineContext
 from cost_engine.errors import (
+    ApprovalRefused,
     Conflict,
     DeniedByBusinessRules,
     InvalidParameters,
@@ -474,6 +475,7 @@ class ExecutionService:
             approval.decided_via = via
             approval.comment = decision.comment
         changes: dict[str, Any] = {"approval": approval}
+        self._before_decision(record, approve)
         if not approve:
             changes |= {
                 "success": False,
@@ -501,6 +503,13 @@ class ExecutionService:
             else:
                 self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}")
         return record
+
+    def _before_decision(self, record: ExecutionRecord, approve: bool) -> None:
+        """The type's own say before an approval is written (e.g. a limit on what purchases commit):
+        ApprovalRefused leaves the execution waiting."""
+        if approve:
+            recommendation = self.ctx.recommendations.get(record.recommendation_id)
+            self.ctx.executor_for(recommendation).before_approval(recommendation, record)
 
     # -- approval links (the emailed page) ---------------------------------------------------------
 
@@ -557,6 +566,8 @@ class ExecutionService:
             return outcome
         try:
             record = self.decide(outcome.record.execution_id, decision, approve, actor=source, via="link")
+        except ApprovalRefused as refused:
+            return LinkOutcome(409, "Not approved", refused.message, outcome.record)
         except Conflict:
             # Someone decided between the page's read and this write: show what won.
             return self.open_link(approval_id, expires, signature)
