@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from cost_engine.purchase_limits import PurchaseLimits
 from local_runtime.client import ApiClient, ApiError
@@ -377,3 +380,35 @@ def test_a_purchase_that_fails_before_buying_frees_its_share_for_a_later_one(
         # Then it fits and is bought
         assert api.wait_for(later["execution_id"])["status"] == "completed"
     assert all_purchases() == before + 1
+
+
+def test_an_approval_by_the_emailed_link_over_the_limit_per_period_shows_why_and_decides_nothing(
+    api: ApiClient, runtime: LocalRuntime, recommend_ri: Callable[..., str]
+) -> None:
+    # Given a purchase waiting, a limit per period without room for it, and its emailed link
+    import functions.api.handler as api_handler
+
+    waiting = waiting_purchase(api, recommend_ri)
+    links = api_handler.service.ctx.links
+    assert links is not None
+    link = links.link(waiting["approval_id"], datetime.fromisoformat(waiting["approval"]["deadline"]))
+    parts = urlsplit(link)
+    form = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    with deployed_with(
+        ri_purchase_limit_per_period_usd=committed_this_period() + 0.5 * waiting["plan"]["one_time_cost"]
+    ):
+        # When the approver clicks Approve on the page
+        page = requests.post(
+            f"{runtime.api_url}{parts.path}",
+            data={**form, "decision": "approve", "approver": "finops@example.com", "comment": ""},
+            timeout=30,
+        )
+
+    # Then the page says why it was not approved, and the execution still waits, having bought nothing
+    assert page.status_code == 409
+    assert "Not approved" in page.text
+    assert "(ri_purchase_limit_per_period_usd)" in page.text
+    assert "still waits for a decision" in page.text
+    execution = api.status(waiting["execution_id"])
+    assert execution["status"] == "awaiting_approval"
+    assert execution["approval"]["decided_by"] is None

@@ -122,7 +122,8 @@ RECOMMENDATIONS_TABLE = Table(
     partition_key="recommendation_id",
 )
 # The safety limits' shared state: the acting slots ("slots"), the queue waiting for one ("queue",
-# keyed by time so it reads in order) and one lock per resource ("resource#<account>#<region>#<id>").
+# keyed by time so it reads in order), one lock per resource ("resource#<account>#<region>#<id>"), and
+# what RI purchases commit per account and period ("ri-purchases#<account>" / "<period>").
 LIMITS_TABLE = Table(
     construct_id="LimitsTable",
     env_var="LIMITS_TABLE_NAME",
