@@ -323,6 +323,9 @@ def test_a_third_purchase_that_would_pass_the_limit_per_period_is_refused_at_app
         assert first["execution_id"] in message
         assert second["execution_id"] in message
         assert "the execution still waits for a decision" in message
+        [logged] = [e for e in api.logs(third["execution_id"])["events"] if e["event_type"] == "approval_refused"]
+        assert logged["actor"] == "approver:finops@example.com"
+        assert logged["detail"] == {"error": "purchase_limit_reached", "reason": message}
 
         # and the first two are bought while the third still waits, having bought nothing
         assert api.wait_for(first["execution_id"])["status"] == "completed"

@@ -475,7 +475,7 @@ class ExecutionService:
             approval.decided_via = via
             approval.comment = decision.comment
         changes: dict[str, Any] = {"approval": approval}
-        self._before_decision(record, approve)
+        self._before_decision(record, decision, approve)
         if not approve:
             changes |= {
                 "success": False,
@@ -504,12 +504,22 @@ class ExecutionService:
                 self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {decision.approver}")
         return record
 
-    def _before_decision(self, record: ExecutionRecord, approve: bool) -> None:
+    def _before_decision(self, record: ExecutionRecord, decision: ApprovalDecision, approve: bool) -> None:
         """The type's own say before an approval is written (e.g. a limit on what purchases commit):
-        ApprovalRefused leaves the execution waiting."""
-        if approve:
-            recommendation = self.ctx.recommendations.get(record.recommendation_id)
+        ApprovalRefused leaves the execution waiting, and the log says who was refused and why."""
+        if not approve:
+            return
+        recommendation = self.ctx.recommendations.get(record.recommendation_id)
+        try:
             self.ctx.executor_for(recommendation).before_approval(recommendation, record)
+        except ApprovalRefused as refused:
+            self.ctx.audit.append(
+                record.execution_id,
+                "approval_refused",
+                f"approver:{decision.approver}",
+                {"error": refused.code.value, "reason": refused.message},
+            )
+            raise
 
     # -- approval links (the emailed page) ---------------------------------------------------------
 
