@@ -1,9 +1,11 @@
 """`purchase_reserved_instances`: buy the one matching EC2 Reserved Instance offering, at most once.
 
 A purchase cannot be undone, so this type always waits for a person (whatever `auto_approve` says),
-is refused above the configured dollar cap, asks AWS with `DryRun` first, and buys at most once per
-execution. Its "rollback" is a manual step (sell the reservation on the RI Marketplace) that the
-engine records and shows, never pretends to carry out.
+is refused above the configured dollar cap, counts against what all of the account's purchases may
+commit per period (reserved when a person approves, checked again before buying:
+`cost_engine.purchase_limits`), asks AWS with `DryRun` first, and buys at most once per execution.
+Its "rollback" is a manual step (sell the reservation on the RI Marketplace) that the engine records
+and shows, never pretends to carry out.
 
 `resource_id` names the steady usage the reservation covers, as the recommendation engine names it:
 normally the instance type itself (`m5.large`), or the id of the fleet or group whose baseline it
@@ -432,6 +434,14 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
                 "offering": offering,
                 "cost": cost,
                 "purchase_limit_usd": self._limit(),
+                "purchase_limit_per_period": (
+                    {
+                        "usd": self.settings.ri_purchase_limit_per_period_usd,
+                        "period": self.settings.ri_purchase_limit_period.value,
+                    }
+                    if self.settings is not None
+                    else None
+                ),
                 "reversible": False,
             },
         )
