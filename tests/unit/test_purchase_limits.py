@@ -305,6 +305,18 @@ def test_an_execution_that_bought_or_may_have_stays_counted(
         limits.reserve(executions.add(1.0))
 
 
+def test_approved_last_month_and_ended_this_month_without_buying_frees_last_months_share(
+    limits: PurchaseLimits, executions: Executions, clock: Clock
+) -> None:
+    record = executions.add(3_000.0, S.APPROVED)
+    limits.reserve(record)
+    clock.now = JAN_2
+
+    end(limits, executions, record, S.FAILED)
+
+    assert committed(limits, DEC_15) == 0.0
+
+
 def test_a_reservation_whose_release_was_lost_is_dropped_when_it_stands_in_the_way(
     limits: PurchaseLimits, executions: Executions
 ) -> None:
