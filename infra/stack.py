@@ -36,6 +36,7 @@ from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import Permission
 from cost_engine.models import RecommendationType
+from cost_engine.periods import Period
 from cost_engine.prechecks import BusinessRulesConfig, precheck_permissions
 from cost_engine.topology import EnvVar
 
@@ -180,6 +181,11 @@ class DeploymentContext(BaseModel):
     max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
     # cost_engine.prechecks.BusinessRulesConfig, as an object or as its JSON. Unset: no rules.
     business_rules: BusinessRulesConfig | None = None
+    # What one RI purchase may cost, and what all of an account's may commit per period
+    # (cost_engine.purchase_limits): the same bounds as the functions' settings.
+    ri_purchase_limit_usd: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
+    ri_purchase_limit_per_period_usd: float = Field(default=20_000.0, gt=0, allow_inf_nan=False)
+    ri_purchase_limit_period: Period = Period.MONTH
     # Recommendations older than this are refused (409 at execute, refused again at validation).
     max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
     # cost_engine.access.AccessPolicy, as an object or as its JSON: the roles per customer of each IAM
@@ -402,7 +408,9 @@ class CostExecutionEngineStack(Stack):
                 **{table.env_var: self.tables[table.construct_id].table_name for table in topology.TABLES},
                 EnvVar.APPROVAL_TOPIC_ARN: self.approval_topic.topic_arn,
                 EnvVar.SCHEDULER_ROLE_ARN: self.scheduler_role.role_arn,
-                EnvVar.RI_PURCHASE_LIMIT_USD: str(self.node.try_get_context("ri_purchase_limit_usd") or "10000"),
+                EnvVar.RI_PURCHASE_LIMIT_USD: str(self.deployment_context.ri_purchase_limit_usd),
+                EnvVar.RI_PURCHASE_LIMIT_PER_PERIOD_USD: str(self.deployment_context.ri_purchase_limit_per_period_usd),
+                EnvVar.RI_PURCHASE_LIMIT_PERIOD: self.deployment_context.ri_purchase_limit_period.value,
                 EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.deployment_context.approval_timeout_seconds),
                 EnvVar.APPROVAL_SECRET_ARN: self.approval_secret.secret_arn,
                 EnvVar.EVENT_BUS_NAME: self.event_bus.event_bus_name,

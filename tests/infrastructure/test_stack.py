@@ -646,6 +646,20 @@ def test_every_function_gets_the_business_rules_and_recommendation_age_of_the_co
         assert bare[EnvVar.MAX_RECOMMENDATION_AGE_DAYS] == "30"
 
 
+def test_every_function_gets_the_ri_purchase_limits_of_the_context_or_their_defaults() -> None:
+    names = (EnvVar.RI_PURCHASE_LIMIT_USD, EnvVar.RI_PURCHASE_LIMIT_PER_PERIOD_USD, EnvVar.RI_PURCHASE_LIMIT_PERIOD)
+    chosen = {
+        "ri_purchase_limit_usd": 5000,
+        "ri_purchase_limit_per_period_usd": "12000.5",
+        "ri_purchase_limit_period": "quarter",
+    }
+    for context, expected in (({}, ("10000.0", "20000.0", "month")), (chosen, ("5000.0", "12000.5", "quarter"))):
+        stack, template = synthesize(context)
+        for function in topology.functions():
+            variables = function_environment(stack, template, function)
+            assert tuple(variables[name] for name in names) == expected, function.construct_id
+
+
 def test_business_rules_that_the_functions_would_refuse_fail_the_synth() -> None:
     with pytest.raises(ValueError, match=re.escape("business_rules.customers.bank.deny_types.0")):
         synthesize({"business_rules": {"customers": {"bank": {"deny_types": ["shred_everything"]}}}})
@@ -684,6 +698,8 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
             {"access": '{"principals": {"arn:aws:iam::123456789012:role/Ops": {"customers": {"acme": ["root"]}}}}'},
             "access.principals.*customers.acme.0: Input should be 'viewer', 'operator' or 'approver'",
         ),
+        ({"ri_purchase_limit_per_period_usd": 0}, "ri_purchase_limit_per_period_usd: .*greater than 0"),
+        ({"ri_purchase_limit_period": "fortnight"}, "ri_purchase_limit_period: .*'day', 'week', 'month'"),
     ],
     ids=[
         "email-without-at",
@@ -697,6 +713,8 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         "acting-time-not-a-number",
         "access-to-no-principal",
         "access-to-an-unknown-role",
+        "no-money-per-period",
+        "unknown-period",
     ],
 )
 def test_a_wrong_deployment_context_fails_the_synth_naming_the_context_key(

@@ -4,15 +4,20 @@ every execution here waits for a person, and no failure may ever lead to a secon
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
+from cost_engine.purchase_limits import PurchaseLimits
 from local_runtime.client import ApiClient, ApiError
 from local_runtime.emulations import reserved_instances
 from local_runtime.runtime import ACCOUNT_ID, REGION, LocalRuntime
-from tests.integration.conftest import AWAITING_A_PERSON, step_events
+from tests.integration.conftest import AWAITING_A_PERSON, deployed_with, step_events
 
 TYPE = "purchase_reserved_instances"
 M5_LARGE = {
@@ -272,3 +277,141 @@ def test_rejection_buys_nothing(api: ApiClient, recommend_ri: Callable[..., str]
     with pytest.raises(ApiError) as refused:
         api.rollback(execution_id)
     assert refused.value.status_code == 409
+
+
+# -- the limit per account and period ---------------------------------------------------------------
+
+
+def committed_this_period() -> float:
+    """What the account's RI purchases commit in the current period, as the engine's ledger says."""
+    import functions.api.handler as api_handler
+
+    _, ledger = PurchaseLimits.from_settings(api_handler.service.ctx.settings).ledger(ACCOUNT_ID)
+    return ledger.committed_cents / 100
+
+
+def waiting_purchase(api: ApiClient, recommend_ri: Callable[..., str]) -> dict[str, Any]:
+    """A purchase of its own usage (each holds its own resource) waiting for a person."""
+    execution_id = api.execute(recommend_ri(f"steady-{uuid.uuid4().hex[:8]}"))["execution_id"]
+    waiting = api.wait_for(execution_id, frozenset({"awaiting_approval", "failed", "completed"}))
+    assert waiting["status"] == "awaiting_approval", waiting.get("error_message")
+    return waiting
+
+
+def test_a_third_purchase_that_would_pass_the_limit_per_period_is_refused_at_approval_and_buys_nothing(
+    api: ApiClient, recommend_ri: Callable[..., str]
+) -> None:
+    # Given three purchases waiting, each under the limit per execution, and a limit per period
+    # that has room for two of them on top of what the account already committed
+    first, second, third = (waiting_purchase(api, recommend_ri) for _ in range(3))
+    cost = first["plan"]["one_time_cost"]
+    assert cost < first["plan"]["resource"]["purchase_limit_usd"]
+    before = all_purchases()
+    with deployed_with(ri_purchase_limit_per_period_usd=committed_this_period() + 2.5 * cost):
+        # When all three are approved
+        api.approve(first["execution_id"], "finops@example.com")
+        api.approve(second["execution_id"], "finops@example.com")
+        with pytest.raises(ApiError) as refused:
+            api.approve(third["execution_id"], "finops@example.com")
+
+        # Then the third is refused with 409, naming the limit, the period and who committed what
+        assert refused.value.status_code == 409
+        assert refused.value.body["error"] == "purchase_limit_reached"
+        message = refused.value.body["message"]
+        assert f"would commit ${cost:,.2f} to reserved instances in account {ACCOUNT_ID} in the month" in message
+        assert "(ri_purchase_limit_per_period_usd)" in message
+        assert first["execution_id"] in message
+        assert second["execution_id"] in message
+        assert "the execution still waits for a decision" in message
+        [logged] = [e for e in api.logs(third["execution_id"])["events"] if e["event_type"] == "approval_refused"]
+        assert logged["actor"] == "approver:finops@example.com"
+        assert logged["detail"] == {"error": "purchase_limit_reached", "reason": message}
+
+        # and the first two are bought while the third still waits, having bought nothing
+        assert api.wait_for(first["execution_id"])["status"] == "completed"
+        assert api.wait_for(second["execution_id"])["status"] == "completed"
+        assert api.status(third["execution_id"])["status"] == "awaiting_approval"
+        assert all_purchases() == before + 2
+        api.reject(third["execution_id"], "finops@example.com", "over this month's limit")
+        assert api.wait_for(third["execution_id"])["status"] == "rejected"
+    assert all_purchases() == before + 2
+
+
+def test_a_purchase_whose_reservation_is_gone_at_buy_time_fails_before_buying(
+    api: ApiClient, ec2: Any, runtime: LocalRuntime, recommend_ri: Callable[..., str]
+) -> None:
+    # Given an approved purchase held just before its purchase step
+    waiting = waiting_purchase(api, recommend_ri)
+    execution_id = waiting["execution_id"]
+    held = runtime.faults.hold("act", execution_id=execution_id)
+    api.approve(execution_id, "finops@example.com")
+    assert held.reached.wait(60)
+    before = all_purchases()
+
+    # When its reservation under the limit per period disappears before it buys
+    import functions.api.handler as api_handler
+
+    limits = PurchaseLimits.from_settings(api_handler.service.ctx.settings)
+    period, _ = limits.ledger(ACCOUNT_ID)
+    assert limits.store.release(ACCOUNT_ID, period.key, execution_id) == round(waiting["plan"]["one_time_cost"] * 100)
+    held.released.set()
+    execution = api.wait_for(execution_id)
+
+    # Then it buys nothing and says why
+    assert execution["status"] == "rolled_back"
+    assert f"execution {execution_id} holds no reservation under the RI purchase limit" in execution["error_message"]
+    assert execution["rollback"]["purchased"] is False
+    assert bought_by(ec2, execution_id) == []
+    assert all_purchases() == before
+
+
+def test_a_purchase_that_fails_before_buying_frees_its_share_for_a_later_one(
+    api: ApiClient, runtime: LocalRuntime, recommend_ri: Callable[..., str]
+) -> None:
+    # Given a limit per period with room for one more purchase, and an approved one that fails before buying
+    failing, later = waiting_purchase(api, recommend_ri), waiting_purchase(api, recommend_ri)
+    cost = failing["plan"]["one_time_cost"]
+    before = all_purchases()
+    with deployed_with(ri_purchase_limit_per_period_usd=committed_this_period() + 1.5 * cost):
+        runtime.faults.inject("backup", when="before")
+        api.approve(failing["execution_id"], "finops@example.com")
+        assert api.wait_for(failing["execution_id"])["status"] == "rolled_back"
+
+        # When another purchase is approved
+        api.approve(later["execution_id"], "finops@example.com")
+
+        # Then it fits and is bought
+        assert api.wait_for(later["execution_id"])["status"] == "completed"
+    assert all_purchases() == before + 1
+
+
+def test_an_approval_by_the_emailed_link_over_the_limit_per_period_shows_why_and_decides_nothing(
+    api: ApiClient, runtime: LocalRuntime, recommend_ri: Callable[..., str]
+) -> None:
+    # Given a purchase waiting, a limit per period without room for it, and its emailed link
+    import functions.api.handler as api_handler
+
+    waiting = waiting_purchase(api, recommend_ri)
+    links = api_handler.service.ctx.links
+    assert links is not None
+    link = links.link(waiting["approval_id"], datetime.fromisoformat(waiting["approval"]["deadline"]))
+    parts = urlsplit(link)
+    form = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    with deployed_with(
+        ri_purchase_limit_per_period_usd=committed_this_period() + 0.5 * waiting["plan"]["one_time_cost"]
+    ):
+        # When the approver clicks Approve on the page
+        page = requests.post(
+            f"{runtime.api_url}{parts.path}",
+            data={**form, "decision": "approve", "approver": "finops@example.com", "comment": ""},
+            timeout=30,
+        )
+
+    # Then the page says why it was not approved, and the execution still waits, having bought nothing
+    assert page.status_code == 409
+    assert "Not approved" in page.text
+    assert "(ri_purchase_limit_per_period_usd)" in page.text
+    assert "still waits for a decision" in page.text
+    execution = api.status(waiting["execution_id"])
+    assert execution["status"] == "awaiting_approval"
+    assert execution["approval"]["decided_by"] is None

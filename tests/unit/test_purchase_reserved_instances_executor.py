@@ -13,9 +13,19 @@ from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.purchase_reserved_instances import RECOMMENDATION_TAG, PurchaseReservedInstancesExecutor
-from cost_engine.models import Recommendation, RecommendationType, RiskLevel, new_execution_id
+from cost_engine.models import (
+    ExecutionRecord,
+    ExecutionStatus,
+    Recommendation,
+    RecommendationType,
+    RiskLevel,
+    new_execution_id,
+)
 from cost_engine.pricing import price_catalog
+from cost_engine.purchase_limits import PeriodPurchaseLimitReached, PurchaseLimits
 from cost_engine.settings import Settings
+from cost_engine.stores.purchase_ledger import EntryState
+from cost_engine.topology import EXECUTIONS_TABLE, LIMITS_TABLE
 from local_runtime.emulations import reserved_instances
 from tests.unit.conftest import ACCOUNT_ID, REGION
 
@@ -23,6 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
 LIMIT = 10_000.0
+PER_PERIOD_LIMIT = 20_000.0
 M5_LARGE_1YR_NO_UPFRONT = {
     "instance_type": "m5.large",
     "product_description": "Linux/UNIX",
@@ -52,15 +63,42 @@ def ec2(aws: None) -> EC2Client:
 
 
 @pytest.fixture
-def executor(ec2: EC2Client) -> PurchaseReservedInstancesExecutor:
+def executor(ec2: EC2Client, tables: None) -> PurchaseReservedInstancesExecutor:
     settings = Settings(
-        executions_table="executions",
+        executions_table=EXECUTIONS_TABLE.local_name,
         audit_table="audit",
         recommendations_table="recs",
-        limits_table="limits",
+        limits_table=LIMITS_TABLE.local_name,
         ri_purchase_limit_usd=LIMIT,
+        ri_purchase_limit_per_period_usd=PER_PERIOD_LIMIT,
     )
     return PurchaseReservedInstancesExecutor(AwsClients(REGION), settings)
+
+
+def approval_of(
+    executor: PurchaseReservedInstancesExecutor, recommendation: Recommendation, execution_id: str
+) -> ExecutionRecord:
+    """What a person approves: the execution waiting for a decision, with its plan."""
+    return ExecutionRecord(
+        execution_id=execution_id,
+        recommendation_id=recommendation.recommendation_id,
+        customer_id=recommendation.customer_id,
+        recommendation_type=recommendation.type,
+        resource_id=recommendation.resource_id,
+        region=recommendation.region,
+        account_id=recommendation.account_id,
+        status=ExecutionStatus.AWAITING_APPROVAL,
+        plan=executor.plan(recommendation, execution_id),
+    )
+
+
+def approved(
+    executor: PurchaseReservedInstancesExecutor, recommendation: Recommendation, execution_id: str | None = None
+) -> dict[str, Any]:
+    """The backup of an execution a person approved (which reserved its cost under the limit per period)."""
+    execution_id = execution_id or new_execution_id()
+    executor.before_approval(recommendation, approval_of(executor, recommendation, execution_id))
+    return executor.backup(recommendation, execution_id)
 
 
 def bought() -> list[dict[str, Any]]:
@@ -211,7 +249,7 @@ def test_a_second_execution_of_a_recommendation_that_already_bought_is_refused(
     executor: PurchaseReservedInstancesExecutor,
 ) -> None:
     recommendation = recommendation_for()
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
     reserved_id = executor.apply(recommendation, backup)["reserved_instances_id"]
 
     result = executor.validate(recommendation)
@@ -241,6 +279,8 @@ def test_the_plan_shows_the_total_cost_and_that_it_cannot_be_undone(
     assert "Reserved Instance Marketplace" in plan.rollback_plan.rollback_steps[0]
     assert any("DryRun=True" in action for action in plan.actions)
     assert plan.resource["reversible"] is False
+    assert plan.resource["purchase_limit_per_period"] == {"usd": PER_PERIOD_LIMIT, "period": "month"}
+    assert any("RI purchase limit per period" in action for action in plan.actions)
 
 
 def test_savings_compare_the_on_demand_price_with_the_effective_reserved_rate(
@@ -289,7 +329,7 @@ def test_the_purchase_is_bought_once_tagged_waited_for_and_verified(
     # Given a recorded offering
     recommendation = recommendation_for()
     execution_id = new_execution_id()
-    backup = executor.backup(recommendation, execution_id)
+    backup = approved(executor, recommendation, execution_id)
 
     # When it is bought and polled until active
     action = executor.apply(recommendation, backup)
@@ -314,7 +354,7 @@ def test_the_purchase_is_bought_once_tagged_waited_for_and_verified(
 
 def test_a_retried_purchase_step_does_not_buy_twice(executor: PurchaseReservedInstancesExecutor) -> None:
     recommendation = recommendation_for()
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
 
     first = executor.apply(recommendation, backup)
     second = executor.apply(recommendation, backup)
@@ -331,7 +371,7 @@ def test_a_crash_between_the_purchase_and_its_tag_does_not_lead_to_a_second_purc
     # Given a purchase whose tagging failed (as if the function had died right after buying)
     recommendation = recommendation_for()
     execution_id = new_execution_id()
-    backup = executor.backup(recommendation, execution_id)
+    backup = approved(executor, recommendation, execution_id)
     untagged_client = boto3.client("ec2", region_name=REGION)
     fail_on(untagged_client, "CreateTags", "InternalError")
     executor.clients.__dict__["ec2"] = untagged_client
@@ -360,7 +400,7 @@ def test_a_purchase_made_before_the_backup_is_not_taken_for_this_executions(
     ec2.purchase_reserved_instances_offering(
         ReservedInstancesOfferingId=earlier["offering"]["offering_id"], InstanceCount=2
     )
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
     backup["not_before"] = "2999-01-01T00:00:00+00:00"  # i.e. that one started before this backup
 
     action = executor.apply(recommendation, backup)
@@ -371,7 +411,7 @@ def test_a_purchase_made_before_the_backup_is_not_taken_for_this_executions(
 
 def test_a_refused_dry_run_buys_nothing(executor: PurchaseReservedInstancesExecutor) -> None:
     recommendation = recommendation_for()
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
     fail_on(executor.clients.ec2, "PurchaseReservedInstancesOffering", "UnauthorizedOperation", when_dry_run=True)
 
     with pytest.raises(ActionFailed, match="UnauthorizedOperation"):
@@ -382,7 +422,7 @@ def test_a_refused_dry_run_buys_nothing(executor: PurchaseReservedInstancesExecu
 
 def test_a_failed_payment_fails_the_step(executor: PurchaseReservedInstancesExecutor) -> None:
     recommendation = recommendation_for()
-    action = executor.apply(recommendation, executor.backup(recommendation, new_execution_id()))
+    action = executor.apply(recommendation, approved(executor, recommendation))
     reserved_instances.set_state(
         action["reserved_instances_id"], "payment-failed", account_id=ACCOUNT_ID, region=REGION
     )
@@ -401,12 +441,80 @@ def test_the_limit_is_checked_again_before_buying(
         executor.backup(recommendation_for(), new_execution_id())
 
 
+# -- the limit per account and period ---------------------------------------------------------------
+
+
+def test_an_approval_that_would_pass_the_limit_per_period_is_refused_and_reserves_nothing(
+    executor: PurchaseReservedInstancesExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a limit per period with room for one purchase, and one approved
+    assert executor.settings is not None
+    recommendation = recommendation_for()
+    cost = executor.plan(recommendation, "exec-1").one_time_cost or 0.0
+    monkeypatch.setattr(executor.settings, "ri_purchase_limit_per_period_usd", cost * 1.5)
+    first = approved(executor, recommendation)
+
+    # When a second one is approved
+    second = approval_of(executor, recommendation, new_execution_id())
+    with pytest.raises(PeriodPurchaseLimitReached) as refused:
+        executor.before_approval(recommendation, second)
+
+    # Then it is refused naming the execution that holds the limit, and only the first is counted
+    assert f"already committed by {first['execution_id']}" in refused.value.message
+    _, ledger = PurchaseLimits.from_settings(executor.settings).ledger(ACCOUNT_ID)
+    assert [e.execution_id for e in ledger.entries] == [first["execution_id"]]
+
+
+def test_a_purchase_without_a_reservation_under_the_limit_per_period_buys_nothing(
+    executor: PurchaseReservedInstancesExecutor,
+) -> None:
+    recommendation = recommendation_for()
+    backup = executor.backup(recommendation, new_execution_id())  # never approved through the engine
+
+    with pytest.raises(ActionFailed, match="holds no reservation under the RI purchase limit per month"):
+        executor.apply(recommendation, backup)
+
+    assert bought() == []
+
+
+def test_a_purchase_is_counted_as_bought_in_the_period_it_was_bought_in(
+    executor: PurchaseReservedInstancesExecutor,
+) -> None:
+    assert executor.settings is not None
+    recommendation = recommendation_for()
+    backup = approved(executor, recommendation)
+
+    action = executor.apply(recommendation, backup)
+
+    period, ledger = PurchaseLimits.from_settings(executor.settings).ledger(ACCOUNT_ID)
+    assert action["limit_period"] == period.key
+    [entry] = ledger.entries
+    assert (entry.execution_id, entry.state, entry.cents) == (
+        backup["execution_id"],
+        EntryState.BOUGHT,
+        round(backup["cost"]["total_usd"] * 100),
+    )
+
+
+def test_a_purchase_that_alone_is_above_the_limit_per_period_is_refused_at_validation(
+    ec2: EC2Client, executor: PurchaseReservedInstancesExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert executor.settings is not None
+    monkeypatch.setattr(executor.settings, "ri_purchase_limit_per_period_usd", 100.0)
+    run_instances(ec2, 2)
+
+    result = executor.validate(recommendation_for())
+
+    assert not result.valid
+    assert "above the limit of $100.00 per month for all RI purchases of the account" in result.errors[0]
+
+
 # -- rollback -------------------------------------------------------------------------------------
 
 
 def test_a_rollback_before_any_purchase_has_nothing_to_do(executor: PurchaseReservedInstancesExecutor) -> None:
     recommendation = recommendation_for()
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
 
     rollback = executor.rollback(recommendation, backup, None)
 
@@ -420,7 +528,7 @@ def test_a_rollback_after_the_purchase_records_the_manual_step_and_does_not_pret
 ) -> None:
     # Given a purchase whose action was never recorded (the crash came right after buying)
     recommendation = recommendation_for()
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
     reserved_id = executor.apply(recommendation, backup)["reserved_instances_id"]
 
     # When it is rolled back
@@ -441,7 +549,7 @@ def test_a_rollback_after_the_purchase_records_the_manual_step_and_does_not_pret
 
 def test_once_the_reservation_is_sold_the_rollback_completes(executor: PurchaseReservedInstancesExecutor) -> None:
     recommendation = recommendation_for()
-    backup = executor.backup(recommendation, new_execution_id())
+    backup = approved(executor, recommendation)
     action = executor.apply(recommendation, backup)
     reserved_instances.set_state(action["reserved_instances_id"], "retired", account_id=ACCOUNT_ID, region=REGION)
 

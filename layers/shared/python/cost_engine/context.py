@@ -12,10 +12,12 @@ from cost_engine.executors import executor_class
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.limits import Limits
 from cost_engine.models import Recommendation
+from cost_engine.purchase_limits import PurchaseLimits
 from cost_engine.settings import Settings
 from cost_engine.stores.audit import AuditStore
 from cost_engine.stores.executions import ExecutionStore, chain_observers
 from cost_engine.stores.limits import LimitsStore
+from cost_engine.stores.purchase_ledger import PurchaseLedgerStore
 from cost_engine.stores.recommendations import RecommendationStore
 
 
@@ -43,8 +45,13 @@ class EngineContext:
         audit = AuditStore(settings.audit_table, settings.region)
         limits = Limits(LimitsStore(settings.limits_table, settings.region), settings, executions, audit)
         # Whoever writes a status change: it is logged (a failed log write does not stop what follows),
-        # the limits release what a finished execution held (that must happen), then it is announced.
-        executions.on_transition = chain_observers(StatusChangeLog(audit), limits.on_transition, publisher)
+        # the limits release what a finished execution held (that must happen, and so must releasing or
+        # keeping what an RI purchase reserved of its period's limit), then it is announced.
+        ledger = PurchaseLedgerStore(settings.limits_table, settings.region)
+        purchase_limits = PurchaseLimits(ledger, settings, executions)
+        executions.on_transition = chain_observers(
+            StatusChangeLog(audit), limits.on_transition, purchase_limits.on_transition, publisher
+        )
         return cls(
             settings=settings,
             executions=executions,

@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     PLAN_CHANGED = "plan_changed"
     ACCESS_DENIED = "access_denied"
     SELF_APPROVAL_REFUSED = "self_approval_refused"
+    APPROVAL_REFUSED = "approval_refused"
+    PURCHASE_LIMIT_REACHED = "purchase_limit_reached"
 
 
 class EngineError(Exception):
@@ -55,6 +57,13 @@ class RecommendationStale(Conflict):
     """Too old to act on: the resource may have changed since."""
 
     code = ErrorCode.RECOMMENDATION_STALE
+
+
+class ApprovalRefused(Conflict):
+    """The type refuses to be approved now (`BaseExecutor.before_approval`): nothing is decided and
+    the execution keeps waiting for a decision."""
+
+    code = ErrorCode.APPROVAL_REFUSED
 
 
 class DeniedByBusinessRules(EngineError):

@@ -21,6 +21,7 @@ from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code
 from cost_engine.context import EngineContext
 from cost_engine.errors import (
+    ApprovalRefused,
     Conflict,
     DeniedByBusinessRules,
     InvalidParameters,
@@ -492,6 +493,7 @@ class ExecutionService:
             approval.decided_via = via
             approval.comment = decision.comment
         changes: dict[str, Any] = {"approval": approval}
+        self._before_decision(record, decision, approve, actor)
         if not approve:
             changes |= {
                 "success": False,
@@ -525,6 +527,23 @@ class ExecutionService:
             else:
                 self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {actor}")
         return record
+
+    def _before_decision(self, record: ExecutionRecord, decision: ApprovalDecision, approve: bool, actor: str) -> None:
+        """The type's own say before an approval is written (e.g. a limit on what purchases commit):
+        ApprovalRefused leaves the execution waiting, and the log says who was refused and why."""
+        if not approve:
+            return
+        recommendation = self.ctx.recommendations.get(record.recommendation_id)
+        try:
+            self.ctx.executor_for(recommendation).before_approval(recommendation, record)
+        except ApprovalRefused as refused:
+            self.ctx.audit.append(
+                record.execution_id,
+                "approval_refused",
+                f"approver:{actor}",
+                {"error": refused.code.value, "reason": refused.message},
+            )
+            raise
 
     # -- approval links (the emailed page) ---------------------------------------------------------
 
@@ -586,6 +605,8 @@ class ExecutionService:
             )
         except PlanChanged as changed:
             return LinkOutcome(409, "The plan changed", changed.message + ". Nothing was decided.", outcome.record)
+        except ApprovalRefused as refused:
+            return LinkOutcome(409, "Not approved", refused.message, outcome.record)
         except Conflict:
             # Someone decided between the page's read and this write: show what won.
             return self.open_link(approval_id, expires, signature)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cost_engine.access import AccessPolicy
 from cost_engine.approval_policy import ApprovalPolicy
+from cost_engine.periods import Period
 from cost_engine.prechecks import BusinessRulesConfig
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
@@ -27,6 +28,9 @@ class Settings(BaseModel):
     api_base_url: str | None = None
     scheduler_role_arn: str | None = None
     ri_purchase_limit_usd: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
+    # What RI purchases may commit per account and period, all executions together (cost_engine.purchase_limits).
+    ri_purchase_limit_per_period_usd: float = Field(default=20_000.0, gt=0, allow_inf_nan=False)
+    ri_purchase_limit_period: Period = Period.MONTH
     approval_secret_arn: str | None = None
     approval_policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     approver_emails: list[str] = Field(default_factory=list)
@@ -67,6 +71,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("approval_timeout_seconds", EnvVar.APPROVAL_TIMEOUT_SECONDS),
         ("max_poll_attempts", EnvVar.MAX_POLL_ATTEMPTS),
         ("ri_purchase_limit_usd", EnvVar.RI_PURCHASE_LIMIT_USD),
+        ("ri_purchase_limit_per_period_usd", EnvVar.RI_PURCHASE_LIMIT_PER_PERIOD_USD),
+        ("ri_purchase_limit_period", EnvVar.RI_PURCHASE_LIMIT_PERIOD),
         ("max_concurrent_acting", EnvVar.MAX_CONCURRENT_ACTING),
         ("resource_cooldown_seconds", EnvVar.RESOURCE_COOLDOWN_SECONDS),
         ("max_acting_seconds", EnvVar.MAX_ACTING_SECONDS),

@@ -38,6 +38,10 @@ class EnvVar:
     SCHEDULER_ROLE_ARN = "SCHEDULER_ROLE_ARN"
     # The most one Reserved Instances purchase may cost, in USD (purchase_reserved_instances).
     RI_PURCHASE_LIMIT_USD = "RI_PURCHASE_LIMIT_USD"
+    # The most RI purchases may commit per account and period, all executions together, and the
+    # period (day, week, month, quarter or year; see cost_engine.purchase_limits).
+    RI_PURCHASE_LIMIT_PER_PERIOD_USD = "RI_PURCHASE_LIMIT_PER_PERIOD_USD"
+    RI_PURCHASE_LIMIT_PERIOD = "RI_PURCHASE_LIMIT_PERIOD"
     # The Secrets Manager secret that signs approval links (the local runtime keeps its own there).
     APPROVAL_SECRET_ARN = "APPROVAL_SECRET_ARN"
     # Which executions may be approved automatically, per customer and per type (JSON; see
@@ -121,7 +125,8 @@ RECOMMENDATIONS_TABLE = Table(
     partition_key="recommendation_id",
 )
 # The safety limits' shared state: the acting slots ("slots"), the queue waiting for one ("queue",
-# keyed by time so it reads in order) and one lock per resource ("resource#<account>#<region>#<id>").
+# keyed by time so it reads in order), one lock per resource ("resource#<account>#<region>#<id>"), and
+# what RI purchases commit per account and period ("ri-purchases#<account>" / "<period>").
 LIMITS_TABLE = Table(
     construct_id="LimitsTable",
     env_var="LIMITS_TABLE_NAME",

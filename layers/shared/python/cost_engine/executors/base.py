@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from cost_engine.aws import AwsClients
 from cost_engine.models import (
     ExecutionPlan,
+    ExecutionRecord,
     Recommendation,
     RecommendationType,
     RiskLevel,
@@ -74,6 +75,11 @@ class BaseExecutor(ABC):
 
     def parameters(self, recommendation: Recommendation) -> BaseModel:
         return self.parameters_model.model_validate(recommendation.parameters)
+
+    def before_approval(self, recommendation: Recommendation, record: ExecutionRecord) -> None:
+        """Called when a person approves, before the approval is written: raise ApprovalRefused to
+        refuse it (the execution keeps waiting). Nothing by default."""
+        return None
 
     @abstractmethod
     def validate(self, recommendation: Recommendation) -> ValidationResult:

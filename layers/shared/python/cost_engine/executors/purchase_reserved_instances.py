@@ -1,9 +1,11 @@
 """`purchase_reserved_instances`: buy the one matching EC2 Reserved Instance offering, at most once.
 
 A purchase cannot be undone, so this type always waits for a person (whatever `auto_approve` says),
-is refused above the configured dollar cap, asks AWS with `DryRun` first, and buys at most once per
-execution. Its "rollback" is a manual step (sell the reservation on the RI Marketplace) that the
-engine records and shows, never pretends to carry out.
+is refused above the configured dollar cap, counts against what all of the account's purchases may
+commit per period (reserved when a person approves, checked again before buying:
+`cost_engine.purchase_limits`), asks AWS with `DryRun` first, and buys at most once per execution.
+Its "rollback" is a manual step (sell the reservation on the RI Marketplace) that the engine records
+and shows, never pretends to carry out.
 
 `resource_id` names the steady usage the reservation covers, as the recommendation engine names it:
 normally the instance type itself (`m5.large`), or the id of the fleet or group whose baseline it
@@ -27,6 +29,7 @@ from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
+    ExecutionRecord,
     Recommendation,
     RecommendationType,
     RiskLevel,
@@ -37,6 +40,7 @@ from cost_engine.models import (
 )
 from cost_engine.prechecks import Resource, ResourceKind
 from cost_engine.pricing import price_catalog
+from cost_engine.purchase_limits import PurchaseLimits
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import FilterTypeDef, ReservedInstancesOfferingTypeDef, ReservedInstancesTypeDef
@@ -146,6 +150,11 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
 
     def _limit(self) -> float | None:
         return self.settings.ri_purchase_limit_usd if self.settings is not None else None
+
+    def _purchase_limits(self) -> PurchaseLimits:
+        if self.settings is None:
+            raise ActionFailed("no settings: the RI purchase limit per period cannot be checked, nothing is bought")
+        return PurchaseLimits.from_settings(self.settings)
 
     def _offerings(self, params: PurchaseReservedInstancesParameters) -> list[ReservedInstancesOfferingTypeDef]:
         """The AWS offerings that match every parameter, in the scope asked for (regional or zonal)."""
@@ -266,6 +275,10 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
         # A purchase changes no existing resource: its resource_id names the usage it covers.
         return Resource(ResourceKind.NONE, recommendation.resource_id)
 
+    def before_approval(self, recommendation: Recommendation, record: ExecutionRecord) -> None:
+        # The account's purchases in this period, this one included, must fit under the limit.
+        self._purchase_limits().reserve(record)
+
     def validate(self, recommendation: Recommendation) -> ValidationResult:
         try:
             params = PurchaseReservedInstancesParameters.model_validate(recommendation.parameters)
@@ -303,6 +316,14 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
                     f"${cost['upfront_usd']:,.2f} + ${cost['recurring_usd']:,.2f} recurring), above the RI purchase "
                     f"limit of ${limit:,.2f} (ri_purchase_limit_usd): lower instance_count, choose another term or "
                     "payment option, or raise the limit"
+                )
+            # Alone above what all of the account's purchases may commit in a period: it never fits.
+            if self.settings is not None and cost["total_usd"] > self.settings.ri_purchase_limit_per_period_usd:
+                errors.append(
+                    f"the purchase would cost ${cost['total_usd']:,.2f} over its term, above the limit of "
+                    f"${self.settings.ri_purchase_limit_per_period_usd:,.2f} per "
+                    f"{self.settings.ri_purchase_limit_period.value} for all RI purchases of the account "
+                    "(ri_purchase_limit_per_period_usd): lower instance_count, or raise the limit"
                 )
             if offering["offering_class"] == "convertible":
                 warnings.append(
@@ -376,6 +397,8 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
             actions=[
                 f"Look up offering {offering['offering_id']} again and check the price against the limit "
                 f"(${self._limit() or 0:,.2f})",
+                "Check that the share of the account's RI purchase limit per period reserved at the approval "
+                "still holds at that price (ri_purchase_limit_per_period_usd); buy nothing otherwise",
                 f"Look for reserved instances this execution already bought (tag {EXECUTION_TAG}={execution_id}); "
                 "buy only if there are none",
                 f"Ask AWS with DryRun=True whether the purchase of {params.instance_count} is permitted",
@@ -411,6 +434,14 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
                 "offering": offering,
                 "cost": cost,
                 "purchase_limit_usd": self._limit(),
+                "purchase_limit_per_period": (
+                    {
+                        "usd": self.settings.ri_purchase_limit_per_period_usd,
+                        "period": self.settings.ri_purchase_limit_period.value,
+                    }
+                    if self.settings is not None
+                    else None
+                ),
                 "reversible": False,
             },
         )
@@ -521,6 +552,9 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
                 action["tag_error"] = self._tag(existing["ReservedInstancesId"], backup)
             return action
 
+        # Checked again now, for the price found at the backup: what the approval reserved must still hold.
+        limits = self._purchase_limits()
+        period = limits.confirm(recommendation.account_id, backup["execution_id"], backup["cost"]["total_usd"])
         request = {"ReservedInstancesOfferingId": offering["offering_id"], "InstanceCount": count}
         try:
             self.clients.ec2.purchase_reserved_instances_offering(**request, DryRun=True)
@@ -541,7 +575,8 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
             ]
         except ClientError as error:
             raise aws_failure("PurchaseReservedInstancesOffering", error) from error
-        action |= {"reserved_instances_id": reserved_instances_id, "purchased_now": True}
+        action |= {"reserved_instances_id": reserved_instances_id, "purchased_now": True, "limit_period": period}
+        limits.bought(recommendation.account_id, period, backup["execution_id"])
         tag_error = self._tag(reserved_instances_id, backup)
         if tag_error:
             action["tag_error"] = tag_error
