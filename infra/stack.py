@@ -443,20 +443,18 @@ class CostExecutionEngineStack(Stack):
         environment = {}
         if chosen.approver_emails:
             environment[EnvVar.APPROVER_EMAILS] = ",".join(chosen.approver_emails)
-        if chosen.approval_policy is not None:
-            # Only what the deployment set: the rest keeps the defaults of the running code.
-            environment[EnvVar.APPROVAL_POLICY] = chosen.approval_policy.model_dump_json(exclude_unset=True)
-        return environment
+        return {**environment, **self._approval_policy_environment()}
+
+    def _approval_policy_environment(self) -> dict[str, str]:
+        policy = self.deployment_context.approval_policy
+        # Only what the deployment set: the rest keeps the defaults of the running code.
+        return {EnvVar.APPROVAL_POLICY: policy.model_dump_json(exclude_unset=True)} if policy is not None else {}
 
     def _api_access_environment(self) -> dict[str, str]:
         """Who may do what through the API, and the approval policy's self-approval rules (four eyes)."""
-        chosen = self.deployment_context
-        environment = {}
-        if chosen.access is not None:
-            environment[EnvVar.ACCESS_POLICY] = chosen.access.model_dump_json()
-        if chosen.approval_policy is not None:
-            environment[EnvVar.APPROVAL_POLICY] = chosen.approval_policy.model_dump_json(exclude_unset=True)
-        return environment
+        access = self.deployment_context.access
+        environment = {EnvVar.ACCESS_POLICY: access.model_dump_json()} if access is not None else {}
+        return {**environment, **self._approval_policy_environment()}
 
     def _business_rules_environment(self) -> dict[str, str]:
         rules = self.deployment_context.business_rules

@@ -18,7 +18,9 @@ from tests.integration.conftest import acting_intervals, most_at_once
 EXECUTIONS = 100
 
 
-@pytest.mark.timeout(1500)
+# The re-checks at the moment of action make each execution read more of AWS: a generous bound,
+# since this test proves the limits under load, not a speed (make bench measures that).
+@pytest.mark.timeout(2700)
 def test_a_hundred_executions_at_once_respect_the_acting_limit_and_all_finish(
     runtime: LocalRuntime, api: ApiClient, recommend: Callable[..., str], customer_id: str
 ) -> None:
@@ -39,7 +41,7 @@ def test_a_hundred_executions_at_once_respect_the_acting_limit_and_all_finish(
     execution_ids = [a["execution_id"] for a in accepted]
     assert len(set(execution_ids)) == EXECUTIONS
 
-    outcomes = [api.wait_for(e, timeout=900) for e in execution_ids]
+    outcomes = [api.wait_for(e, timeout=1800) for e in execution_ids]
     assert [o["status"] for o in outcomes] == ["completed"] * EXECUTIONS, {
         o["execution_id"]: o["error_message"] for o in outcomes if o["status"] != "completed"
     }

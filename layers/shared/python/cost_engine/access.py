@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, StringConstraints, field_validator, model_validator
 
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.errors import AccessDenied, NotFound, SelfApprovalRefused
@@ -121,19 +121,21 @@ class AccessPolicy(StrictModel):
     do nothing (every route but the approval pages answers 403)."""
 
     principals: dict[Annotated[str, AfterValidator(_grantable)], PrincipalAccess] = Field(default_factory=dict)
+    # The grants by what a caller is matched on (principal_key): worked out once, not per request.
+    _by_key: dict[str, PrincipalAccess] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_entry_per_principal(self) -> AccessPolicy:
-        keys = [principal_key(name) for name in self.principals]
-        if twice := sorted({str(key) for key in keys if keys.count(key) > 1}):
+        keys = [str(principal_key(name)) for name in self.principals]
+        if twice := sorted({key for key in keys if keys.count(key) > 1}):
             raise ValueError(f"a principal is named twice (a role is matched on its account and name): {twice}")
+        self._by_key = dict(zip(keys, self.principals.values(), strict=True))
         return self
 
     def caller(self, principal: str | None) -> Caller:
         """The caller of a request, with what the policy grants it (None when nothing matched)."""
         key = principal_key(principal) if principal else None
-        grants = [access for name, access in self.principals.items() if key is not None and principal_key(name) == key]
-        return Caller(principal or "anonymous", grants[0] if grants else None)
+        return Caller(principal or "anonymous", self._by_key.get(key) if key is not None else None)
 
 
 @dataclass(frozen=True)

@@ -167,8 +167,12 @@ class StepRunner:
 
     def _load(self, execution_id: str) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
         record = self.ctx.executions.get(execution_id)
+        return record, *self._subject(record)
+
+    def _subject(self, record: ExecutionRecord) -> tuple[Recommendation, BaseExecutor]:
+        """The recommendation an execution carries out, and its type's executor."""
         recommendation = self.ctx.recommendations.get(record.recommendation_id)
-        return record, recommendation, self.ctx.executor_for(recommendation)
+        return recommendation, self.ctx.executor_for(recommendation)
 
     def _advance(
         self,
@@ -312,7 +316,7 @@ class StepRunner:
         Raises RefusedAtAction (with every reason) when the change must not be made now."""
         result, checked = self._prechecked(recommendation, executor)
         problems = list(result.errors)
-        approved_hash = record.approval.plan_hash if record.approval and record.approval.plan_hash else None
+        approved_hash = record.approval.plan_hash if record.approval else None
         # One event for the whole re-check: what was looked at, as `prechecked` has it, and the plan.
         detail: dict[str, Any] = {"moment": moment, **checked.facts}
         if result.valid and record.plan is not None:
@@ -487,7 +491,7 @@ class StepRunner:
         if record.acting_slot != claim.slot:
             # Right before the backup: the last moment at which nothing at all has been done. A
             # refusal fails the step (caught: the execution ends failed, and its slot is freed).
-            _, recommendation, executor = self._load(record.execution_id)
+            recommendation, executor = self._subject(record)
             self._recheck(record, recommendation, executor, Step.ACQUIRE_SLOT, "before the backup")
             started = utc_now()
             self.ctx.executions.update(
