@@ -127,6 +127,34 @@ def test_a_store_outage_mid_termination_leaves_it_to_a_persons_rollback_which_re
     assert len(backup_images(ec2, execution_id)) == 1
 
 
+def test_a_store_outage_while_a_failed_termination_rolls_back_is_rolled_back_again_by_the_sweeper(
+    runtime: LocalRuntime, api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    # Given a termination whose verification fails, held while its rollback relaunches the instance.
+    instance_id = launch_instance()
+    execution_id = api.execute(recommend(instance_id))["execution_id"]
+    api.wait_for(execution_id, frozenset({"awaiting_approval"}))
+    runtime.faults.inject("verify", execution_id=execution_id)
+    held = runtime.faults.hold("check_rollback", execution_id=execution_id)
+    api.approve(execution_id, APPROVER)
+    assert held.reached.wait(60)
+    run = api.status(execution_id)["state_machine_execution_arn"]
+
+    # When DynamoDB fails every write until the run has given up on recording the rollback,
+    with store_outage(runtime):
+        held.release()
+        assert run_has_ended(runtime, run) == "FAILED"
+        assert api.status(execution_id)["status"] == "rolling_back"
+
+    # Then the sweeper starts a new rollback run, which finishes restoring and records it.
+    assert runtime.sweep()["decisions"] == {execution_id: "rolling_back"}
+    execution = api.wait_for(execution_id, timeout=90)
+    assert execution["status"] == "rolled_back"
+    assert execution["rollback_runs"] == 1
+    assert [i["State"]["Name"] for i in restored_instances(ec2, execution_id)] == ["running"]
+    assert [e["detail"]["then"] for e in swept(api, execution_id)] == ["rolling_back"]
+
+
 def test_a_store_outage_before_anything_changed_is_failed_by_the_periodic_sweep(
     runtime: LocalRuntime, api: ApiClient, ec2: Any, launch_instance: Callable[..., str], recommend: Callable[..., str]
 ) -> None:
