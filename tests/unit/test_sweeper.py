@@ -276,7 +276,7 @@ def test_a_person_may_roll_back_an_execution_whose_run_ended_mid_change_but_not_
 
     assert (rolling_back.status, rolling_back.rollback_runs) == (S.ROLLING_BACK, 1)
     assert len(runs_named(service, f"{stranded.execution_id}-rollback-1")) == 1
-    with pytest.raises(Conflict, match="while its state machine run has ended"):
+    with pytest.raises(Conflict, match="and its state machine run has ended without finishing it"):
         service.rollback(running.execution_id, "ops@example.com")
 
 

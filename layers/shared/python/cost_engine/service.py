@@ -461,7 +461,9 @@ class ExecutionService:
             raise Conflict(
                 f"execution {execution_id} is '{record.status.value}': a rollback can be asked for once it is "
                 + ", ".join(sorted(s.value for s in ROLLBACK_REQUESTABLE_STATES))
-                + ", or while its state machine run has ended without finishing it"
+                + "; or when it is "
+                + ", ".join(sorted(s.value for s in STRANDED_ROLLBACK_STATES))
+                + " and its state machine run has ended without finishing it"
             )
         if not record.rollback_available:
             raise Conflict(f"execution {execution_id} has no backup to roll back from: nothing was changed")
