@@ -94,8 +94,15 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         stack.roles[topology.TRIGGER_FUNCTION.construct_id],
         "IAM5",
         f"{TRACING_REASON} Its other permissions name their resources: this stack's tables, state machines "
-        "(StartExecution only) and trigger dead-letter queue.",
-        [ANY_RESOURCE],
+        "(StartExecution and SendTaskSuccess) and trigger dead-letter queue; the sweeper's DescribeExecution "
+        "is granted on the executions of this stack's state machines only, whose names Step Functions "
+        "generates at run time.",
+        [ANY_RESOURCE]
+        + [
+            "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"<{stack.logical_id(sm)}.Name>:*"
+            for sm in stack.state_machines.values()
+        ],
     )
     # On the queue itself, not on its queue policy.
     _suppress(

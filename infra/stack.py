@@ -130,11 +130,15 @@ EXECUTOR_BASE_ACTIONS = frozenset(
         *LIMITS_DELETE_ACTIONS,
     }
 )
-# The trigger only starts executions (a first run, or a rollback run of an execution whose run ended
-# early): stopping them and answering approvals stay with the API.
+# The trigger starts executions (a first run, or a rollback run of an execution whose run ended
+# early); stopping them and rejecting stay with the API.
 TRIGGER_STATES_ACTIONS = ("states:StartExecution",)
 EXECUTION_CONTROL_ACTIONS = ("states:StopExecution", "states:DescribeExecution", "states:GetExecutionHistory")
 TASK_RESPONSE_ACTIONS = ("states:SendTaskSuccess", "states:SendTaskFailure")
+# The sweeper (cost_engine.sweeper, in the trigger): whether a run has ended, and handing over an
+# approval that the API could not (a task token is answered on the state machine's ARN).
+SWEEPER_EXECUTION_ACTIONS = ("states:DescribeExecution",)
+SWEEPER_TASK_ACTIONS = ("states:SendTaskSuccess",)
 
 
 def route_resource(path: str) -> str:
@@ -316,7 +320,7 @@ class CostExecutionEngineStack(Stack):
         )
         self._allow_api(self.roles[topology.API_FUNCTION.construct_id])
         self.api = self._rest_api(api_function)
-        self.trigger_dead_letter_queue, self.trigger_rule, self.run_ended_rule = self._trigger()
+        self.trigger_dead_letter_queue, self.trigger_rule, self.run_ended_rule, self.sweep_rule = self._trigger()
         # Set once the API exists. Built from the API's id, not from its stage: a reference to the
         # stage would make each executor depend on it, and the stage (through the deployment and the
         # methods) on the API function, the state machines and so on the executors: a cycle.
@@ -354,7 +358,9 @@ class CostExecutionEngineStack(Stack):
                 index_name=index.name,
                 partition_key=key(index.partition_key),
                 sort_key=key(index.sort_key),
-                projection_type=dynamodb.ProjectionType.ALL,
+                projection_type=(
+                    dynamodb.ProjectionType.ALL if index.projects_all else dynamodb.ProjectionType.KEYS_ONLY
+                ),
             )
         return table
 
@@ -487,26 +493,34 @@ class CostExecutionEngineStack(Stack):
         )
         machines = self.state_machines.values()
         self._allow(role, ["states:StartExecution", *TASK_RESPONSE_ACTIONS], [sm.state_machine_arn for sm in machines])
-        executions = [
+        self._allow(role, EXECUTION_CONTROL_ACTIONS, self._execution_arns())
+
+    def _allow_trigger(self, role: iam.Role) -> None:
+        # Registering a recommendation (a conditional PutItem, then GetItem), starting its execution once
+        # (GetItem by the id its idempotency key gives, a conditional PutItem, UpdateItem), reconciling an
+        # execution whose run ended (GetItem, conditional UpdateItem) and auditing both (PutItem): every
+        # call names its key. The sweeper reads one index: the unfinished executions' keys.
+        self._allow(
+            role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, self._table_resources(topology.TABLES, with_indexes=False)
+        )
+        executions_table = self.tables[topology.EXECUTIONS_TABLE.construct_id].table_arn
+        self._allow(role, ["dynamodb:Query"], [f"{executions_table}/index/{topology.IndexName.UNFINISHED}"])
+        machines = self.state_machines.values()
+        self._allow(role, SWEEPER_TASK_ACTIONS + TRIGGER_STATES_ACTIONS, [sm.state_machine_arn for sm in machines])
+        # The sweeper asks whether an execution's run has ended: its own state machines' runs only.
+        self._allow(role, SWEEPER_EXECUTION_ACTIONS, self._execution_arns())
+
+    def _execution_arns(self) -> list[str]:
+        """The runs of the engine's state machines (an execution ARN names its state machine)."""
+        return [
             self.format_arn(
                 service="states",
                 resource="execution",
                 resource_name=f"{sm.state_machine_name}:*",
                 arn_format=ArnFormat.COLON_RESOURCE_NAME,
             )
-            for sm in machines
+            for sm in self.state_machines.values()
         ]
-        self._allow(role, EXECUTION_CONTROL_ACTIONS, executions)
-
-    def _allow_trigger(self, role: iam.Role) -> None:
-        # Registering a recommendation (a conditional PutItem, then GetItem), starting its execution once
-        # (GetItem by the id its idempotency key gives, a conditional PutItem, UpdateItem), reconciling an
-        # execution whose run ended (GetItem, conditional UpdateItem) and auditing both (PutItem): every
-        # call names its key, so no index is read.
-        self._allow(
-            role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, self._table_resources(topology.TABLES, with_indexes=False)
-        )
-        self._allow(role, TRIGGER_STATES_ACTIONS, [sm.state_machine_arn for sm in self.state_machines.values()])
 
     # -- state machines -----------------------------------------------------------------------
 
@@ -673,9 +687,10 @@ class CostExecutionEngineStack(Stack):
 
     # -- trigger ------------------------------------------------------------------------------
 
-    def _trigger(self) -> tuple[sqs.Queue, events.Rule, events.Rule]:
+    def _trigger(self) -> tuple[sqs.Queue, events.Rule, events.Rule, events.Rule]:
         """The upstream engine's Recommendation Approved events, on the engine's bus, start executions;
-        Step Functions' events of the engine's runs that ended early, on the default bus, reconcile them.
+        Step Functions' events of the engine's runs that ended early, on the default bus, reconcile them;
+        a schedule sweeps for executions left unfinished all the same (cost_engine.sweeper).
 
         An event that cannot be handled ends in one dead-letter queue, whichever hop gave up: EventBridge
         delivering it to the function, or the function failing it after its retries.
@@ -728,4 +743,12 @@ class CostExecutionEngineStack(Stack):
             ),
             targets=[to_trigger()],
         )
-        return dead_letter_queue, rule, run_ended_rule
+        # The sweeper: a Scheduled Event to the same function, which finishes stranded executions.
+        sweep_rule = events.Rule(
+            self,
+            topology.SWEEP_RULE_CONSTRUCT_ID,
+            description="Finishes executions left unfinished after their state machine run ended",
+            schedule=events.Schedule.rate(Duration.minutes(topology.SWEEP_INTERVAL_MINUTES)),
+            targets=[to_trigger()],
+        )
+        return dead_letter_queue, rule, run_ended_rule, sweep_rule

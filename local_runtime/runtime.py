@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -66,6 +67,7 @@ class LocalRuntime:
         max_concurrent_acting: int = 10,
         resource_cooldown_seconds: int = 300,
         max_acting_seconds: int = 1800,
+        sweep_interval_seconds: float = 60.0 * 5,
     ) -> None:
         self.host = host
         self.aws_port = aws_port
@@ -82,6 +84,12 @@ class LocalRuntime:
         self.max_concurrent_acting = max_concurrent_acting
         self.resource_cooldown_seconds = resource_cooldown_seconds
         self.max_acting_seconds = max_acting_seconds
+        # How often the sweeper runs (cost_engine.sweeper); AWS's schedule by default. Read before each
+        # wait, so a change takes effect after the current one (`wake_sweeper` ends that at once).
+        self.sweep_interval_seconds = sweep_interval_seconds
+        self._sweeper_stop = threading.Event()
+        self._sweeper_wake = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self.dispatcher = Dispatcher(echo=echo_function_output)
         # Every request the emulated AWS receives, and AWS-level faults (emulations/aws_requests.py).
         self.aws_requests = AwsRequests()
@@ -141,7 +149,45 @@ class LocalRuntime:
             {self.api_key: DEFAULT_KEY_NAME, **{key: str(grant["name"]) for key, grant in self.api_keys.items()}},
         )
         self._api.start()
+        self._sweeper = threading.Thread(target=self._sweep_periodically, name="sweeper", daemon=True)
+        self._sweeper.start()
         return self
+
+    # -- the sweep schedule ------------------------------------------------------------------------
+
+    def sweep(self) -> dict[str, Any]:
+        """One sweep now, as the schedule runs it: the trigger function given a Scheduled Event."""
+        from cost_engine import topology
+
+        event = {
+            "version": "0",
+            "id": secrets.token_hex(16),
+            "detail-type": topology.SCHEDULED_EVENT_DETAIL_TYPE,
+            "source": topology.SCHEDULED_EVENT_SOURCE,
+            "account": ACCOUNT_ID,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "region": REGION,
+            "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{topology.SWEEP_RULE_LOCAL_NAME}"],
+            "detail": {},
+        }
+        answer: dict[str, Any] = self.dispatcher.run(topology.TRIGGER_FUNCTION.local_name, event)
+        return answer
+
+    def wake_sweeper(self) -> None:
+        """End the sweeper's current wait: it sweeps now, then waits `sweep_interval_seconds` again."""
+        self._sweeper_wake.set()
+
+    def _sweep_periodically(self) -> None:
+        """EventBridge's part locally: the schedule rule fires, the trigger runs (moto fires no schedule)."""
+        while not self._sweeper_stop.is_set():
+            self._sweeper_wake.wait(self.sweep_interval_seconds)
+            self._sweeper_wake.clear()
+            if self._sweeper_stop.is_set():
+                return
+            try:
+                self.sweep()
+            except Exception:  # a failed invocation; on AWS the next scheduled one comes all the same
+                logging.getLogger(__name__).exception("sweep failed")
 
     def restart_aws(self, down_seconds: float, *, on_down: Callable[[], None] | None = None) -> None:
         """Stop the emulated AWS and start it again on the same port after `down_seconds`, as an
@@ -161,6 +207,10 @@ class LocalRuntime:
         self._moto_server.start()
 
     def stop(self) -> None:
+        self._sweeper_stop.set()
+        self._sweeper_wake.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=30)
         if self._api is not None:
             self._api.stop()
         if self._moto_server is not None:
@@ -304,6 +354,7 @@ class LocalRuntime:
         os.environ[topology.EnvVar.STATE_MACHINE_ARNS] = json.dumps(self.state_machine_arns)
         # Its pattern names the state machines, so it comes after them.
         self._provision_run_ended_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
+        self._provision_sweep_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
 
     def _provision_trigger(self, trigger_arn: str) -> None:
         """The Recommendation Approved rule on the engine's bus, as the stack builds it: the trigger
@@ -351,6 +402,18 @@ class LocalRuntime:
             Rule=topology.RUN_ENDED_RULE_LOCAL_NAME,
             Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
         )
+
+    def _provision_sweep_rule(self, trigger_arn: str) -> None:
+        """The sweep schedule on the default bus, as the stack builds it (the runtime's sweeper thread
+        fires it: moto keeps schedule rules but never fires them)."""
+        from cost_engine import topology
+
+        events = self.client("events")
+        events.put_rule(
+            Name=topology.SWEEP_RULE_LOCAL_NAME,
+            ScheduleExpression=f"rate({topology.SWEEP_INTERVAL_MINUTES} minutes)",
+        )
+        events.put_targets(Rule=topology.SWEEP_RULE_LOCAL_NAME, Targets=[{"Id": "trigger", "Arn": trigger_arn}])
 
     def _api_function_name(self) -> str:
         from cost_engine import topology

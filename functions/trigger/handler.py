@@ -1,6 +1,7 @@
 """The engine's EventBridge events: `Recommendation Approved` registers and executes a recommendation
 (cost_engine.triggers); `Step Functions Execution Status Change` reconciles an execution whose state
-machine run ended without the engine's steps ending it (cost_engine.reconcile)."""
+machine run ended without the engine's steps ending it (cost_engine.reconcile); the sweep schedule's
+`Scheduled Event` finishes executions left unfinished all the same (cost_engine.sweeper)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cost_engine.context import EngineContext
 from cost_engine.reconcile import Outcome, is_run_ended_event, reconcile_run_ended
 from cost_engine.service import ExecutionService
 from cost_engine.settings import load_settings
+from cost_engine.sweeper import is_sweep_event, sweep
 from cost_engine.triggers import handle_recommendation_approved
 
 logger = Logger()
@@ -31,6 +33,8 @@ service = ExecutionService(EngineContext.from_settings(load_settings()))
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
+        if is_sweep_event(event):
+            return sweep_unfinished()
         return reconcile(event) if is_run_ended_event(event) else start_execution(event)
     except Exception:
         # Raised on: Lambda retries, then the event goes to the dead-letter queue with this error.
@@ -63,4 +67,19 @@ def reconcile(event: dict[str, Any]) -> dict[str, Any]:
         "execution_id": reconciled.execution_id,
         "outcome": reconciled.outcome.value,
         "status": reconciled.status.value if reconciled.status else None,
+    }
+
+
+def sweep_unfinished() -> dict[str, Any]:
+    report = sweep(service)
+    metrics.add_metric(name="ExecutionsSwept", unit=MetricUnit.Count, value=len(report.decisions))
+    metrics.add_metric(name="ExecutionsLeftForNextSweep", unit=MetricUnit.Count, value=len(report.left))
+    logger.info(
+        "swept",
+        extra={"looked_at": report.looked_at, "decisions": dict(report.decisions), "left": sorted(report.left)},
+    )
+    return {
+        "looked_at": report.looked_at,
+        "decisions": {execution_id: decision.value for execution_id, decision in report.decisions.items()},
+        "left": report.left,
     }

@@ -10,7 +10,9 @@ and attaches an `AwsRequests` to the runtime as `runtime.aws_requests`:
   `X-Amz-Target` of JSON services such as DynamoDB, else `"<METHOD> <path>"` for REST services such
   as S3 and Scheduler), and the HTTP status answered;
 - faults: `fail("ec2", "TerminateInstances", code="Throttling", times=2)` makes the next two matching
-  requests answer that error in the service's own protocol, without reaching moto, so nothing changes.
+  requests answer that error in the service's own protocol, without reaching moto, so nothing changes;
+  with `times=None` every matching request does until the fault is removed (`remove(fault)` or
+  `clear()`): an outage that lasts as long as a test needs, without the test waiting out its length.
 
 The interceptor serves the server on the runtime's port only, so two runtimes in one process (as in
 some tests) keep separate logs and faults.
@@ -67,13 +69,14 @@ class AwsRequest:
 
 @dataclass
 class AwsFault:
-    """The next `times` requests of `operation` on `service` answer `code` with `status`."""
+    """The next `times` requests of `operation` on `service` answer `code` with `status` (None: all of
+    them, until the fault is removed)."""
 
     service: str
     operation: str
     code: str
     status: int
-    times: int
+    times: int | None
     hits: int = 0
     # Whether the fault answers DryRun requests (the permission check) instead of the real ones.
     dry_run: bool = False
@@ -86,7 +89,7 @@ class AwsFault:
             self.service == call.service
             and self.operation == call.operation
             and self.dry_run == call.dry_run
-            and self.hits < self.times
+            and (self.times is None or self.hits < self.times)
         )
 
 
@@ -129,15 +132,16 @@ class AwsRequests:
         *,
         code: str = "Throttling",
         status: int = 400,
-        times: int = 1,
+        times: int | None = 1,
         dry_run: bool = False,
         passes: int = 0,
     ) -> AwsFault:
         """The next `times` requests of `operation` answer the AWS error `code` with HTTP `status`
-        (400 for throttling, 500/503 for a server error) instead of reaching moto. Only the real
-        requests, unless `dry_run`: then only EC2's DryRun permission checks of that operation. With
-        `passes`, that many matching requests are answered normally first."""
-        if times < 1:
+        (400 for throttling, 500/503 for a server error) instead of reaching moto; with `times=None`,
+        every one until the fault is removed. Only the real requests, unless `dry_run`: then only
+        EC2's DryRun permission checks of that operation. With `passes`, that many matching requests
+        are answered normally first."""
+        if times is not None and times < 1:
             raise ValueError("times is at least 1")
         if not 400 <= status <= 599:
             raise ValueError("an AWS error has an HTTP status from 400 to 599")
@@ -147,6 +151,11 @@ class AwsRequests:
         with self._lock:
             self._faults.append(fault)
         return fault
+
+    def remove(self, fault: AwsFault) -> None:
+        """End one fault (an outage given `times=None`); the others stay."""
+        with self._lock:
+            self._faults = [kept for kept in self._faults if kept is not fault]
 
     def clear(self) -> None:
         with self._lock:

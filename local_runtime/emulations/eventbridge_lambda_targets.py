@@ -93,6 +93,10 @@ def install(runtime: LocalRuntime | None) -> None:
     _keep_function_dead_letter_config()
 
     def send_to_targets(self: Rule, original_event: Any, transform_input: bool = True) -> None:
+        if self.scheduled_expression and not self.event_pattern._pattern:
+            # A schedule rule is sent no events (moto's empty pattern would match them all); the
+            # local runtime fires it itself (LocalRuntime's sweeper thread).
+            return
         lambda_targets = [target for target in self.targets if LAMBDA_FUNCTION.fullmatch(target["Arn"])]
         if not lambda_targets:
             plain_send(self, original_event, transform_input)

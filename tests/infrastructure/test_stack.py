@@ -167,7 +167,7 @@ def test_each_table_is_on_demand_encrypted_recoverable_and_kept_with_the_topolog
                 {"AttributeName": index.partition_key, "KeyType": "HASH"},
                 {"AttributeName": index.sort_key, "KeyType": "RANGE"},
             ],
-            {"ProjectionType": "ALL"},
+            {"ProjectionType": "ALL" if index.projects_all else "KEYS_ONLY"},
         )
         for index in table.indexes
     }
@@ -591,6 +591,19 @@ def test_executions_can_be_found_by_the_approval_id_of_their_link(synthesized: S
     assert any(f"/index/{topology.IndexName.APPROVAL}" in resources for resources in queries)
 
 
+def test_the_unfinished_executions_index_is_sparse_and_holds_their_keys_only(synthesized: Synthesized) -> None:
+    stack = synthesized.stack
+    table = synthesized.resource("ExecutionsTable", stack.tables[topology.EXECUTIONS_TABLE.construct_id])
+    indexes = {i["IndexName"]: i for i in table["Properties"]["GlobalSecondaryIndexes"]}
+
+    unfinished = indexes[topology.IndexName.UNFINISHED]
+    assert unfinished["KeySchema"] == [
+        {"AttributeName": "unfinished", "KeyType": "HASH"},
+        {"AttributeName": "created_at", "KeyType": "RANGE"},
+    ]
+    assert unfinished["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+
+
 def test_a_deployment_context_in_cdk_json_form_sets_approvers_policy_timeout_and_link_address() -> None:
     # Given the context as cdk.json holds it: a list, an object, a number, and a custom domain.
     stack, template = synthesize(
@@ -777,7 +790,11 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
     trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
     rules = synthesized.template.find_resources("AWS::Events::Rule")
 
-    assert set(rules) == {stack.logical_id(stack.trigger_rule), stack.logical_id(stack.run_ended_rule)}
+    assert set(rules) == {
+        stack.logical_id(stack.trigger_rule),
+        stack.logical_id(stack.run_ended_rule),
+        stack.logical_id(stack.sweep_rule),
+    }
     props = synthesized.resource(topology.TRIGGER_RULE_CONSTRUCT_ID, stack.trigger_rule)["Properties"]
     assert props["EventBusName"] == {"Ref": stack.logical_id(stack.event_bus)}
     assert props["State"] == "ENABLED"
@@ -824,7 +841,24 @@ def test_the_rule_on_the_default_bus_sends_the_ends_of_the_engines_runs_that_its
     }
 
 
-def test_only_the_engines_two_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
+def test_the_sweep_schedule_invokes_the_trigger_every_five_minutes_with_its_retries_and_dlq(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
+    props = synthesized.resource(topology.SWEEP_RULE_CONSTRUCT_ID, stack.sweep_rule)["Properties"]
+
+    assert props["ScheduleExpression"] == f"rate({topology.SWEEP_INTERVAL_MINUTES} minutes)" == "rate(5 minutes)"
+    assert props["State"] == "ENABLED"
+    # A schedule rule lives on the default bus and matches no events.
+    assert "EventBusName" not in props
+    assert "EventPattern" not in props
+    [target] = props["Targets"]
+    assert target["Arn"] == arn_of(synthesized, trigger)
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger_dead_letter_queue)}
+
+
+def test_only_the_engines_three_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
     stack = synthesized.stack
     trigger = arn_of(synthesized, stack.functions[topology.TRIGGER_FUNCTION.construct_id])
     permissions = synthesized.template.find_resources("AWS::Lambda::Permission").values()
@@ -838,7 +872,7 @@ def test_only_the_engines_two_rules_may_invoke_the_trigger(synthesized: Synthesi
                 "Principal": "events.amazonaws.com",
                 "SourceArn": arn_of(synthesized, rule),
             }
-            for rule in (stack.trigger_rule, stack.run_ended_rule)
+            for rule in (stack.trigger_rule, stack.run_ended_rule, stack.sweep_rule)
         ),
         key=json.dumps,
     )
@@ -870,17 +904,29 @@ def test_failed_asynchronous_invocations_of_the_trigger_go_to_the_same_dlq_after
     assert [s["Resource"] for s in sending] == [dead_letter_queue]
 
 
-def test_the_trigger_role_may_start_the_state_machines_but_not_stop_them_or_answer_task_tokens(
+def test_the_trigger_role_may_start_runs_hand_over_approvals_and_describe_runs_of_the_engines_machines_only(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
     statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
 
     states = [s for s in statements if any(a.startswith("states:") for a in as_list(s["Action"]))]
-    assert [as_list(s["Action"]) for s in states] == [["states:StartExecution"]]
+    assert [sorted(as_list(s["Action"])) for s in states] == [
+        ["states:SendTaskSuccess", "states:StartExecution"],
+        ["states:DescribeExecution"],
+    ]
     assert as_list(states[0]["Resource"]) == [{"Ref": stack.logical_id(sm)} for sm in stack.state_machines.values()]
+    # The runs of the engine's state machines: execution:<state machine name>:*.
+    runs = as_list(states[1]["Resource"])
+    assert len(runs) == len(stack.state_machines)
+    for run, machine in zip(runs, stack.state_machines.values(), strict=True):
+        parts = run["Fn::Join"][1]
+        assert ":execution:" in json.dumps(parts)
+        assert {"Fn::GetAtt": [stack.logical_id(machine), "Name"]} in parts
+        assert parts[-1].endswith(":*")
     actions = {a for s in statements for a in as_list(s["Action"])}
-    assert actions.isdisjoint({"states:StopExecution", "states:SendTaskSuccess", "states:SendTaskFailure"})
+    # Stopping runs and rejecting stay with the API.
+    assert actions.isdisjoint({"states:StopExecution", "states:SendTaskFailure"})
     assert not [action for action in actions if "*" in action]
 
 
@@ -906,6 +952,9 @@ def test_the_trigger_role_holds_only_what_starting_and_reconciling_executions_ne
         "dynamodb:DeleteItem",
         # An execution's first run, or the rollback run of one whose run ended early.
         "states:StartExecution",
+        # The sweeper: whether a run has ended, and an approval the API could not hand over.
+        "states:DescribeExecution",
+        "states:SendTaskSuccess",
         # Its failed events, to the dead-letter queue.
         "sqs:SendMessage",
         "sqs:GetQueueAttributes",
@@ -922,6 +971,13 @@ def test_the_trigger_role_reads_and_writes_the_tables_and_deletes_only_in_the_li
     dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
     read_write = [s for s in dynamodb if "dynamodb:DeleteItem" not in as_list(s["Action"])]
     deleting = [s for s in dynamodb if "dynamodb:DeleteItem" in as_list(s["Action"])]
+    # The sweeper queries one index: the unfinished executions' keys.
+    [sweeping] = [s for s in read_write if as_list(s["Action"]) == ["dynamodb:Query"]]
+    executions_table = arn_of(synthesized, stack.tables[topology.EXECUTIONS_TABLE.construct_id])
+    assert as_list(sweeping["Resource"]) == [
+        {"Fn::Join": ["", [executions_table, f"/index/{topology.IndexName.UNFINISHED}"]]}
+    ]
+    read_write = [s for s in read_write if s is not sweeping]
     assert len(read_write) == 1
     assert set(as_list(read_write[0]["Action"])) == {
         "dynamodb:GetItem",
@@ -955,7 +1011,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
     statements = policies[0]["PolicyDocument"]["Statement"]
     refusals = [(s["Principal"], s["Action"], s["Condition"]) for s in statements if s["Effect"] == "Deny"]
     assert refusals == [({"AWS": "*"}, "sqs:*", {"Bool": {"aws:SecureTransport": "false"}})]
-    # EventBridge may send to it, for the trigger's two rules only.
+    # EventBridge may send to it, for the trigger's three rules only.
     allowed = [s for s in statements if s["Effect"] == "Allow"]
     assert [(s["Principal"], s["Action"], s["Condition"]) for s in allowed] == [
         (
@@ -963,7 +1019,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
             "sqs:SendMessage",
             {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, rule)}},
         )
-        for rule in (stack.trigger_rule, stack.run_ended_rule)
+        for rule in (stack.trigger_rule, stack.run_ended_rule, stack.sweep_rule)
     ]
 
 

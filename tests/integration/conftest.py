@@ -43,6 +43,9 @@ def runtime() -> Iterator[LocalRuntime]:
         # Tests change the same resources again and again (an RI purchase's resource is its instance
         # type); test_limits.py proves the cooldown with a value of its own.
         resource_cooldown_seconds=0,
+        # Tests sweep when they mean to (runtime.sweep(), or a faster schedule for one test): a sweep
+        # at a random moment would settle another test's stopped run before its own reconciliation.
+        sweep_interval_seconds=3600,
     ) as started:
         yield started
 

@@ -191,6 +191,26 @@ def test_cleared_faults_no_longer_answer(requests: AwsRequests, client: Callable
     assert "TableNames" in client("dynamodb").list_tables()
 
 
+def test_an_outage_answers_every_matching_request_until_removed_and_leaves_other_faults(
+    requests: AwsRequests, client: Callable[[str], Any]
+) -> None:
+    dynamodb = client("dynamodb")
+    outage = requests.fail("dynamodb", "ListTables", code="InternalServerError", status=500, times=None)
+    other = requests.fail("dynamodb", "DescribeLimits", code="ThrottlingException")
+
+    # Far more requests than any fixed count of retries would use up.
+    for _ in range(5):
+        with pytest.raises(ClientError) as failed:
+            dynamodb.list_tables()
+        assert failed.value.response["Error"]["Code"] == "InternalServerError"
+    requests.remove(outage)
+
+    assert "TableNames" in dynamodb.list_tables()
+    assert other.hits == 0
+    with pytest.raises(ClientError):
+        dynamodb.describe_limits()
+
+
 def test_a_json_fault_carries_its_code_in_the_body(requests: AwsRequests, server: LocalRuntime) -> None:
     # What the JSON services' SDKs read: __type (some prefix it with the service's namespace).
     import urllib.request

@@ -195,6 +195,24 @@ def test_a_disabled_rule_invokes_nothing(
     assert handler.events == []
 
 
+def test_a_schedule_rule_is_sent_no_events(
+    events: EventBridgeClient, lambda_client: LambdaClient, handler: Handler
+) -> None:
+    # Given a schedule rule (no pattern) on the default bus, targeting the function
+    events.put_rule(Name="sweep", ScheduleExpression="rate(5 minutes)")
+    events.put_targets(Rule="sweep", Targets=[{"Id": "trigger", "Arn": FUNCTION_ARN}])
+
+    # When an event is put on that bus
+    entries = events.put_events(
+        Entries=[{"Source": "aws.states", "DetailType": "Step Functions Execution Status Change", "Detail": "{}"}]
+    )
+    assert entries["FailedEntryCount"] == 0
+    wait_idle(5)
+
+    # Then the rule does not match it, as on AWS: only its schedule fires it
+    assert handler.events == []
+
+
 def test_the_targets_input_transformer_shapes_what_the_function_receives(
     events: EventBridgeClient, lambda_client: LambdaClient, handler: Handler
 ) -> None:

@@ -142,9 +142,10 @@ def reconcile_run_ended(service: ExecutionService, event: Any) -> Reconciliation
             logged = then
         try:
             if then == Outcome.FAILED:
-                record = _fail(service, record, run, actor)
+                record = fail_unchanged(service, record, _ended(record, run), actor)
             else:
-                record = service.start_rollback_run(record, actor, {"error_message": _rollback_reason(record, run)})
+                reason = rollback_reason(record, _ended(record, run))
+                record = service.start_rollback_run(record, actor, {"error_message": reason})
         except StatusConflict:
             continue  # it moved meanwhile: look at where it is now
         return Reconciliation(then, execution_id, record.status)
@@ -157,7 +158,8 @@ def _ended(record: ExecutionRecord, run: StateMachineRunEnded) -> str:
     return f"{ended} ({details})" if details else ended
 
 
-def _fail(service: ExecutionService, record: ExecutionRecord, run: StateMachineRunEnded, actor: str) -> ExecutionRecord:
+def fail_unchanged(service: ExecutionService, record: ExecutionRecord, ended: str, actor: str) -> ExecutionRecord:
+    """End an execution whose run is over before it changed anything: `failed`, with why (`ended`)."""
     with acting(record.execution_id, actor, service.ctx.audit):
         return service.ctx.executions.transition(
             record.execution_id,
@@ -166,14 +168,15 @@ def _fail(service: ExecutionService, record: ExecutionRecord, run: StateMachineR
             changes={
                 "success": False,
                 "completed_at": utc_now(),
-                "error_message": f"{_ended(record, run)}, before anything was changed",
+                "error_message": f"{ended}, before anything was changed",
             },
             # An approval that nobody waits for any more can no longer be given.
             remove=[TASK_TOKEN_ATTRIBUTE],
         )
 
 
-def _rollback_reason(record: ExecutionRecord, run: StateMachineRunEnded) -> str:
-    reason = f"{_ended(record, run)}: the resource may be half-changed, so it is rolled back"
+def rollback_reason(record: ExecutionRecord, ended: str) -> str:
+    """Why an execution whose run is over (`ended`) while it may have half-changed its resource is rolled back."""
+    reason = f"{ended}: the resource may be half-changed, so it is rolled back"
     # A rollback that was already under way keeps the reason it began for.
     return f"{record.error_message}; then {reason}" if record.error_message else reason

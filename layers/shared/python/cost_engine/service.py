@@ -57,6 +57,12 @@ from cost_engine.transitions import (
 
 S = ExecutionStatus
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+# An execution whose run ended in these may have half-changed its resource: a rollback run restores it.
+STRANDED_ROLLBACK_STATES = frozenset({S.EXECUTING, S.VERIFYING, S.ROLLING_BACK})
+
+
+# Step Functions' answers to a task token whose wait is over (answered, timed out, or its run ended).
+TASK_WAIT_OVER_ERRORS = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 
 
 def execution_id_for_key(idempotency_key: str) -> str:
@@ -338,6 +344,31 @@ class ExecutionService:
         runs = self._run_arns(record)
         return runs[-1] if runs else None
 
+    def describe_current_run(self, record: ExecutionRecord) -> dict[str, Any] | None:
+        """Step Functions' DescribeExecution of the run that drives the execution (`status`, `error`,
+        `cause`…), or None when there is no such run. A first run whose ARN was never recorded (the
+        store failed just after the start) is found by its name, the execution id."""
+        arn = self.current_run_arn(record)
+        if arn is None:
+            state_machine_arn = self.ctx.settings.state_machine_arns.get(record.recommendation_type.value)
+            if not state_machine_arn:
+                return None
+            arn = _execution_arn(state_machine_arn, record.execution_id)
+        try:
+            return dict(self._sfn.describe_execution(executionArn=arn))
+        except ClientError as error:
+            if error_code(error) == "ExecutionDoesNotExist":
+                return None
+            raise
+
+    def is_stranded(self, record: ExecutionRecord) -> bool:
+        """Not final, yet no state machine run drives it any more: nothing will end it but the sweeper
+        (cost_engine.sweeper) or a person's rollback."""
+        if record.status in FINAL_STATES:
+            return False
+        run = self.describe_current_run(record)
+        return run is not None and run["status"] != "RUNNING"
+
     def _history_events(self, arn: str) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         token: str | None = None
@@ -390,7 +421,14 @@ class ExecutionService:
         """A cancel while the resource is being changed. Stopping the state machine here could cut
         a step off mid-call and leave the change half-made, so the request is recorded instead; the
         next acting step sees it and fails, and the state machine's own rollback undoes the change
-        before the execution ends `cancelled`."""
+        before the execution ends `cancelled`. When no run drives it any more, nobody would see the
+        request: a rollback run is started instead, which ends it `cancelled` all the same."""
+        if self.is_stranded(record):
+            return self.start_rollback_run(
+                record,
+                actor,
+                {"cancel_requested_by": actor, "error_message": f"cancelled by {actor} after its run had ended"},
+            )
         if record.cancel_requested_by:
             return record
         try:
@@ -414,10 +452,21 @@ class ExecutionService:
             raise Conflict(
                 f"execution {execution_id} was a dry run: it changed nothing, so there is nothing to roll back"
             )
+        if record.status in STRANDED_ROLLBACK_STATES and self.is_stranded(record):
+            # Its run ended mid-change and nothing will finish it: the same rollback run the engine's
+            # own reconciliation starts, whether or not the record got to show the backup.
+            return self.start_rollback_run(
+                record,
+                actor,
+                {"error_message": f"rolled back by {actor}: its run had ended while it was {record.status.value}"},
+            )
         if record.status not in ROLLBACK_REQUESTABLE_STATES:
             raise Conflict(
                 f"execution {execution_id} is '{record.status.value}': a rollback can be asked for once it is "
                 + ", ".join(sorted(s.value for s in ROLLBACK_REQUESTABLE_STATES))
+                + "; or when it is "
+                + ", ".join(sorted(s.value for s in STRANDED_ROLLBACK_STATES))
+                + " and its state machine run has ended without finishing it"
             )
         if not record.rollback_available:
             raise Conflict(f"execution {execution_id} has no backup to roll back from: nothing was changed")
@@ -507,7 +556,8 @@ class ExecutionService:
                 S.APPROVED if approve else S.REJECTED,
                 expected=S.AWAITING_APPROVAL,
                 changes=changes,
-                remove=[TASK_TOKEN_ATTRIBUTE],
+                # An approval keeps the token until the run has it (see `deliver_approval`).
+                remove=[] if approve else [TASK_TOKEN_ATTRIBUTE],
             )
         self.ctx.audit.append(
             execution_id,
@@ -523,7 +573,7 @@ class ExecutionService:
         )
         if token:
             if approve:
-                self._sfn.send_task_success(taskToken=token, output=json.dumps({"approved_by": actor}))
+                self.deliver_approval(record, token, actor)
             else:
                 self._sfn.send_task_failure(taskToken=token, error="Rejected", cause=f"rejected by {actor}")
         return record
@@ -544,6 +594,25 @@ class ExecutionService:
                 {"error": refused.code.value, "reason": refused.message},
             )
             raise
+
+    def deliver_approval(self, record: ExecutionRecord, token: str, actor: str) -> bool:
+        """Hand an approval to the run waiting on `token`, then forget the token. When Step Functions
+        cannot be reached the approval stands and the token is kept: the sweeper hands it over later
+        (cost_engine.sweeper), so the run never waits on a decision already made. True if this call
+        handed it over; a token whose wait was already over is forgotten too."""
+        approver = record.approval.decided_by if record.approval else None
+        delivered = True
+        try:
+            self._sfn.send_task_success(taskToken=token, output=json.dumps({"approved_by": approver}))
+        except ClientError as error:
+            if error_code(error) not in TASK_WAIT_OVER_ERRORS:
+                self.ctx.audit.append(
+                    record.execution_id, "approval_delivery_failed", actor, {"error": str(error), "then": "retry"}
+                )
+                return False
+            delivered = False
+        self.ctx.executions.clear_task_token(record.execution_id)
+        return delivered
 
     # -- approval links (the emailed page) ---------------------------------------------------------
 

@@ -77,6 +77,8 @@ class Index:
     name: str
     partition_key: str
     sort_key: str
+    # What the index holds besides its keys and the table's: everything, or (False) nothing more.
+    projects_all: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,9 @@ class IndexName:
     RECOMMENDATION_CREATED = "by-recommendation"
     # Sparse: only executions that asked for approval carry an `approval_id` (an approval link's id).
     APPROVAL = "by-approval"
+    # Sparse: only executions that are not final carry `unfinished`; the sweeper reads it
+    # (cost_engine.sweeper). Keys only: the sweeper reads each record it looks at consistently anyway.
+    UNFINISHED = "by-unfinished"
 
 
 EXECUTIONS_TABLE = Table(
@@ -109,6 +114,7 @@ EXECUTIONS_TABLE = Table(
         Index(IndexName.CUSTOMER_STATUS_CREATED, "customer_status", "created_at"),
         Index(IndexName.RECOMMENDATION_CREATED, "recommendation_id", "created_at"),
         Index(IndexName.APPROVAL, "approval_id", "created_at"),
+        Index(IndexName.UNFINISHED, "unfinished", "created_at", projects_all=False),
     ),
 )
 AUDIT_TABLE = Table(
@@ -211,15 +217,19 @@ def state_machines() -> tuple[StateMachine, ...]:
     return tuple(state_machine(t) for t in implemented_types())
 
 
-# Starts executions from the upstream engine's Recommendation Approved events (docs/events.md), and
-# reconciles executions whose state machine run ended without the engine's steps ending them.
+# Starts executions from the upstream engine's Recommendation Approved events (docs/events.md),
+# reconciles executions whose state machine run ended without the engine's steps ending them, and
+# sweeps, on a schedule, for executions that were left unfinished all the same (cost_engine.sweeper).
 TRIGGER_FUNCTION = Function(
     construct_id="TriggerFunction",
     local_name="cost-engine-trigger",
     code_dir="trigger",
     handler="handler.lambda_handler",
     timeout_seconds=60,
-    description="Executes recommendations from Recommendation Approved events; reconciles stopped state machine runs",
+    description=(
+        "Executes recommendations from Recommendation Approved events; reconciles stopped state machine runs; "
+        "sweeps for stranded executions"
+    ),
 )
 
 
@@ -284,3 +294,13 @@ def run_ended_event_pattern(state_machine_arns: Iterable[str]) -> dict[str, Any]
         "detail-type": [STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE],
         "detail": {"status": list(RUN_ENDED_STATUSES), "stateMachineArn": list(state_machine_arns)},
     }
+
+
+# The sweeper (cost_engine.sweeper): a schedule on the default bus invokes TRIGGER_FUNCTION with a
+# Scheduled Event; it finishes executions whose run ended while they were left unfinished (the run-ended
+# event's handling failed, or the store was down when the run recorded its end).
+SWEEP_RULE_CONSTRUCT_ID = "ExecutionSweepRule"
+SWEEP_RULE_LOCAL_NAME = "cost-engine-execution-sweep"
+SWEEP_INTERVAL_MINUTES = 5
+SCHEDULED_EVENT_SOURCE = "aws.events"
+SCHEDULED_EVENT_DETAIL_TYPE = "Scheduled Event"

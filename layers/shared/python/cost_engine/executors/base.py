@@ -52,6 +52,9 @@ class BaseExecutor(ABC):
     # An instance registered with a load balancer: refused by the types that remove or replace it,
     # a warning from those that stop it for a while.
     load_balancer_targets: ClassVar[DependencyRule] = DependencyRule.IGNORE
+    # Whether `finalize` does something: a verified change of such a type is complete only once
+    # finalized (the sweeper rolls back rather than leave, say, a spot migration's original stopped).
+    finalizes: ClassVar[bool] = False
 
     def __init__(self, clients: AwsClients, settings: Settings | None = None) -> None:
         self.clients = clients

@@ -126,6 +126,7 @@ class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
     # The spot instance that replaces it has a new id: the load balancer would lose its target.
     load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True
+    finalizes = True
     permissions = (
         Permission(
             (

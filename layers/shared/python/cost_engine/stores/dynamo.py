@@ -10,13 +10,19 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from pydantic_core import to_jsonable_python
 
 from cost_engine.errors import InvalidRequest
 
+# One SDK retry absorbs a blip, as for the engine's other clients (cost_engine.aws): the state
+# machines' retries, Lambda's and the sweeper's own rounds outlast an outage, while the SDK's default of
+# ten attempts for DynamoDB would hold every call of a step for about 25 seconds before it failed.
+_CONFIG = Config(retries={"total_max_attempts": 2, "mode": "standard"})
+
 
 def table(name: str, region: str) -> Any:
-    return boto3.resource("dynamodb", region_name=region).Table(name)
+    return boto3.resource("dynamodb", region_name=region, config=_CONFIG).Table(name)
 
 
 def sortable_time(value: datetime) -> str:

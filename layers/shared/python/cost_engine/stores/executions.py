@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,9 +12,13 @@ from cost_engine.errors import Conflict, InvalidRequest, NotFound, StatusConflic
 from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
 from cost_engine.stores.dynamo import decode_cursor, encode_cursor, from_item, sortable_time, table, to_item
 from cost_engine.topology import EXECUTIONS_TABLE, IndexName
-from cost_engine.transitions import check_transition
+from cost_engine.transitions import FINAL_STATES, check_transition
 
 TASK_TOKEN_ATTRIBUTE = "approval_task_token"
+# Carried while the execution is not final, the key of the sparse index the sweeper reads. One value
+# for all: the executions in flight at once are few, and the sweeper reads them all.
+UNFINISHED_ATTRIBUTE = "unfinished"
+UNFINISHED = "unfinished"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class ExecutionStore:
         item = to_item(record)
         item["created_at"] = sortable_time(record.created_at)
         item["customer_status"] = _customer_status(record.customer_id, record.status)
+        if record.status not in FINAL_STATES:
+            item[UNFINISHED_ATTRIBUTE] = UNFINISHED
         # An index key may be absent (a sparse index) but never null: DynamoDB refuses that.
         for index in EXECUTIONS_TABLE.indexes:
             if item.get(index.partition_key) is None:
@@ -102,14 +108,17 @@ class ExecutionStore:
         for old in expected_set:
             check_transition(old, new_status)
         record = self.get(execution_id)
+        final = new_status in FINAL_STATES
         # The status goes last: DynamoDB applies an update atomically, but the local emulator applies
         # its actions one by one, and a reader that sees the new status must see the rest with it.
         values = {
             **(changes or {}),
+            **({} if final else {UNFINISHED_ATTRIBUTE: UNFINISHED}),
             "customer_status": _customer_status(record.customer_id, new_status),
             "status": new_status,
         }
-        after = self._update(execution_id, values, expected_set, remove, intent=f"become '{new_status.value}'")
+        removed = [*remove, UNFINISHED_ATTRIBUTE] if final else remove
+        after = self._update(execution_id, values, expected_set, removed, intent=f"become '{new_status.value}'")
         if self.on_transition is not None:
             self.on_transition(record, after)
         return after
@@ -192,6 +201,23 @@ class ExecutionStore:
         page = self._query(IndexName.APPROVAL, "approval_id", approval_id, 1, None)
         return self.get(page.items[0].execution_id) if page.items else None
 
+    def unfinished_ids(self, page_size: int = 100) -> Iterator[str]:
+        """The ids of the executions that are not final, oldest first, from the sparse index (no Scan).
+        The index is eventually consistent: read each record before acting on it."""
+        request: dict[str, Any] = {
+            "IndexName": IndexName.UNFINISHED,
+            "KeyConditionExpression": "#k = :v",
+            "ExpressionAttributeNames": {"#k": UNFINISHED_ATTRIBUTE},
+            "ExpressionAttributeValues": {":v": UNFINISHED},
+            "Limit": page_size,
+        }
+        while True:
+            result = self._table.query(**request)
+            yield from (str(item["execution_id"]) for item in result.get("Items", []))
+            if "LastEvaluatedKey" not in result:
+                return
+            request["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+
     def _query(self, index: str, key: str, value: str, limit: int, cursor: str | None) -> Page:
         request: dict[str, Any] = {
             "IndexName": index,
@@ -219,6 +245,15 @@ class ExecutionStore:
         result = self._table.query(**request)
         items = [ExecutionRecord.model_validate(from_item(item)) for item in result.get("Items", [])]
         return Page(items=items, next_cursor=encode_cursor(result.get("LastEvaluatedKey")))
+
+    def clear_task_token(self, execution_id: str) -> None:
+        """Forget the task token once the wait it completes is over, whatever the status is now."""
+        self._table.update_item(
+            Key={"execution_id": execution_id},
+            UpdateExpression="REMOVE #t",
+            ExpressionAttributeNames={"#t": TASK_TOKEN_ATTRIBUTE},
+            ConditionExpression="attribute_exists(execution_id)",
+        )
 
     def store_task_token(self, execution_id: str, token: str) -> None:
         try:
