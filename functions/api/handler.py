@@ -41,6 +41,7 @@ from cost_engine.errors import (
 from cost_engine.formats import ImportRequest
 from cost_engine.formats import import_recommendation as to_recommendation
 from cost_engine.models import ApprovalDecision, ExecutionRequest, ExecutionStatus, Recommendation
+from cost_engine.request_body import refusal as body_refusal
 from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
 
@@ -412,4 +413,4 @@ def handle_unexpected(error: Exception) -> Response[Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
-    return oversized_body(event) or app.resolve(event, context)
+    return oversized_body(event) or body_refusal(event) or app.resolve(event, context)

@@ -83,16 +83,19 @@ def json_response(description: str, model: type[BaseModel]) -> OpenAPIResponse:
 
 
 def error_responses(*codes: int) -> dict[int, OpenAPIResponse]:
-    """The errors a route may answer with; 422 always (every route validates its parameters)."""
+    """The errors a route may answer with; 422 always (every route validates its parameters), and
+    415 with 413: a route that reads a body reads JSON only."""
     meaning = {
-        400: "malformed JSON, a bad header or cursor, or a value out of range (the message says what to fix)",
+        400: "malformed JSON (also: a key twice in one object, nesting deeper than 20 levels) or a bad cursor",
         403: "the customer's business rules do not allow this change (the message names the rule)",
         404: "no such recommendation or execution",
         409: "the execution's state does not allow this now (the message says why and what to do instead)",
         413: "the body is larger than the API accepts (the message gives the limit)",
-        422: "the body or a parameter fails validation (details name each field)",
+        415: "the body is not JSON (send it with Content-Type: application/json)",
+        422: "the body or a parameter fails validation, e.g. a value out of range (the message names each field)",
     }
-    return {code: json_response(meaning[code], ErrorBody) for code in sorted({*codes, 422})}
+    media = {415} if 413 in codes else set()
+    return {code: json_response(meaning[code], ErrorBody) for code in sorted({*codes, *media, 422})}
 
 
 def html_responses(meanings: dict[int, str]) -> dict[int, OpenAPIResponse]:

@@ -29,6 +29,7 @@ from cost_engine.errors import (
     RecommendationStale,
     StatusConflict,
     UnsupportedType,
+    cause_message,
     validation_problems,
 )
 from cost_engine.executors import executor_class
@@ -93,7 +94,7 @@ def _history_step(event: dict[str, Any]) -> dict[str, Any] | None:
             "result": result.get("Payload") if isinstance(result, dict) else result,
         }
     if kind in ("TaskFailed", "TaskTimedOut", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"):
-        return {"at": at, "event": kind, "error": details.get("error"), "cause": details.get("cause")}
+        return {"at": at, "event": kind, "error": details.get("error"), "cause": cause_message(details.get("cause"))}
     if kind == "ExecutionSucceeded":
         return {"at": at, "event": kind}
     return None

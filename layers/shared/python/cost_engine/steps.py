@@ -7,7 +7,6 @@ source of truth: the state machine only carries the execution id and its control
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from enum import StrEnum
@@ -22,7 +21,7 @@ from cost_engine.approval_policy import decide
 from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code, is_transient
 from cost_engine.context import EngineContext
-from cost_engine.errors import ActionFailed, CancelRequested, Conflict, StatusConflict, TransientError
+from cost_engine.errors import ActionFailed, CancelRequested, Conflict, StatusConflict, TransientError, cause_message
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.limits import ActingTimeLimitExceeded
 from cost_engine.models import (
@@ -73,13 +72,7 @@ def error_message(error: dict[str, Any] | None) -> str:
     if not error:
         return "unknown error"
     name = str(error.get("Error", "Error"))
-    cause = error.get("Cause") or ""
-    try:
-        parsed = json.loads(cause)
-        if isinstance(parsed, dict) and parsed.get("errorMessage"):
-            cause = str(parsed["errorMessage"])
-    except (TypeError, ValueError):
-        pass
+    cause = cause_message(error.get("Cause"))
     return f"{name}: {cause}" if cause else name
 
 
