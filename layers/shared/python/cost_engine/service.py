@@ -366,14 +366,20 @@ class ExecutionService:
                     else "it is already rolling back"
                 )
             )
-        with acting(execution_id, actor, self.ctx.audit):
-            record = self.ctx.executions.transition(
-                execution_id,
-                S.CANCELLED,
-                expected=record.status,
-                changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
-                remove=[TASK_TOKEN_ATTRIBUTE],
-            )
+        try:
+            with acting(execution_id, actor, self.ctx.audit):
+                # Any cancellable status, not only the one read: the state machine moves it on meanwhile
+                # (pending -> validating -> awaiting_approval) and each of those can still be cancelled.
+                record = self.ctx.executions.transition(
+                    execution_id,
+                    S.CANCELLED,
+                    expected=CANCELLABLE_STATES,
+                    changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
+                    remove=[TASK_TOKEN_ATTRIBUTE],
+                )
+        except StatusConflict:
+            # It began acting (a cancel is then a request to its steps) or ended meanwhile: answer for now.
+            return self.cancel(execution_id, actor)
         if record.state_machine_execution_arn:
             try:
                 self._sfn.stop_execution(
