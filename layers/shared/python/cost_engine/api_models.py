@@ -7,9 +7,11 @@ against them with extra fields forbidden, so the document cannot drift from what
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -21,6 +23,39 @@ from cost_engine.models import (
     Recommendation,
     RollbackResult,
 )
+from cost_engine.topology import APPROVAL_PAGE_PATH
+
+# Who may call: either scheme, as the API is served. The approval pages need neither (see below).
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "localApiKey": APIKey.model_validate(
+        {
+            "in": APIKeyIn.header,
+            "name": "x-api-key",
+            "description": "the local runtime (`make serve`): the key it was started with (API_KEY, local-dev-key)",
+        }
+    ),
+    "sigv4": APIKey.model_validate(
+        {
+            "in": APIKeyIn.header,
+            "name": "Authorization",
+            "description": "on AWS: IAM authorization, requests signed with AWS Signature Version 4",
+            "openapi_extensions": {"x-amazon-apigateway-authtype": "awsSigv4"},
+        }
+    ),
+}
+API_SECURITY: list[dict[str, list[str]]] = [{"localApiKey": []}, {"sigv4": []}]
+
+
+def with_public_approval_pages(document: str) -> str:
+    """The document with the approval pages' operations open to anyone: the signature in their
+    link stands in for credentials (OpenAPI says so with an empty `security`)."""
+    parsed = json.loads(document)
+    for path, operations in parsed.get("paths", {}).items():
+        if path.startswith(APPROVAL_PAGE_PATH + "/"):
+            for operation in operations.values():
+                operation["security"] = []
+    return json.dumps(parsed)
+
 
 # Record fields the API never shows: internal bookkeeping of the steps and of idempotent requests.
 HIDDEN_RECORD_FIELDS = frozenset({"poll_attempts", "request_fingerprint"})
