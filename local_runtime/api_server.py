@@ -90,8 +90,9 @@ class ApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # A client that announces more body than it sends holds a thread no longer than this.
-            timeout = 30
+            # A client that sends less body than it announced, or leaves its connection idle, holds a
+            # thread at most this long (seconds).
+            timeout = 120
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet: the API logs itself
                 return
