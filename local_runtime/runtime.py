@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from local_runtime.api_concurrency import give_each_thread_its_own_request
 from local_runtime.api_server import ApiServer
 from local_runtime.dispatch import Dispatcher, FunctionOutput
 from local_runtime.emulations import install_all as install_emulations
@@ -428,3 +429,5 @@ class LocalRuntime:
             module_name, attribute = function.handler.rsplit(".", 1)
             module = importlib.import_module(f"functions.{function.code_dir}.{module_name}")
             self.dispatcher.register(function.local_name, getattr(module, attribute))
+            if function is topology.API_FUNCTION:
+                give_each_thread_its_own_request(module.app)

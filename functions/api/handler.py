@@ -6,13 +6,12 @@
 import json
 import re
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Form, Header, Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -20,13 +19,16 @@ from pydantic import ValidationError
 
 from cost_engine.access import Caller, Role, api_key_principal
 from cost_engine.api_models import (
+    API_SECURITY,
     HIDDEN_RECORD_FIELDS,
+    SECURITY_SCHEMES,
     ExecutionLogs,
     ExecutionPage,
     ExecutionView,
     error_responses,
     html_responses,
     json_response,
+    with_public_approval_pages,
 )
 from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
@@ -43,6 +45,7 @@ from cost_engine.errors import (
 from cost_engine.formats import ImportRequest
 from cost_engine.formats import import_recommendation as to_recommendation
 from cost_engine.models import ApprovalDecision, ExecutionRecord, ExecutionRequest, ExecutionStatus, Recommendation
+from cost_engine.request_body import refusal as body_refusal
 from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
 from cost_engine.stores.executions import execution_not_found
@@ -316,7 +319,15 @@ def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Bo
 
 def openapi_document() -> str:
     """The OpenAPI document of these routes, generated from their signatures and pydantic models."""
-    return app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION)
+    return with_public_approval_pages(
+        app.get_openapi_json_schema(
+            title=API_TITLE,
+            version=API_VERSION,
+            description=API_DESCRIPTION,
+            security_schemes=SECURITY_SCHEMES,
+            security=API_SECURITY,
+        )
+    )
 
 
 @app.get("/openapi.json", include_in_schema=False)
@@ -353,11 +364,12 @@ def _outcome(outcome: LinkOutcome) -> Response[Any]:
     },
 )
 @tracer.capture_method
-def approval_page(approval_id: str) -> Response[Any]:
+def approval_page(
+    approval_id: str,
+    expires: Annotated[str | None, Query(description="the link's expiry, as the link gives it")] = None,
+    signature: Annotated[str | None, Query(description="the link's signature, as the link gives it")] = None,
+) -> Response[Any]:
     # Mail scanners and link previews open every link: this route only reads.
-    event = app.current_event
-    expires = event.get_query_string_value("expires")
-    signature = event.get_query_string_value("signature")
     outcome = service.open_link(approval_id, expires, signature)
     if not outcome.decidable or outcome.record is None:
         return _outcome(outcome)
@@ -368,20 +380,26 @@ def approval_page(approval_id: str) -> Response[Any]:
     "/approvals/<approval_id>",
     responses={
         **html_responses({**LINK_PAGES, 200: "decided", 400: "the form lacks a decision or a name"}),
-        **error_responses(),
+        **error_responses(413),
     },
 )
 @tracer.capture_method
-def approval_decision(approval_id: str) -> Response[Any]:
+def approval_decision(
+    approval_id: str,
+    decision: Annotated[str | None, Form(description="approve or reject (the button used)")] = None,
+    approver: Annotated[str | None, Form(description="the approver's name or email, up to 128 characters")] = None,
+    comment: Annotated[str | None, Form(description="an optional comment, up to 1024 characters")] = None,
+    expires: Annotated[str | None, Form(description="the link's expiry, as the page carries it")] = None,
+    signature: Annotated[str | None, Form(description="the link's signature, as the page carries it")] = None,
+    plan_hash: Annotated[
+        str | None, Form(description="the hash of the plan the page showed: a plan that moved since is not decided")
+    ] = None,
+) -> Response[Any]:
     event = app.current_event
-    form = {key: values[-1] for key, values in parse_qs(event.decoded_body or "", keep_blank_values=True).items()}
-    choice = form.get("decision")
-    if choice not in ("approve", "reject"):
+    if decision not in ("approve", "reject"):
         return _html(400, outcome_page("Nothing was decided", "Use the Approve or Reject button on the page."))
     try:
-        decision = ApprovalDecision(
-            approver=form.get("approver", ""), comment=form.get("comment", ""), plan_hash=form.get("plan_hash") or None
-        )
+        decided = ApprovalDecision(approver=approver or "", comment=comment or "", plan_hash=plan_hash or None)
     except ValidationError:
         return _html(
             400,
@@ -395,10 +413,10 @@ def approval_decision(approval_id: str) -> Response[Any]:
     source = f"link:{identity.source_ip or 'unknown'} {(event.headers.get('user-agent') or '')[:120]}".strip()
     outcome = service.decide_by_link(
         approval_id,
-        form.get("expires"),
-        form.get("signature"),
-        decision,
-        approve=choice == "approve",
+        expires,
+        signature,
+        decided,
+        approve=decision == "approve",
         source=source,
     )
     metrics.add_metric(name="ApprovalLinkDecisions", unit=MetricUnit.Count, value=1)
@@ -453,4 +471,4 @@ def handle_unexpected(error: Exception) -> Response[Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="ApiRequests", unit=MetricUnit.Count, value=1)
-    return oversized_body(event) or app.resolve(event, context)
+    return oversized_body(event) or body_refusal(event) or app.resolve(event, context)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -159,3 +160,110 @@ def test_parameters_that_do_not_fit_the_type_are_refused_at_registration(api: Ap
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_parameters"
     assert "parameters.acknowledge_instance_store_loss" in response.json()["message"]
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "error", "message_part"),
+    [
+        ("text/plain", "{}", 415, "unsupported_media_type", "Content-Type: application/json"),
+        ("application/x-www-form-urlencoded", "{}", 415, "unsupported_media_type", "body is application/x-www"),
+        ("application/json", "[" * 5000 + "]" * 5000, 400, "too_deep", "deeper than 20 levels"),
+        ("application/json", None, 400, "too_deep", "deeper than 20 levels"),
+        ("application/json", '{"type": "fix_config", "type": "terminate_instance"}', 400, "duplicate_key", "'type'"),
+        ("application/json", '{"estimated_monthly_savings": NaN}', 400, "invalid_json", "NaN"),
+        ("application/json", '{"estimated_monthly_savings": 1e200}', 422, "number_out_of_range", "1e-130"),
+        ("application/json", '{"estimated_monthly_savings": 1e-131}', 422, "number_out_of_range", "below 1e126"),
+        ("application/json", '{"parameters": {"n": 1' + "0" * 40 + "}}", 422, "number_out_of_range", "parameters.n"),
+    ],
+    ids=[
+        "text-plain",
+        "form",
+        "nested-5000-deep",
+        "nested-21-deep",
+        "duplicate-key",
+        "nan",
+        "savings-1e200",
+        "savings-1e-131",
+        "41-digit-integer",
+    ],
+)
+def test_a_body_the_engine_cannot_take_gets_a_4xx_that_says_why(
+    api: ApiClient, content_type: str, body: str | None, status: int, error: str, message_part: str
+) -> None:
+    if body is None:
+        body = '{"parameters": ' + _nested(20) + "}"
+    response = api.request("POST", "/recommendations", data=body.encode(), headers={"content-type": content_type})
+
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert message_part in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+def test_a_saving_above_a_billion_a_month_is_refused_with_the_range(api: ApiClient, customer_id: str) -> None:
+    body = {**_valid_recommendation(customer_id), "estimated_monthly_savings": 5e9}
+
+    response = api.request("POST", "/recommendations", json=body)
+
+    assert response.status_code == 422
+    assert "less than or equal to 1000000000" in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dry_run": "yes"},
+        {"dry_run": "on"},
+        {"dry_run": 1},
+        {"auto_approve": "true"},
+        {"approval_timeout_seconds": True},
+        {"approval_timeout_seconds": "60"},
+        {"approval_timeout_seconds": 60.5},
+    ],
+    ids=str,
+)
+def test_execute_takes_only_json_booleans_and_integers(api: ApiClient, change: dict[str, Any]) -> None:
+    response = api.request("POST", "/executions/execute", json={"recommendation_id": "rec-1", **change})
+
+    assert response.status_code == 422
+    assert next(iter(change)) in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_created")
+@pytest.mark.parametrize("acknowledged", ["yes", "on", 1, "true"], ids=str)
+def test_acknowledging_instance_store_loss_takes_only_true(
+    api: ApiClient, customer_id: str, acknowledged: object
+) -> None:
+    body = {**_valid_recommendation(customer_id), "parameters": {"acknowledge_instance_store_loss": acknowledged}}
+
+    response = api.request("POST", "/recommendations", json=body)
+
+    assert (response.status_code, response.json()["error"]) == (422, "invalid_parameters")
+    assert "acknowledge_instance_store_loss" in response.json()["message"]
+
+
+def test_a_failed_step_is_logged_by_its_error_and_message_without_its_stack_trace(
+    runtime: LocalRuntime, api: ApiClient, launch_instance: Callable[..., str], recommend: Callable[..., str]
+) -> None:
+    # Given a step whose Lambda function fails (the Cause Step Functions hands on has its stack trace)
+    recommendation_id = recommend(launch_instance())
+    runtime.faults.inject("validate")
+
+    execution = api.run(recommendation_id, dry_run=True)
+    logs = api.logs(execution["execution_id"])
+
+    # Then the log and the history name the error and its message, and no file of the function
+    assert execution["status"] == "failed"
+    assert execution["error_message"] == "InjectedFault: fault injected before step 'validate'"
+    failures = [event for event in logs["history"] if event["event"] == "TaskFailed"]
+    assert [(event["error"], event["cause"]) for event in failures] == [
+        ("InjectedFault", "fault injected before step 'validate'")
+    ]
+    text = json.dumps(logs)
+    assert "stackTrace" not in text
+    assert 'File \\"' not in text

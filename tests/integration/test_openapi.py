@@ -55,7 +55,8 @@ def test_every_route_documents_its_success_and_error_responses() -> None:
             assert codes & {"200", "201", "202"}, f"{method} {path} documents no success"
             assert "422" in codes, f"{method} {path} does not document its validation error"
             for code, response in operation["responses"].items():
-                if path.startswith("/approvals") and code != "422":
+                # The approval pages answer people with pages; a body they cannot read gets JSON.
+                if path.startswith("/approvals") and code not in ("413", "415", "422"):
                     assert "text/html" in response["content"], f"{method} {path} {code}"
                 elif code >= "400":
                     assert response["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
@@ -84,3 +85,29 @@ def test_live_answers_match_the_documented_response_models(
     ):
         assert response.status_code in (404, 409, 422)
         ErrorBody.model_validate(response.json())
+
+
+def test_the_document_says_how_callers_authenticate_and_what_the_approval_pages_take() -> None:
+    document = json.loads(Path(OUTPUT).read_text())
+    schemes = document["components"]["securitySchemes"]
+    assert (schemes["localApiKey"]["in"], schemes["localApiKey"]["name"]) == ("header", "x-api-key")
+    assert schemes["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    assert document["security"] == [{"localApiKey": []}, {"sigv4": []}]
+
+    page = document["paths"]["/approvals/{approval_id}"]
+    assert (page["get"]["security"], page["post"]["security"]) == ([], [])
+    assert {p["name"] for p in page["get"]["parameters"] if p["in"] == "query"} == {"expires", "signature"}
+    form = page["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]["$ref"]
+    fields = document["components"]["schemas"][form.rsplit("/", 1)[1]]["properties"]
+    assert set(fields) == {"decision", "approver", "comment", "expires", "signature"}
+
+
+def test_the_document_states_the_stricter_rules_the_api_enforces() -> None:
+    document = json.loads(Path(OUTPUT).read_text())
+    schemas = document["components"]["schemas"]
+    savings = schemas["Recommendation"]["properties"]["estimated_monthly_savings"]["anyOf"][0]
+    assert (savings["minimum"], savings["maximum"]) == (0, 1_000_000_000)
+    assert schemas["ExecutionRequest"]["properties"]["dry_run"]["type"] == "boolean"
+    assert schemas["Recommendation"]["properties"]["customer_id"]["maxLength"] == 64
+    for path in ("/recommendations", "/recommendations/import", "/executions/execute"):
+        assert {"400", "413", "415", "422"} <= set(document["paths"][path]["post"]["responses"]), path

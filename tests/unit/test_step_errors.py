@@ -36,10 +36,6 @@ def test_a_lambda_errors_cause_becomes_its_type_and_message() -> None:
         ({"Error": "States.Timeout", "Cause": ""}, "States.Timeout"),
         ({"Error": "States.TaskFailed", "Cause": "Task timed out"}, "States.TaskFailed: Task timed out"),
         ({"Error": "States.TaskFailed", "Cause": "{not json"}, "States.TaskFailed: {not json"),
-        (
-            {"Error": "Lambda.Unknown", "Cause": '{"errorType": "Runtime.ExitError"}'},
-            'Lambda.Unknown: {"errorType": "Runtime.ExitError"}',
-        ),
         ({"Cause": "boom"}, "Error: boom"),
     ],
 )
@@ -50,3 +46,20 @@ def test_a_cause_that_is_missing_or_not_a_lambda_error_is_kept_as_it_is(caught: 
 @pytest.mark.parametrize("caught", [None, {}])
 def test_no_error_at_all_is_an_unknown_error(caught: dict[str, Any] | None) -> None:
     assert error_message(caught) == "unknown error"
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        ({"errorType": "Runtime.ExitError"}, "Lambda.Unknown: Runtime.ExitError"),
+        (
+            {"errorType": "KeyError", "errorMessage": "", "stackTrace": ['  File "/var/task/x.py", line 3\n']},
+            "Lambda.Unknown: KeyError",
+        ),
+        ({"stackTrace": ['  File "/var/task/x.py", line 3\n']}, "Lambda.Unknown"),
+    ],
+)
+def test_a_lambda_error_without_a_message_is_named_by_its_type_never_by_its_stack_trace(
+    cause: dict[str, Any], expected: str
+) -> None:
+    assert error_message({"Error": "Lambda.Unknown", "Cause": json.dumps(cause)}) == expected

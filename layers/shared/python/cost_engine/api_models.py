@@ -7,9 +7,11 @@ against them with extra fields forbidden, so the document cannot drift from what
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -21,6 +23,39 @@ from cost_engine.models import (
     Recommendation,
     RollbackResult,
 )
+from cost_engine.topology import APPROVAL_PAGE_PATH
+
+# Who may call: either scheme, as the API is served. The approval pages need neither (see below).
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "localApiKey": APIKey.model_validate(
+        {
+            "in": APIKeyIn.header,
+            "name": "x-api-key",
+            "description": "the local runtime (`make serve`): the key it was started with (API_KEY, local-dev-key)",
+        }
+    ),
+    "sigv4": APIKey.model_validate(
+        {
+            "in": APIKeyIn.header,
+            "name": "Authorization",
+            "description": "on AWS: IAM authorization, requests signed with AWS Signature Version 4",
+            "openapi_extensions": {"x-amazon-apigateway-authtype": "awsSigv4"},
+        }
+    ),
+}
+API_SECURITY: list[dict[str, list[str]]] = [{"localApiKey": []}, {"sigv4": []}]
+
+
+def with_public_approval_pages(document: str) -> str:
+    """The document with the approval pages' operations open to anyone: the signature in their
+    link stands in for credentials (OpenAPI says so with an empty `security`)."""
+    parsed = json.loads(document)
+    for path, operations in parsed.get("paths", {}).items():
+        if path.startswith(APPROVAL_PAGE_PATH + "/"):
+            for operation in operations.values():
+                operation["security"] = []
+    return json.dumps(parsed)
+
 
 # Record fields the API never shows: internal bookkeeping of the steps and of idempotent requests.
 HIDDEN_RECORD_FIELDS = frozenset({"poll_attempts", "request_fingerprint"})
@@ -83,18 +118,22 @@ def json_response(description: str, model: type[BaseModel]) -> OpenAPIResponse:
 
 
 def error_responses(*codes: int) -> dict[int, OpenAPIResponse]:
-    """The errors a route may answer with; 422 always (every route validates its parameters)."""
+    """The errors a route may answer with; 422 always (every route validates its parameters), and
+    415 with 413: a route that reads a body reads JSON only."""
     meaning = {
-        400: "malformed JSON, a bad header or cursor, or a value out of range (the message says what to fix)",
+        400: "malformed JSON (also: a key twice in one object, nesting deeper than 20 levels), a bad header "
+        "or cursor, or a value out of range (the message says what to fix)",
         403: "the caller lacks the role this needs for the customer (the message names it), requested the "
         "execution it would approve (four eyes), or the customer's business rules do not allow this change "
         "(the message names the rule)",
         404: "no such recommendation or execution",
         409: "the execution's state does not allow this now (the message says why and what to do instead)",
         413: "the body is larger than the API accepts (the message gives the limit)",
-        422: "the body or a parameter fails validation (details name each field)",
+        415: "the body is not JSON (send it with Content-Type: application/json)",
+        422: "the body or a parameter fails validation, e.g. a value out of range (the message names each field)",
     }
-    return {code: json_response(meaning[code], ErrorBody) for code in sorted({*codes, 422})}
+    media = {415} if 413 in codes else set()
+    return {code: json_response(meaning[code], ErrorBody) for code in sorted({*codes, *media, 422})}
 
 
 def html_responses(meanings: dict[int, str]) -> dict[int, OpenAPIResponse]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -150,3 +151,18 @@ def validation_problems(errors: Iterable[Mapping[str, Any]], prefix: str = "", w
         f"{prefix}{'.'.join(str(part) for part in e['loc']) or whole}: {str(e['msg']).removeprefix('Value error, ')}"
         for e in errors
     )
+
+
+def cause_message(cause: str | None) -> str:
+    """What a caught error's Cause says, for an audit log or a person. A Lambda function's error
+    arrives as JSON with its type, its message and its stack trace (the function's file paths and
+    lines): its message is kept (its type when it has none), never the trace."""
+    if not cause:
+        return ""
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        return cause
+    if isinstance(parsed, dict) and {"errorMessage", "errorType", "stackTrace"} & set(parsed):
+        return str(parsed.get("errorMessage") or parsed.get("errorType") or "")
+    return cause

@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
 
 def utc_now() -> datetime:
@@ -85,6 +94,10 @@ def is_execution_id(value: str) -> bool:
     return bool(_EXECUTION_ID.match(value))
 
 
+# A billion dollars a month is beyond any one resource's cost: above that the number is a mistake.
+MAX_MONTHLY_SAVINGS_USD = 1_000_000_000
+
+
 class StrictModel(BaseModel):
     """Refuses unknown fields so a typo in a request is an error, not a silently ignored value."""
 
@@ -101,20 +114,22 @@ class Recommendation(StrictModel):
     region: Region
     resource_id: ResourceId
     parameters: dict[str, Any] = Field(default_factory=dict)
-    estimated_monthly_savings: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    estimated_monthly_savings: StrictFloat | None = Field(
+        default=None, ge=0, le=MAX_MONTHLY_SAVINGS_USD, allow_inf_nan=False
+    )
     source: Annotated[str, StringConstraints(max_length=128)] = "recommendation-engine"
     created_at: datetime = Field(default_factory=utc_now)
 
 
 class ExecutionRequest(StrictModel):
     recommendation_id: SafeId
-    dry_run: bool = False
-    auto_approve: bool = False
+    dry_run: StrictBool = False
+    auto_approve: StrictBool = False
     scheduled_time: datetime | None = None
     # How long approvers have, when a person must approve; the deployment's setting (24 hours by
     # default) when left out. Up to 7 days: a Step Functions standard workflow could wait a year,
     # but an approval that old no longer describes the resource.
-    approval_timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 86400)
+    approval_timeout_seconds: StrictInt | None = Field(default=None, ge=1, le=7 * 86400)
 
     @field_validator("scheduled_time")
     @classmethod
@@ -332,4 +347,4 @@ class AuditEvent(BaseModel):
 class TerminateInstanceParameters(StrictModel):
     """Parameters of `terminate_instance`: none are needed; this one makes data loss explicit."""
 
-    acknowledge_instance_store_loss: bool = False
+    acknowledge_instance_store_loss: StrictBool = False

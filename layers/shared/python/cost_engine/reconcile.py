@@ -24,13 +24,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cost_engine.audit_trail import acting
-from cost_engine.errors import InvalidRequest, NotFound, StatusConflict
+from cost_engine.errors import InvalidRequest, NotFound, StatusConflict, cause_message
 from cost_engine.eventbridge import parse_event
 from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
 from cost_engine.service import ExecutionService
@@ -61,7 +61,8 @@ class StateMachineRunEnded(BaseModel):
     name: str = Field(min_length=1)
     status: str = Field(min_length=1)
     error: str | None = None
-    cause: str | None = None
+    # Without a Lambda error's stack trace: it goes into the audit log and the error message.
+    cause: Annotated[str | None, AfterValidator(lambda cause: cause_message(cause) or None)] = None
 
 
 class StateMachineStatusChangeEvent(EventBridgeModel):

@@ -31,6 +31,7 @@ from cost_engine.errors import (
     RecommendationStale,
     StatusConflict,
     UnsupportedType,
+    cause_message,
     validation_problems,
 )
 from cost_engine.executors import executor_class
@@ -101,7 +102,7 @@ def _history_step(event: dict[str, Any]) -> dict[str, Any] | None:
             "result": result.get("Payload") if isinstance(result, dict) else result,
         }
     if kind in ("TaskFailed", "TaskTimedOut", "ExecutionFailed", "ExecutionAborted", "ExecutionTimedOut"):
-        return {"at": at, "event": kind, "error": details.get("error"), "cause": details.get("cause")}
+        return {"at": at, "event": kind, "error": details.get("error"), "cause": cause_message(details.get("cause"))}
     if kind == "ExecutionSucceeded":
         return {"at": at, "event": kind}
     return None
@@ -399,14 +400,20 @@ class ExecutionService:
                     else "it is already rolling back"
                 )
             )
-        with acting(execution_id, actor, self.ctx.audit):
-            record = self.ctx.executions.transition(
-                execution_id,
-                S.CANCELLED,
-                expected=record.status,
-                changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
-                remove=[TASK_TOKEN_ATTRIBUTE],
-            )
+        try:
+            with acting(execution_id, actor, self.ctx.audit):
+                # Any cancellable status, not only the one read: the state machine moves it on meanwhile
+                # (pending -> validating -> awaiting_approval) and each of those can still be cancelled.
+                record = self.ctx.executions.transition(
+                    execution_id,
+                    S.CANCELLED,
+                    expected=CANCELLABLE_STATES,
+                    changes={"success": False, "completed_at": utc_now(), "error_message": f"cancelled by {actor}"},
+                    remove=[TASK_TOKEN_ATTRIBUTE],
+                )
+        except StatusConflict:
+            # It began acting (a cancel is then a request to its steps) or ended meanwhile: answer for now.
+            return self.cancel(execution_id, actor)
         if record.state_machine_execution_arn:
             try:
                 self._sfn.stop_execution(

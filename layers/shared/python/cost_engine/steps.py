@@ -7,7 +7,6 @@ source of truth: the state machine only carries the execution id and its control
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from enum import StrEnum
@@ -29,6 +28,7 @@ from cost_engine.errors import (
     RefusedAtAction,
     StatusConflict,
     TransientError,
+    cause_message,
 )
 from cost_engine.executors.base import BaseExecutor
 from cost_engine.limits import ActingTimeLimitExceeded
@@ -80,13 +80,7 @@ def error_message(error: dict[str, Any] | None) -> str:
     if not error:
         return "unknown error"
     name = str(error.get("Error", "Error"))
-    cause = error.get("Cause") or ""
-    try:
-        parsed = json.loads(cause)
-        if isinstance(parsed, dict) and parsed.get("errorMessage"):
-            cause = str(parsed["errorMessage"])
-    except (TypeError, ValueError):
-        pass
+    cause = cause_message(error.get("Cause"))
     return f"{name}: {cause}" if cause else name
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictInt, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
@@ -53,7 +53,7 @@ _SNAPSHOT_ARN = "arn:{partition}:ec2:{region}::snapshot/*"
 class DeleteVolumeParameters(StrictModel):
     """Parameters of `delete_volume`."""
 
-    min_days_detached: int = Field(
+    min_days_detached: StrictInt = Field(
         default=7,
         ge=0,
         le=CLOUDTRAIL_HISTORY_DAYS,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import Field, StringConstraints, ValidationError, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StringConstraints, ValidationError, model_validator
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import EXECUTION_TAG, GONE_STATES, SOURCE_INSTANCE_TAG, Ec2InstanceReads
@@ -49,7 +49,7 @@ class TargetTracking(StrictModel):
     metric: Literal["ASGAverageCPUUtilization", "ASGAverageNetworkIn", "ASGAverageNetworkOut"] = (
         "ASGAverageCPUUtilization"
     )
-    target_value: float = Field(gt=0, allow_inf_nan=False)
+    target_value: StrictFloat = Field(gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _cpu_is_a_percentage(self) -> TargetTracking:
@@ -61,9 +61,9 @@ class TargetTracking(StrictModel):
 
 
 class EnableAutoscalingParameters(StrictModel):
-    min_size: int = Field(ge=0)
-    max_size: int = Field(ge=1)
-    desired_capacity: int = Field(ge=0)
+    min_size: StrictInt = Field(ge=0)
+    max_size: StrictInt = Field(ge=1)
+    desired_capacity: StrictInt = Field(ge=0)
     target_tracking: TargetTracking
     # Default: the instance's own subnet.
     subnets: list[Annotated[str, StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$")]] | None = Field(

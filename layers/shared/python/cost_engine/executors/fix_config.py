@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import AfterValidator, Field, RootModel, ValidationError, field_validator
+from pydantic import AfterValidator, Field, RootModel, StrictBool, StrictInt, ValidationError, field_validator
 
 from cost_engine.aws import AwsClients, aws_failure, error_code
 from cost_engine.ec2_reads import find_instance, find_volume, tag_map
@@ -92,7 +92,7 @@ class LogRetentionBaseline(StrictModel):
     """A CloudWatch Logs group keeps its events this many days (resource_id: the group's name or ARN)."""
 
     setting: Literal["log_retention"]
-    retention_in_days: int
+    retention_in_days: StrictInt
 
     @field_validator("retention_in_days")
     @classmethod
@@ -108,7 +108,7 @@ class DetailedMonitoringBaseline(StrictModel):
     """An EC2 instance's 1-minute CloudWatch metrics on or off (resource_id: the instance id)."""
 
     setting: Literal["detailed_monitoring"]
-    detailed_monitoring: bool
+    detailed_monitoring: StrictBool
 
 
 class RequiredTagsBaseline(StrictModel):

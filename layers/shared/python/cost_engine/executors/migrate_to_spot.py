@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictFloat, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import (
@@ -63,7 +63,7 @@ _SPOT_REQUEST_ARN = "arn:{partition}:ec2:{region}:{account}:spot-instances-reque
 class MigrateToSpotParameters(StrictModel):
     """Parameters of `migrate_to_spot`."""
 
-    max_price: float | None = Field(
+    max_price: StrictFloat | None = Field(
         default=None,
         gt=0,
         allow_inf_nan=False,

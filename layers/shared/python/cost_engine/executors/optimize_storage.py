@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import Field, ValidationError
+from pydantic import Field, StrictInt, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_reads import find_volume, require_volume
@@ -88,7 +88,7 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class LifecycleTransition(StrictModel):
-    days: int = Field(ge=0, le=36500)
+    days: StrictInt = Field(ge=0, le=36500)
     storage_class: StorageClass
 
 
@@ -97,8 +97,8 @@ class IntelligentTieringArchive(StrictModel):
     INTELLIGENT_TIERING move to the Archive Access and/or Deep Archive Access tiers."""
 
     id: str = Field(min_length=1, max_length=64, pattern=_ID)
-    archive_days: int | None = None
-    deep_archive_days: int | None = None
+    archive_days: StrictInt | None = None
+    deep_archive_days: StrictInt | None = None
 
 
 class OptimizeStorageParameters(StrictModel):
@@ -111,8 +111,8 @@ class OptimizeStorageParameters(StrictModel):
     """
 
     target_volume_type: Literal["gp3"] = "gp3"
-    iops: int | None = Field(default=None, ge=3000, le=16000)
-    throughput: int | None = Field(default=None, ge=125, le=1000)
+    iops: StrictInt | None = Field(default=None, ge=3000, le=16000)
+    throughput: StrictInt | None = Field(default=None, ge=125, le=1000)
 
     rule_id: str = Field(default=DEFAULT_RULE_ID, min_length=1, max_length=255, pattern=_ID)
     prefix: str = Field(default="", max_length=1024)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import Field, StringConstraints, ValidationError
+from pydantic import Field, StrictInt, StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import EXECUTION_TAG
@@ -67,7 +67,7 @@ class PurchaseReservedInstancesParameters(StrictModel):
     offering_type: Literal["No Upfront", "Partial Upfront", "All Upfront"]
     offering_class: Literal["standard", "convertible"] = "standard"
     # AWS lets an account buy 20 regional reservations per region per month by default.
-    instance_count: int = Field(ge=1, le=20)
+    instance_count: StrictInt = Field(ge=1, le=20)
     # Set: a zonal reservation (capacity reserved in that zone); unset: a regional one.
     availability_zone: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9][a-z]$")] | None = None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 from botocore.exceptions import ClientError
-from pydantic import StringConstraints, ValidationError
+from pydantic import StrictBool, StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.errors import ActionFailed, TransientError
@@ -55,7 +55,7 @@ class RightsizeDatabaseParameters(StrictModel):
 
     target_instance_class: DbInstanceClass
     # Never immediately by surprise: as on AWS, the default is the maintenance window.
-    apply_immediately: bool = False
+    apply_immediately: StrictBool = False
 
 
 def takes_effect(apply_immediately: bool, maintenance_window: str | None) -> str:

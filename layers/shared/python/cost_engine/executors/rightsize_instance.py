@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 from botocore.exceptions import ClientError
-from pydantic import StringConstraints, ValidationError
+from pydantic import StrictBool, StringConstraints, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import GONE_STATES, Ec2InstanceReads
@@ -59,7 +59,7 @@ class RightsizeInstanceParameters(StrictModel):
     target_instance_type: InstanceTypeName
     # Whether the OS has NVMe drivers (and mounts by UUID or label) cannot be read from the EC2 API;
     # moving a Xen instance to a type whose EBS volumes are NVMe devices needs this statement.
-    nvme_drivers_installed: bool = False
+    nvme_drivers_installed: StrictBool = False
 
 
 @register_executor

@@ -107,21 +107,31 @@ class ExecutionStore:
         expected_set = {expected} if isinstance(expected, ExecutionStatus) else set(expected)
         for old in expected_set:
             check_transition(old, new_status)
-        record = self.get(execution_id)
         final = new_status in FINAL_STATES
-        # The status goes last: DynamoDB applies an update atomically, but the local emulator applies
-        # its actions one by one, and a reader that sees the new status must see the rest with it.
-        values = {
-            **(changes or {}),
-            **({} if final else {UNFINISHED_ATTRIBUTE: UNFINISHED}),
-            "customer_status": _customer_status(record.customer_id, new_status),
-            "status": new_status,
-        }
-        removed = [*remove, UNFINISHED_ATTRIBUTE] if final else remove
-        after = self._update(execution_id, values, expected_set, removed, intent=f"become '{new_status.value}'")
-        if self.on_transition is not None:
-            self.on_transition(record, after)
-        return after
+        removed = [*remove, UNFINISHED_ATTRIBUTE] if final else list(remove)
+        while True:
+            record = self.get(execution_id)
+            # The status goes last: DynamoDB applies an update atomically, but the local emulator applies
+            # its actions one by one, and a reader that sees the new status must see the rest with it.
+            values = {
+                **(changes or {}),
+                **({} if final else {UNFINISHED_ATTRIBUTE: UNFINISHED}),
+                "customer_status": _customer_status(record.customer_id, new_status),
+                "status": new_status,
+            }
+            # Conditioned on the status just read, so that the change observed (from -> to) is the one
+            # written; read again when another writer moved it on to a status still in `expected`
+            # (statuses only move forward, so this ends).
+            condition = {record.status} if record.status in expected_set else expected_set
+            try:
+                after = self._update(execution_id, values, condition, removed, intent=f"become '{new_status.value}'")
+            except StatusConflict:
+                if condition != expected_set and self.get(execution_id).status in expected_set:
+                    continue
+                raise
+            if self.on_transition is not None:
+                self.on_transition(record, after)
+            return after
 
     def update(
         self,
