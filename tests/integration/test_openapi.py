@@ -99,7 +99,7 @@ def test_the_document_says_how_callers_authenticate_and_what_the_approval_pages_
     assert {p["name"] for p in page["get"]["parameters"] if p["in"] == "query"} == {"expires", "signature"}
     form = page["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]["$ref"]
     fields = document["components"]["schemas"][form.rsplit("/", 1)[1]]["properties"]
-    assert set(fields) == {"decision", "approver", "comment", "expires", "signature"}
+    assert set(fields) == {"decision", "approver", "comment", "expires", "signature", "plan_hash"}
 
 
 def test_the_document_states_the_stricter_rules_the_api_enforces() -> None:

@@ -305,7 +305,7 @@ def test_a_third_purchase_that_would_pass_the_limit_per_period_is_refused_at_app
     # that has room for two of them on top of what the account already committed
     first, second, third = (waiting_purchase(api, recommend_ri) for _ in range(3))
     cost = first["plan"]["one_time_cost"]
-    assert cost < first["plan"]["resource"]["purchase_limit_usd"]
+    assert cost < first["plan"]["limits"]["purchase_limit_usd"]
     before = all_purchases()
     with deployed_with(ri_purchase_limit_per_period_usd=committed_this_period() + 2.5 * cost):
         # When all three are approved
@@ -324,7 +324,7 @@ def test_a_third_purchase_that_would_pass_the_limit_per_period_is_refused_at_app
         assert second["execution_id"] in message
         assert "the execution still waits for a decision" in message
         [logged] = [e for e in api.logs(third["execution_id"])["events"] if e["event_type"] == "approval_refused"]
-        assert logged["actor"] == "approver:finops@example.com"
+        assert logged["actor"] == "approver:apikey:local-dev"
         assert logged["detail"] == {"error": "purchase_limit_reached", "reason": message}
 
         # and the first two are bought while the third still waits, having bought nothing

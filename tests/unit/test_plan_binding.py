@@ -84,3 +84,13 @@ def test_the_approval_page_shows_and_posts_the_plan_the_decision_is_for() -> Non
     assert f'<input type="hidden" name="plan_hash" value="{shown.fingerprint()}">' in page
     assert "<li><code>state</code>: &quot;running&quot;</li>" in page
     assert "<li><code>tags</code>: {&quot;team&quot;: &quot;data&quot;}</li>" in page
+
+
+def test_a_limit_the_deployment_changes_while_the_plan_waits_does_not_move_the_plan() -> None:
+    # The limits are checked again when acting; a new limit is not a new plan to approve.
+    before = plan().model_copy(update={"limits": {"purchase_limit_usd": 10_000.0}})
+    after = plan().model_copy(update={"limits": {"purchase_limit_usd": 50_000.0}})
+
+    assert before.fingerprint() == after.fingerprint()
+    assert before.differences(after) == []
+    assert plan(state="stopped").model_copy(update={"limits": before.limits}).differences(before) == ["resource.state"]

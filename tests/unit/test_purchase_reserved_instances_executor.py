@@ -279,7 +279,7 @@ def test_the_plan_shows_the_total_cost_and_that_it_cannot_be_undone(
     assert "Reserved Instance Marketplace" in plan.rollback_plan.rollback_steps[0]
     assert any("DryRun=True" in action for action in plan.actions)
     assert plan.resource["reversible"] is False
-    assert plan.resource["purchase_limit_per_period"] == {"usd": PER_PERIOD_LIMIT, "period": "month"}
+    assert plan.limits["purchase_limit_per_period"] == {"usd": PER_PERIOD_LIMIT, "period": "month"}
     assert any("RI purchase limit per period" in action for action in plan.actions)
 
 

@@ -91,6 +91,13 @@ def _details(record: ExecutionRecord) -> str:
             for key, value in plan.resource.items()
         )
         rows.append(("As found", f'<ul id="as-found">{facts}</ul>'))
+    if plan and plan.limits:
+        # Checked again when acting, against the deployment's limits as they are then.
+        limits = "".join(
+            f"<li><code>{escape(key)}</code>: {escape(json.dumps(value, sort_keys=True, default=str)[:300])}</li>"
+            for key, value in plan.limits.items()
+        )
+        rows.append(("Limits (checked again when acting)", f'<ul id="limits">{limits}</ul>'))
     if approval:
         rows.append(("Decide by", f'<span id="deadline">{approval.deadline:%Y-%m-%d %H:%M UTC}</span>'))
     if plan_hash := _plan_hash(record):

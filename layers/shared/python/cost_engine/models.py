@@ -175,16 +175,24 @@ class ExecutionPlan(BaseModel):
     resource: dict[str, Any] = Field(default_factory=dict)
     # Money spent once by carrying out the plan (e.g. an upfront payment), for the approval policy.
     one_time_cost: float | None = None
+    # The deployment's limits the plan counts against, as they were when it was made. Shown, but not
+    # bound to the approval: each is checked again at the moment of action, and a limit the deployment
+    # changes while the execution waits changes nothing the plan does (the check decides).
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+    def _bound(self) -> dict[str, Any]:
+        """What an approval is bound to: everything the plan says but the deployment's limits."""
+        return self.model_dump(mode="json", exclude={"limits"})
 
     def fingerprint(self) -> str:
         """A hash of everything the plan says, so an approval can be bound to the plan it was given
         for: the same resource in the same state gives the same plan, and so the same hash."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self._bound(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def differences(self, other: ExecutionPlan) -> list[str]:
         """Where `other` says something else than this plan, as dotted paths (`resource.tags`)."""
-        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
+        mine, theirs = self._bound(), other._bound()
         changed = []
         for key in sorted(set(mine) | set(theirs)):
             if key == "resource" and isinstance(mine.get(key), dict) and isinstance(theirs.get(key), dict):

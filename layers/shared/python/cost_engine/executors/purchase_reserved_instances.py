@@ -396,7 +396,7 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
             summary=f"Buy {what} (offering {offering['offering_id']}) for {price}. This purchase cannot be undone.",
             actions=[
                 f"Look up offering {offering['offering_id']} again and check the price against the limit "
-                f"(${self._limit() or 0:,.2f})",
+                "per purchase (limits.purchase_limit_usd, as the deployment sets it then)",
                 "Check that the share of the account's RI purchase limit per period reserved at the approval "
                 "still holds at that price (ri_purchase_limit_per_period_usd); buy nothing otherwise",
                 f"Look for reserved instances this execution already bought (tag {EXECUTION_TAG}={execution_id}); "
@@ -433,6 +433,9 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
                 "covers": recommendation.resource_id,
                 "offering": offering,
                 "cost": cost,
+                "reversible": False,
+            },
+            limits={
                 "purchase_limit_usd": self._limit(),
                 "purchase_limit_per_period": (
                     {
@@ -442,7 +445,6 @@ class PurchaseReservedInstancesExecutor(BaseExecutor):
                     if self.settings is not None
                     else None
                 ),
-                "reversible": False,
             },
         )
 
