@@ -73,7 +73,7 @@ typecheck: $(VENV_STAMP)
 
 # Two pytest runs: the unit tests use moto in-process (mock_aws), which would reset the emulator
 # that the integration tests' local runtime keeps running in its own process.
-test: lint typecheck browser $(CLI)
+test: lint typecheck browser $(CLI) $(NODE_STAMP)
 	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 	$(PY) -m pytest tests/integration
 

@@ -536,7 +536,7 @@ class CostExecutionEngineStack(Stack):
         machine = sfn.StateMachine(
             self,
             spec.construct_id,
-            definition_body=sfn.DefinitionBody.from_file(str(spec.asl_file)),
+            definition_body=sfn.DefinitionBody.from_string(spec.template()),
             definition_substitutions=spec.substitutions(executor.function_arn),
             # Execution data stays out of the logs: it carries approval task tokens.
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),

@@ -345,9 +345,7 @@ class LocalRuntime:
 
         sfn = self.client("stepfunctions")
         for machine in topology.state_machines():
-            definition = machine.asl_file.read_text()
-            for name, value in machine.substitutions(function_arns[machine.executor.local_name]).items():
-                definition = definition.replace("${" + name + "}", value)
+            definition = machine.definition(function_arns[machine.executor.local_name])
             arn = sfn.create_state_machine(name=machine.local_name, definition=definition, roleArn=role_arn)[
                 "stateMachineArn"
             ]

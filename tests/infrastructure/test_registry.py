@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -40,12 +41,12 @@ def _object_schemas(schema: Any) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("recommendation_type", list(RecommendationType), ids=lambda t: t.value)
-def test_each_type_has_an_executor_an_asl_file_and_a_strict_input_model(
+def test_each_type_has_an_executor_a_state_machine_and_a_strict_input_model(
     recommendation_type: RecommendationType,
 ) -> None:
     assert recommendation_type in EXECUTORS, f"{recommendation_type.value} has no registered executor"
     executor = EXECUTORS[recommendation_type]
-    assert topology.state_machine(recommendation_type).asl_file.is_file()
+    assert json.loads(topology.state_machine(recommendation_type).template())["States"]
     objects = _object_schemas(executor.parameters_model.model_json_schema())
     assert objects, f"{executor.parameters_model.__name__} declares no parameters object"
     # Every object of the input model refuses unknown fields, so a misspelt parameter is an error.

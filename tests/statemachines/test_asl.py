@@ -1,27 +1,28 @@
-"""The ASL files: complete, wired to the executor steps, and on the common spine."""
+"""The state machines made from the spine: complete, valid ASL, wired to the executor steps."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cost_engine import topology
+from cost_engine.spine import SPINE_FILE
 from cost_engine.steps import Step
 
 MACHINES = topology.state_machines()
 SPINE_STATES = {"Route", "Validate", "Plan", "ApprovalGate", "RequestApproval", "Backup", "Act", "Verify", "Record"}
 ACTING_STATES = ("Backup", "CheckBackup", "Act", "CheckAction", "Verify", "Record")
 FAKE_ARN = "arn:aws:lambda:us-east-1:123456789012:function:executor"
+ASL_VALIDATOR = topology.PROJECT_ROOT / "node_modules" / ".bin" / "asl-validator"
 
 
 def _definition(machine: topology.StateMachine) -> dict[str, Any]:
-    text = machine.asl_file.read_text()
-    for name, value in machine.substitutions(FAKE_ARN).items():
-        text = text.replace("${" + name + "}", value)
-    definition: dict[str, Any] = json.loads(text)
+    definition: dict[str, Any] = json.loads(machine.definition(FAKE_ARN))
     return definition
 
 
@@ -37,17 +38,52 @@ def _next_states(state: dict[str, Any]) -> set[str]:
     return targets
 
 
-def test_every_implemented_type_has_an_asl_file() -> None:
+def test_every_implemented_type_has_a_state_machine_described_by_its_executor() -> None:
     assert MACHINES
     for machine in MACHINES:
-        assert machine.asl_file.is_file(), f"{machine.recommendation_type.value} has no {machine.asl_file.name}"
+        comment = _definition(machine)["Comment"]
+        assert comment.startswith(f"{machine.recommendation_type.value}: "), comment
+        assert len(comment) > len(machine.recommendation_type.value) + 20, "a type says what its machine does"
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
 def test_every_placeholder_is_supplied_and_no_other_is_used(machine: topology.StateMachine) -> None:
-    used = set(re.findall(r"\$\{(\w+)\}", machine.asl_file.read_text()))
+    used = set(re.findall(r"\$\{(\w+)\}", machine.template()))
 
     assert used == set(machine.placeholders) == set(machine.substitutions(FAKE_ARN))
+
+
+def _asl_validator(paths: list[Path]) -> subprocess.CompletedProcess[str]:
+    # The npm package asl-validator (package.json): the States Language rules, checked by a tool
+    # that is not ours.
+    arguments = [arg for path in paths for arg in ("--json-path", str(path))]
+    return subprocess.run([str(ASL_VALIDATOR), *arguments], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_every_definition_made_from_the_spine_is_valid_states_language(tmp_path: Path) -> None:
+    paths = []
+    for machine in MACHINES:
+        path = tmp_path / f"{machine.recommendation_type.value}.json"
+        path.write_text(machine.definition(FAKE_ARN))
+        paths.append(path)
+
+    checked = _asl_validator(paths)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count("is valid") == len(MACHINES)
+
+
+def test_the_validator_refuses_a_definition_that_goes_to_a_state_it_lacks(tmp_path: Path) -> None:
+    # So that the check above can fail.
+    broken = _definition(MACHINES[0])
+    broken["States"]["Validate"]["Next"] = "Nowhere"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+
+    checked = _asl_validator([path])
+
+    assert checked.returncode != 0
+    assert "Nowhere" in checked.stdout + checked.stderr
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
@@ -122,9 +158,11 @@ def _without_comments(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
-def test_every_state_machine_has_exactly_the_spine_of_the_first(machine: topology.StateMachine) -> None:
-    # One spine for every type: the differences between types live in their executors, and the
-    # ASL files differ only in their comments.
-    reference = _without_comments(_definition(MACHINES[0]))
+def test_every_state_machine_is_the_spine_and_differs_from_it_only_in_comments(
+    machine: topology.StateMachine,
+) -> None:
+    # One spine for every type: the differences between types live in their executors.
+    spine = json.loads(SPINE_FILE.read_text())
 
-    assert _without_comments(_definition(machine)) == reference
+    assert _without_comments(_definition(machine)["States"]).keys() == spine["States"].keys()
+    assert _without_comments(_definition(machine)) == _without_comments(_definition(MACHINES[0]))

@@ -187,13 +187,25 @@ class StateMachine:
     recommendation_type: RecommendationType
     construct_id: str
     local_name: str
-    asl_file: Path
     executor: Function
-    # Placeholders of the ASL file, each mapped to what fills it (see `substitutions`).
+    # Placeholders of the definition, each mapped to what fills it (see `substitutions`).
     placeholders: tuple[str, ...] = field(default=("ExecutorFunctionArn",))
 
     def substitutions(self, executor_function_arn: str) -> dict[str, str]:
         return {"ExecutorFunctionArn": executor_function_arn}
+
+    def template(self) -> str:
+        """The type's definition made from the spine, its placeholders unfilled (cost_engine.spine)."""
+        from cost_engine.spine import definition_text
+
+        return definition_text(self.recommendation_type)
+
+    def definition(self, executor_function_arn: str) -> str:
+        """The definition a state machine is created from, its placeholders filled."""
+        text = self.template()
+        for name, value in self.substitutions(executor_function_arn).items():
+            text = text.replace("${" + name + "}", value)
+        return text
 
 
 def state_machine(recommendation_type: RecommendationType) -> StateMachine:
@@ -201,7 +213,6 @@ def state_machine(recommendation_type: RecommendationType) -> StateMachine:
         recommendation_type=recommendation_type,
         construct_id=f"{_camel(recommendation_type.value)}StateMachine",
         local_name=f"cost-engine-{recommendation_type.value.replace('_', '-')}",
-        asl_file=STATEMACHINES_DIR / f"{recommendation_type.value}.asl.json",
         executor=executor_function(recommendation_type),
     )
 

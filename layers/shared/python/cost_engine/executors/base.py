@@ -38,6 +38,11 @@ class Permission:
 
 class BaseExecutor(ABC):
     recommendation_type: ClassVar[RecommendationType]
+    # What this type's state machine does, step by step: the Comment of the definition made from the
+    # spine (cost_engine.spine), and so what the console shows.
+    flow: ClassVar[str]
+    # The end state of a rollback a person asked for: what it left behind.
+    rolled_back_note: ClassVar[str] = "A manual rollback restored the resource."
     parameters_model: ClassVar[type[BaseModel]]
     permissions: ClassVar[tuple[Permission, ...]]
     risk_level: ClassVar[RiskLevel]

@@ -64,6 +64,11 @@ class DeleteVolumeParameters(StrictModel):
 @register_executor
 class DeleteVolumeExecutor(BaseExecutor):
     recommendation_type = RecommendationType.DELETE_VOLUME
+    flow = (
+        "Validate (unattached, not attached recently) → (dry run → report) → approval → snapshot "
+        "backup with the volume settings recorded → poll → delete → poll → verify → record; Catch "
+        "→ rollback (recreate the volume from the snapshot)."
+    )
     parameters_model = DeleteVolumeParameters
     risk_level = RiskLevel.MEDIUM
     permissions = (

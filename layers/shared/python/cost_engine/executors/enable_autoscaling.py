@@ -95,6 +95,11 @@ def names_for(instance_id: str, execution_id: str) -> dict[str, str]:
 @register_executor
 class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.ENABLE_AUTOSCALING
+    flow = (
+        "Validate → (dry run → report) → approval → AMI of the instance → launch template, Auto "
+        "Scaling group, target-tracking policy → poll until healthy at the desired size → verify "
+        "→ record; Catch → rollback (delete what was created; the original keeps running)."
+    )
     parameters_model = EnableAutoscalingParameters
     risk_level = RiskLevel.MEDIUM
     # The instance itself is left as it was; the group is new, made outside any stack.

@@ -401,6 +401,11 @@ def _shown(values: dict[str, Any]) -> str:
 @register_executor
 class FixConfigExecutor(BaseExecutor):
     recommendation_type = RecommendationType.FIX_CONFIG
+    flow = (
+        "Validate (not already compliant) → (dry run → report) → approval → record the previous "
+        "values → apply the baseline → poll → verify compliance → record; Catch → rollback (write "
+        "the previous values back exactly)."
+    )
     parameters_model = FixConfigParameters
     risk_level = RiskLevel.LOW
     permissions = (

@@ -121,6 +121,12 @@ def _run_request(
 @register_executor
 class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
+    flow = (
+        "Validate → (dry run → report) → approval → AMI backup → launch the spot instance → poll "
+        "until it runs and the original is stopped → verify → record (terminates the original); "
+        "Catch → rollback (start the original, or relaunch on-demand from the AMI, then end the "
+        "spot instance)."
+    )
     parameters_model = MigrateToSpotParameters
     risk_level = RiskLevel.HIGH
     # The spot instance that replaces it has a new id: the load balancer would lose its target.

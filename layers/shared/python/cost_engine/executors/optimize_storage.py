@@ -1157,6 +1157,13 @@ _BUCKET_ARN = "arn:{partition}:s3:::*"
 @register_executor
 class StorageOptimizeExecutor(BaseExecutor):
     recommendation_type = RecommendationType.OPTIMIZE_STORAGE
+    flow = (
+        "Validate (rules AWS accepts, no conflicting rule, no EBS modification in the last six "
+        "hours) → (dry run → report) → approval → record the exact configuration → S3 "
+        "lifecycle/Intelligent-Tiering merged in, or EBS gp2 → gp3 → poll until optimizing → "
+        "verify → record; Catch → rollback (the recorded configuration put back; an EBS volume "
+        "only once AWS allows its next modification)."
+    )
     parameters_model = OptimizeStorageParameters
     risk_level = RiskLevel.MEDIUM
     permissions = (

@@ -128,6 +128,11 @@ def _describe_offering(offering: dict[str, Any], count: int) -> str:
 @register_executor
 class PurchaseReservedInstancesExecutor(BaseExecutor):
     recommendation_type = RecommendationType.PURCHASE_RESERVED_INSTANCES
+    flow = (
+        "Validate → (dry run → report) → approval by a person (always) → record the offering → "
+        "DryRun, then buy at most once → poll until active → verify → record; Catch → rollback (a "
+        "recorded manual step: a purchase cannot be undone)."
+    )
     parameters_model = PurchaseReservedInstancesParameters
     risk_level = RiskLevel.HIGH
     requires_human_approval = True

@@ -72,6 +72,11 @@ def _pending_summary(database: DBInstanceTypeDef) -> list[str]:
 @register_executor
 class RightsizeDatabaseExecutor(BaseExecutor):
     recommendation_type = RecommendationType.RIGHTSIZE_DATABASE
+    flow = (
+        "Validate → (dry run → report) → approval → DB snapshot → modify the DB instance class "
+        "(now, or pending for the maintenance window) → poll → verify → record; Catch → rollback "
+        "(back to the original class, or the pending change cancelled)."
+    )
     parameters_model = RightsizeDatabaseParameters
     risk_level = RiskLevel.MEDIUM
     permissions = (

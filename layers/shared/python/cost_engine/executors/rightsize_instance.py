@@ -65,6 +65,11 @@ class RightsizeInstanceParameters(StrictModel):
 @register_executor
 class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.RIGHTSIZE_INSTANCE
+    flow = (
+        "Validate → (dry run → report) → approval → record the original type and state → stop → "
+        "poll (change the type, start, status checks) → verify → record; Catch → rollback (back "
+        "to the original type and state)."
+    )
     parameters_model = RightsizeInstanceParameters
     risk_level = RiskLevel.MEDIUM
     load_balancer_targets = DependencyRule.WARN

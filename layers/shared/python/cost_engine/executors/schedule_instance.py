@@ -233,6 +233,13 @@ def _is_ours(schedule: GetScheduleOutputTypeDef | dict[str, Any], execution_id: 
 @register_executor
 class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.SCHEDULE_INSTANCE
+    flow = (
+        "Validate → (dry run → report) → approval → record the instance's state → create the "
+        "off-hours stop and start schedules → poll until both are enabled → verify their targets, "
+        "times and time zone → record; Catch → rollback (delete the schedules, leave the instance "
+        "running)."
+    )
+    rolled_back_note = "A manual rollback removed the schedules; the instance runs."
     parameters_model = ScheduleInstanceParameters
     risk_level = RiskLevel.MEDIUM
     # Stopping and starting on a schedule changes run-time state, which no template declares.

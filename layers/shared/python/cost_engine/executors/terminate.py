@@ -831,6 +831,10 @@ class TerminateExecutor(BaseExecutor):
     """`terminate_instance`: EC2 instance ids go to the EC2 strategy, DB identifiers to the RDS one."""
 
     recommendation_type = RecommendationType.TERMINATE_INSTANCE
+    flow = (
+        "Validate → (dry run → report) → approval → AMI backup → terminate → poll → verify → "
+        "record; Catch → rollback (relaunch from the AMI)."
+    )
     parameters_model = TerminateInstanceParameters
     risk_level = RiskLevel.HIGH
     load_balancer_targets = DependencyRule.REFUSE

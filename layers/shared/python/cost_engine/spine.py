@@ -1,0 +1,68 @@
+"""Each recommendation type's state machine, made from the one spine every type shares.
+
+`statemachines/spine.asl.json` holds the flow once: validate, plan, approval, an acting slot, backup,
+act, verify, record, and the Catch branches to rollback. A type adds what is its own: its description
+(the executor's `flow`, the definition's Comment) and what its manual rollback leaves behind. The
+timeout is the topology's, and every task retries the executor's transient errors with one policy.
+The stack and the local runtime both run what `definition_text` makes, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from cost_engine.models import RecommendationType
+from cost_engine.topology import STATE_MACHINE_TIMEOUT_SECONDS, STATEMACHINES_DIR
+
+SPINE_FILE = STATEMACHINES_DIR / "spine.asl.json"
+
+# Errors a step may meet and that a second try can get past: the engine's own TransientError (a
+# throttled or unavailable AWS call, a lost write race) and the Lambda service's own failures.
+TASK_RETRY: tuple[dict[str, Any], ...] = (
+    {
+        "ErrorEquals": [
+            "TransientError",
+            "Lambda.ServiceException",
+            "Lambda.AWSLambdaException",
+            "Lambda.SdkClientException",
+            "Lambda.TooManyRequestsException",
+        ],
+        "IntervalSeconds": 2,
+        "MaxAttempts": 3,
+        "BackoffRate": 2.0,
+        "JitterStrategy": "FULL",
+    },
+)
+
+
+@cache
+def _spine() -> str:
+    return SPINE_FILE.read_text()
+
+
+def definition(recommendation_type: RecommendationType) -> dict[str, Any]:
+    """The type's state machine (ASL), with `${ExecutorFunctionArn}` left for the deployment to fill."""
+    from cost_engine.executors import EXECUTORS
+
+    executor = EXECUTORS[recommendation_type]
+    spine: dict[str, Any] = json.loads(_spine())
+    states: dict[str, dict[str, Any]] = spine["States"]
+    for state in states.values():
+        if state["Type"] == "Task":
+            state["Retry"] = [dict(rule) for rule in TASK_RETRY]
+    states["RolledBack"]["Comment"] = executor.rolled_back_note
+    return {
+        "Comment": f"{recommendation_type.value}: {executor.flow}",
+        "StartAt": spine["StartAt"],
+        "TimeoutSeconds": STATE_MACHINE_TIMEOUT_SECONDS,
+        "States": states,
+    }
+
+
+def definition_text(recommendation_type: RecommendationType) -> str:
+    """`definition` as the JSON text a state machine is created from: compact, since the stack's
+    template carries all ten and CloudFormation limits a template's size (the spine file is the one to
+    read)."""
+    return json.dumps(definition(recommendation_type), separators=(",", ":"), ensure_ascii=False)
