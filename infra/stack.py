@@ -30,14 +30,15 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct, IConstruct, Node
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cost_engine import topology
+from cost_engine import spine, topology
 from cost_engine.access import ROUTE_ROLES, AccessPolicy, Role, routes_of
 from cost_engine.approval_policy import ApprovalPolicy
+from cost_engine.business_rules import BusinessRulesConfig
 from cost_engine.executors import executor_class
 from cost_engine.executors.base import Permission
 from cost_engine.models import RecommendationType
 from cost_engine.periods import Period
-from cost_engine.prechecks import BusinessRulesConfig, precheck_permissions
+from cost_engine.prechecks import precheck_permissions
 from cost_engine.topology import EnvVar
 
 # python3.14 is the newest runtime aws-cdk-lib knows, which is what cdk-nag's AwsSolutions-L1 demands,
@@ -183,7 +184,7 @@ class DeploymentContext(BaseModel):
     max_concurrent_acting: int = Field(default=10, ge=1, le=1000)
     resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
     max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
-    # cost_engine.prechecks.BusinessRulesConfig, as an object or as its JSON. Unset: no rules.
+    # cost_engine.business_rules.BusinessRulesConfig, as an object or as its JSON. Unset: no rules.
     business_rules: BusinessRulesConfig | None = None
     # What one RI purchase may cost, and what all of an account's may commit per period
     # (cost_engine.purchase_limits): the same bounds as the functions' settings.
@@ -536,7 +537,7 @@ class CostExecutionEngineStack(Stack):
         machine = sfn.StateMachine(
             self,
             spec.construct_id,
-            definition_body=sfn.DefinitionBody.from_string(spec.template()),
+            definition_body=sfn.DefinitionBody.from_string(spine.template(spec)),
             definition_substitutions=spec.substitutions(executor.function_arn),
             # Execution data stays out of the logs: it carries approval task tokens.
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),

@@ -284,7 +284,7 @@ class LocalRuntime:
         LambdaFunction._invoke_lambda = invoke_in_process  # type: ignore[method-assign,assignment]
 
     def _provision(self) -> None:
-        from cost_engine import topology
+        from cost_engine import spine, topology
 
         create_tables(self.client("dynamodb"))
 
@@ -345,7 +345,7 @@ class LocalRuntime:
 
         sfn = self.client("stepfunctions")
         for machine in topology.state_machines():
-            definition = machine.definition(function_arns[machine.executor.local_name])
+            definition = spine.definition(machine, function_arns[machine.executor.local_name])
             arn = sfn.create_state_machine(name=machine.local_name, definition=definition, roleArn=role_arn)[
                 "stateMachineArn"
             ]

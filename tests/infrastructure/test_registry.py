@@ -10,7 +10,7 @@ import pytest
 from aws_cdk import App
 from aws_cdk.assertions import Template
 
-from cost_engine import topology
+from cost_engine import spine, topology
 from cost_engine.executors import EXECUTORS
 from cost_engine.models import RecommendationType
 from infra.stack import CostExecutionEngineStack
@@ -46,7 +46,7 @@ def test_each_type_has_an_executor_a_state_machine_and_a_strict_input_model(
 ) -> None:
     assert recommendation_type in EXECUTORS, f"{recommendation_type.value} has no registered executor"
     executor = EXECUTORS[recommendation_type]
-    assert json.loads(topology.state_machine(recommendation_type).template())["States"]
+    assert json.loads(spine.template(topology.state_machine(recommendation_type)))["States"]
     objects = _object_schemas(executor.parameters_model.model_json_schema())
     assert objects, f"{executor.parameters_model.__name__} declares no parameters object"
     # Every object of the input model refuses unknown fields, so a misspelt parameter is an error.

@@ -15,7 +15,7 @@ from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
 from constructs import IConstruct
 
-from cost_engine import topology
+from cost_engine import spine, topology
 from cost_engine.access import AccessPolicy, Role
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
@@ -378,13 +378,13 @@ def test_each_deployed_definition_is_the_one_the_spine_makes_for_its_type_with_e
     state_machine = synthesized.stack.state_machines[machine.recommendation_type]
     props = synthesized.resource(machine.construct_id, state_machine)["Properties"]
 
-    # The local runtime runs machine.definition(...): the same text, filled the same way.
-    assert props["DefinitionString"] == machine.template()
+    # The local runtime runs spine.definition(...): the same text, filled the same way.
+    assert props["DefinitionString"] == spine.template(machine)
     definition = props["DefinitionString"]
     for name in props["DefinitionSubstitutions"]:
         definition = definition.replace(f"${{{name}}}", "arn:aws:lambda:us-east-1:123456789012:function:f")
     assert PLACEHOLDER.findall(definition) == []
-    assert definition == machine.definition("arn:aws:lambda:us-east-1:123456789012:function:f")
+    assert definition == spine.definition(machine, "arn:aws:lambda:us-east-1:123456789012:function:f")
     assert json.loads(definition)["TimeoutSeconds"] == topology.STATE_MACHINE_TIMEOUT_SECONDS
     assert json.loads(definition)["Comment"].startswith(f"{machine.recommendation_type.value}: ")
 

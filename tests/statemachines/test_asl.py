@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cost_engine import topology
+from cost_engine import spine, topology
 from cost_engine.spine import SPINE_FILE
 from cost_engine.steps import Step
 
@@ -22,7 +22,7 @@ ASL_VALIDATOR = topology.PROJECT_ROOT / "node_modules" / ".bin" / "asl-validator
 
 
 def _definition(machine: topology.StateMachine) -> dict[str, Any]:
-    definition: dict[str, Any] = json.loads(machine.definition(FAKE_ARN))
+    definition: dict[str, Any] = json.loads(spine.definition(machine, FAKE_ARN))
     return definition
 
 
@@ -48,7 +48,7 @@ def test_every_implemented_type_has_a_state_machine_described_by_its_executor() 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
 def test_every_placeholder_is_supplied_and_no_other_is_used(machine: topology.StateMachine) -> None:
-    used = set(re.findall(r"\$\{(\w+)\}", machine.template()))
+    used = set(re.findall(r"\$\{(\w+)\}", spine.template(machine)))
 
     assert used == set(machine.placeholders) == set(machine.substitutions(FAKE_ARN))
 
@@ -64,7 +64,7 @@ def test_every_definition_made_from_the_spine_is_valid_states_language(tmp_path:
     paths = []
     for machine in MACHINES:
         path = tmp_path / f"{machine.recommendation_type.value}.json"
-        path.write_text(machine.definition(FAKE_ARN))
+        path.write_text(spine.definition(machine, FAKE_ARN))
         paths.append(path)
 
     checked = _asl_validator(paths)

@@ -19,6 +19,7 @@ from botocore.stub import Stubber
 from pydantic import ValidationError
 
 from cost_engine.aws import AwsClients
+from cost_engine.business_rules import BusinessRules, BusinessRulesConfig, DependencyRule
 from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.schedule_instance import ScheduleInstanceExecutor
@@ -27,9 +28,6 @@ from cost_engine.models import Recommendation, RecommendationType
 from cost_engine.prechecks import (
     CLOUDFORMATION_STACK_TAG,
     PROTECTED_TAG,
-    BusinessRules,
-    BusinessRulesConfig,
-    DependencyRule,
     DryRunProbe,
     Resource,
     ResourceKind,

@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import Field, StringConstraints
 
 from cost_engine.aws import AwsClients, aws_failure, error_code, is_transient
+from cost_engine.business_rules import ANY_VALUE, BusinessRules, DependencyRule
 from cost_engine.ec2_reads import find_instance, find_volume, tag_map
-from cost_engine.models import AccountId, Recommendation, RecommendationType, StrictModel
+from cost_engine.models import Recommendation
 
 if TYPE_CHECKING:
     from cost_engine.executors.base import BaseExecutor, Permission
@@ -42,19 +42,6 @@ if TYPE_CHECKING:
 PROTECTED_TAG = "cost-engine:protected"
 # CloudFormation puts this tag on the resources of a stack that support tags.
 CLOUDFORMATION_STACK_TAG = "aws:cloudformation:stack-name"
-
-CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-TagValue = Annotated[str, StringConstraints(max_length=256)]
-ANY_VALUE = "*"
-
-
-class DependencyRule(StrEnum):
-    """What a dependency means for a type's change."""
-
-    REFUSE = "refuse"
-    WARN = "warn"
-    IGNORE = "ignore"
 
 
 class ResourceKind(StrEnum):
@@ -96,62 +83,6 @@ def resource_by_id(resource_id: str) -> Resource:
     if resource_id.startswith("vol-"):
         return Resource(ResourceKind.EBS_VOLUME, resource_id)
     return Resource(ResourceKind.NONE, resource_id)
-
-
-# -- business rules ----------------------------------------------------------------------------------
-
-
-class BusinessRules(StrictModel):
-    """A customer's rules for what the engine may change. A field left out sets no rule."""
-
-    # Only these types may run (None: every type).
-    allow_types: list[RecommendationType] | None = None
-    deny_types: list[RecommendationType] | None = None
-    allow_accounts: list[AccountId] | None = None
-    deny_accounts: list[AccountId] | None = None
-    # The resource must carry one of these tags (key → accepted values, "*" for any value).
-    # At least one tag: an empty map would read as "no rule" to some and "nothing allowed" to others.
-    allow_tags: dict[TagKey, list[TagValue]] | None = Field(default=None, min_length=1)
-    # A resource carrying one of these tags is refused (key → values, "*" for any value).
-    deny_tags: dict[TagKey, list[TagValue]] | None = None
-    # What a resource of a CloudFormation stack means for every type: "refuse" it, "warn" and go on
-    # (the customer accepts the drift), or "ignore" it. Left out: each type's own rule (refused by
-    # the types that change what a template declares, a warning for schedule_instance).
-    cloudformation_managed: DependencyRule | None = None
-
-
-class BusinessRulesConfig(StrictModel):
-    """The deployment's rules: `default` for every customer, then each customer's own. A customer's
-    allow lists replace the default's; deny lists add up (a denial never gets lost by being more
-    specific)."""
-
-    default: BusinessRules = Field(default_factory=BusinessRules)
-    customers: dict[CustomerId, BusinessRules] = Field(default_factory=dict)
-
-    def for_customer(self, customer_id: str) -> BusinessRules:
-        own = self.customers.get(customer_id) or BusinessRules()
-        default = self.default
-
-        def either(name: str) -> Any:
-            value = getattr(own, name)
-            return value if value is not None else getattr(default, name)
-
-        def both_lists(name: str) -> list[Any]:
-            return [*(getattr(default, name) or []), *(getattr(own, name) or [])]
-
-        deny_tags: dict[str, list[str]] = {}
-        for level in (default.deny_tags, own.deny_tags):
-            for key, values in (level or {}).items():
-                deny_tags.setdefault(key, []).extend(values)
-        return BusinessRules(
-            allow_types=either("allow_types"),
-            deny_types=both_lists("deny_types"),
-            allow_accounts=either("allow_accounts"),
-            deny_accounts=both_lists("deny_accounts"),
-            allow_tags=either("allow_tags"),
-            deny_tags=deny_tags,
-            cloudformation_managed=either("cloudformation_managed"),
-        )
 
 
 def _tag_matches(tags: dict[str, str], wanted: dict[str, list[str]]) -> str | None:

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cost_engine.access import AccessPolicy
 from cost_engine.approval_policy import ApprovalPolicy
+from cost_engine.business_rules import BusinessRulesConfig
 from cost_engine.periods import Period
-from cost_engine.prechecks import BusinessRulesConfig
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
 

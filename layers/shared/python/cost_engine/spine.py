@@ -4,7 +4,8 @@
 act, verify, record, and the Catch branches to rollback. A type adds what is its own: its description
 (the executor's `flow`, the definition's Comment) and what its manual rollback leaves behind. The
 timeout is the topology's, and every task retries the executor's transient errors with one policy.
-The stack and the local runtime both run what `definition_text` makes, so they cannot drift apart.
+The stack deploys `template` and the local runtime runs `definition`, the same text, so they cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 from functools import cache
 from typing import Any
 
+from cost_engine.executors import EXECUTORS
 from cost_engine.models import RecommendationType
-from cost_engine.topology import STATE_MACHINE_TIMEOUT_SECONDS, STATEMACHINES_DIR
+from cost_engine.topology import STATE_MACHINE_TIMEOUT_SECONDS, STATEMACHINES_DIR, StateMachine
 
 SPINE_FILE = STATEMACHINES_DIR / "spine.asl.json"
 
@@ -42,10 +44,8 @@ def _spine() -> str:
     return SPINE_FILE.read_text()
 
 
-def definition(recommendation_type: RecommendationType) -> dict[str, Any]:
+def states_language(recommendation_type: RecommendationType) -> dict[str, Any]:
     """The type's state machine (ASL), with `${ExecutorFunctionArn}` left for the deployment to fill."""
-    from cost_engine.executors import EXECUTORS
-
     executor = EXECUTORS[recommendation_type]
     spine: dict[str, Any] = json.loads(_spine())
     states: dict[str, dict[str, Any]] = spine["States"]
@@ -61,8 +61,18 @@ def definition(recommendation_type: RecommendationType) -> dict[str, Any]:
     }
 
 
-def definition_text(recommendation_type: RecommendationType) -> str:
-    """`definition` as the JSON text a state machine is created from: compact, since the stack's
-    template carries all ten and CloudFormation limits a template's size (the spine file is the one to
-    read)."""
-    return json.dumps(definition(recommendation_type), separators=(",", ":"), ensure_ascii=False)
+def template(machine: StateMachine) -> str:
+    """The machine's definition as the JSON text the stack deploys, its placeholders unfilled (the
+    stack fills them with definition substitutions). Compact: the stack's template carries all ten
+    and CloudFormation limits a template's size (the spine file is the one to read)."""
+    text = json.dumps(states_language(machine.recommendation_type), separators=(",", ":"), ensure_ascii=False)
+    return text
+
+
+def definition(machine: StateMachine, executor_function_arn: str) -> str:
+    """The definition a state machine is created from, its placeholders filled: what the local
+    runtime creates, and the stack's template once Step Functions has filled it."""
+    text = template(machine)
+    for name, value in machine.substitutions(executor_function_arn).items():
+        text = text.replace("${" + name + "}", value)
+    return text

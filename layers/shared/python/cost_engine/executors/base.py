@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from cost_engine.aws import AwsClients
+from cost_engine.business_rules import DependencyRule
 from cost_engine.models import (
     ExecutionPlan,
     ExecutionRecord,
@@ -23,7 +24,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule, DryRunProbe, Resource, resource_by_id
+from cost_engine.prechecks import DryRunProbe, Resource, resource_by_id
 from cost_engine.settings import Settings
 
 

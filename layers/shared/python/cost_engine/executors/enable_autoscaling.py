@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StrictFloat, StrictInt, StringConstraints, ValidationError, model_validator
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.business_rules import DependencyRule
 from cost_engine.ec2_instances import EXECUTION_TAG, GONE_STATES, SOURCE_INSTANCE_TAG, Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
@@ -30,7 +31,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule, DryRunProbe
+from cost_engine.prechecks import DryRunProbe
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:

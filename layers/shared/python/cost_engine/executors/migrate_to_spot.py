@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StrictFloat, ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.business_rules import DependencyRule
 from cost_engine.ec2_instances import (
     GONE_STATES,
     RESTORED_FOR_TAG,
@@ -38,7 +39,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule, DryRunProbe
+from cost_engine.prechecks import DryRunProbe
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError, field_validator, model_validator
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.business_rules import DependencyRule
 from cost_engine.ec2_instances import GONE_STATES, Ec2InstanceReads
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission
@@ -34,7 +35,6 @@ from cost_engine.models import (
     VerificationResult,
     utc_now,
 )
-from cost_engine.prechecks import DependencyRule
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:

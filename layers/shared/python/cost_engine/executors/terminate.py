@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.business_rules import DependencyRule
 from cost_engine.ec2_instances import (
     EXECUTION_TAG,
     GONE_STATES,
@@ -40,7 +41,7 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
-from cost_engine.prechecks import DependencyRule, DryRunProbe, Resource, ResourceKind
+from cost_engine.prechecks import DryRunProbe, Resource, ResourceKind
 from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
