@@ -1,4 +1,4 @@
-"""SpotMigrationExecutor against emulated EC2 and Auto Scaling: what it refuses, what it plans, and
+"""MigrateToSpotExecutor against emulated EC2 and Auto Scaling: what it refuses, what it plans, and
 backup → launch spot → stop the original → verify → finalize → roll back, called step by step."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.migrate_to_spot import SPOT_FOR_TAG, SpotMigrationExecutor
+from cost_engine.executors.migrate_to_spot import SPOT_FOR_TAG, MigrateToSpotExecutor
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION
@@ -59,8 +59,8 @@ def autoscaling(aws: None) -> AutoScalingClient:
 
 
 @pytest.fixture
-def executor(aws: None) -> SpotMigrationExecutor:
-    return SpotMigrationExecutor(AwsClients(REGION))
+def executor(aws: None) -> MigrateToSpotExecutor:
+    return MigrateToSpotExecutor(AwsClients(REGION))
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def poll(check: Callable[[], bool], limit: int = 5) -> list[bool]:
 
 
 @pytest.fixture
-def spot_price_of(executor: SpotMigrationExecutor, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+def spot_price_of(executor: MigrateToSpotExecutor, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """Answer DescribeSpotPriceHistory as AWS does for a live market (moto answers a placeholder)."""
 
     def set_price(hourly: str) -> None:
@@ -149,7 +149,7 @@ def spot_price_of(executor: SpotMigrationExecutor, monkeypatch: pytest.MonkeyPat
 
 
 def test_a_running_on_demand_instance_is_valid_and_the_new_identity_is_pointed_out(
-    executor: SpotMigrationExecutor, worker: str
+    executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     result = executor.validate(recommendation_for(worker))
 
@@ -161,7 +161,7 @@ def test_a_running_on_demand_instance_is_valid_and_the_new_identity_is_pointed_o
     assert "(terminate on interruption)" in result.warnings[0]
 
 
-def test_an_unknown_instance_is_refused(executor: SpotMigrationExecutor) -> None:
+def test_an_unknown_instance_is_refused(executor: MigrateToSpotExecutor) -> None:
     result = executor.validate(recommendation_for("i-0123456789abcdef0"))
 
     assert not result.valid
@@ -169,7 +169,7 @@ def test_an_unknown_instance_is_refused(executor: SpotMigrationExecutor) -> None
 
 
 def test_an_instance_that_is_already_spot_is_refused(
-    ec2: EC2Client, executor: SpotMigrationExecutor, network: Network
+    ec2: EC2Client, executor: MigrateToSpotExecutor, network: Network
 ) -> None:
     spot_id = ec2.run_instances(
         ImageId=AMI_ID,
@@ -187,7 +187,7 @@ def test_an_instance_that_is_already_spot_is_refused(
 
 
 def test_an_instance_of_an_auto_scaling_group_is_refused(
-    ec2: EC2Client, autoscaling: AutoScalingClient, executor: SpotMigrationExecutor
+    ec2: EC2Client, autoscaling: AutoScalingClient, executor: MigrateToSpotExecutor
 ) -> None:
     ec2.create_launch_template(
         LaunchTemplateName="batch-template", LaunchTemplateData={"ImageId": AMI_ID, "InstanceType": "m5.large"}
@@ -213,7 +213,7 @@ def test_an_instance_of_an_auto_scaling_group_is_refused(
 
 
 def test_an_instance_with_termination_protection_is_refused(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     ec2.modify_instance_attribute(InstanceId=worker, DisableApiTermination={"Value": True})
 
@@ -225,7 +225,7 @@ def test_an_instance_with_termination_protection_is_refused(
 
 
 def test_an_instance_with_stop_protection_is_refused(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     ec2.modify_instance_attribute(InstanceId=worker, DisableApiStop={"Value": True})
 
@@ -237,7 +237,7 @@ def test_an_instance_with_stop_protection_is_refused(
 
 
 def test_an_instance_type_with_instance_store_is_refused(
-    ec2: EC2Client, executor: SpotMigrationExecutor, network: Network
+    ec2: EC2Client, executor: MigrateToSpotExecutor, network: Network
 ) -> None:
     instance_id = launch(ec2, network, "m5d.large")
 
@@ -261,7 +261,7 @@ def test_an_instance_type_with_instance_store_is_refused(
     ids=["zero-price", "negative-price", "infinite-price", "unknown-behaviour", "unknown-parameter"],
 )
 def test_invalid_parameters_are_refused(
-    executor: SpotMigrationExecutor, worker: str, parameters: dict[str, Any]
+    executor: MigrateToSpotExecutor, worker: str, parameters: dict[str, Any]
 ) -> None:
     result = executor.validate(recommendation_for(worker, **parameters))
 
@@ -270,7 +270,7 @@ def test_invalid_parameters_are_refused(
 
 
 def test_hibernation_on_interruption_needs_an_encrypted_root_volume(
-    executor: SpotMigrationExecutor, worker: str
+    executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     result = executor.validate(recommendation_for(worker, instance_interruption_behavior="hibernate"))
 
@@ -280,7 +280,7 @@ def test_hibernation_on_interruption_needs_an_encrypted_root_volume(
 
 
 def test_a_stopped_instance_may_migrate_but_its_replacement_will_run(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     ec2.stop_instances(InstanceIds=[worker])
 
@@ -291,7 +291,7 @@ def test_a_stopped_instance_may_migrate_but_its_replacement_will_run(
 
 
 def test_a_type_the_catalog_does_not_price_is_a_warning(
-    ec2: EC2Client, executor: SpotMigrationExecutor, network: Network
+    ec2: EC2Client, executor: MigrateToSpotExecutor, network: Network
 ) -> None:
     assert "t2.xlarge" not in price_catalog().ec2_hourly
     instance_id = launch(ec2, network, "t2.xlarge")
@@ -303,7 +303,7 @@ def test_a_type_the_catalog_does_not_price_is_a_warning(
 
 
 def test_a_maximum_price_below_the_spot_market_is_refused(
-    executor: SpotMigrationExecutor, worker: str, spot_price_of: Callable[[str], None]
+    executor: MigrateToSpotExecutor, worker: str, spot_price_of: Callable[[str], None]
 ) -> None:
     spot_price_of("0.0400")
 
@@ -319,7 +319,7 @@ def test_a_maximum_price_below_the_spot_market_is_refused(
 
 
 def test_motos_placeholder_spot_price_is_not_used_and_the_plan_falls_back_to_the_estimate(
-    executor: SpotMigrationExecutor, worker: str
+    executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     # moto answers DescribeSpotPriceHistory with 0.00001 USD/hour stamped 2006-01-02 for every type.
     plan = executor.plan(recommendation_for(worker), new_execution_id())
@@ -331,7 +331,7 @@ def test_motos_placeholder_spot_price_is_not_used_and_the_plan_falls_back_to_the
 
 
 def test_with_a_live_spot_price_the_plan_saves_the_difference_to_on_demand(
-    executor: SpotMigrationExecutor, worker: str, spot_price_of: Callable[[str], None]
+    executor: MigrateToSpotExecutor, worker: str, spot_price_of: Callable[[str], None]
 ) -> None:
     catalog = price_catalog()
     spot_price_of("0.0350")
@@ -346,7 +346,7 @@ def test_with_a_live_spot_price_the_plan_saves_the_difference_to_on_demand(
 
 
 def test_an_implausible_spot_price_is_not_trusted(
-    executor: SpotMigrationExecutor, worker: str, spot_price_of: Callable[[str], None]
+    executor: MigrateToSpotExecutor, worker: str, spot_price_of: Callable[[str], None]
 ) -> None:
     spot_price_of("0.5")  # above the on-demand price of an m5.large
 
@@ -365,7 +365,7 @@ def execution_id() -> str:
 
 
 def test_backup_creates_an_ami_tagged_with_the_execution_and_reuses_it_on_retry(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str, execution_id: str
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(worker)
 
@@ -390,7 +390,7 @@ class Migration:
 
 
 @pytest.fixture
-def launched(executor: SpotMigrationExecutor, worker: str, execution_id: str) -> Migration:
+def launched(executor: MigrateToSpotExecutor, worker: str, execution_id: str) -> Migration:
     """The worker backed up, and its spot replacement launched."""
     recommendation = recommendation_for(worker)
     backup = executor.backup(recommendation, execution_id)
@@ -419,7 +419,7 @@ def test_apply_launches_a_spot_instance_with_the_original_configuration(
 
 
 def test_a_repeated_apply_does_not_launch_a_second_spot_instance(
-    ec2: EC2Client, executor: SpotMigrationExecutor, execution_id: str, launched: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, execution_id: str, launched: Migration
 ) -> None:
     again = executor.apply(launched.recommendation, launched.backup)
 
@@ -428,7 +428,7 @@ def test_a_repeated_apply_does_not_launch_a_second_spot_instance(
 
 
 def test_the_original_is_stopped_only_once_the_spot_instance_runs_and_then_verification_passes(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str, launched: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
     # When the action is polled until done
     polls = poll(lambda: executor.apply_done(launched.recommendation, launched.action))
@@ -442,7 +442,7 @@ def test_the_original_is_stopped_only_once_the_spot_instance_runs_and_then_verif
 
 
 def test_verification_fails_while_the_original_still_runs(
-    executor: SpotMigrationExecutor, worker: str, launched: Migration
+    executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
     verification = executor.verify(launched.recommendation, launched.action)
 
@@ -451,7 +451,7 @@ def test_verification_fails_while_the_original_still_runs(
 
 
 def test_an_interrupted_spot_instance_fails_the_action_and_keeps_the_original(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str, launched: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
     ec2.terminate_instances(InstanceIds=[launched.action["spot_instance_id"]])
 
@@ -462,7 +462,7 @@ def test_an_interrupted_spot_instance_fails_the_action_and_keeps_the_original(
 
 
 def test_finalize_terminates_the_original_and_says_so(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str, launched: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
     poll(lambda: executor.apply_done(launched.recommendation, launched.action))
 
@@ -475,7 +475,7 @@ def test_finalize_terminates_the_original_and_says_so(
 
 
 def test_measured_savings_fall_back_to_the_estimate_without_a_usable_spot_price(
-    executor: SpotMigrationExecutor, launched: Migration
+    executor: MigrateToSpotExecutor, launched: Migration
 ) -> None:
     assert executor.measure_savings(launched.recommendation, launched.backup) == ESTIMATE
 
@@ -484,7 +484,7 @@ def test_measured_savings_fall_back_to_the_estimate_without_a_usable_spot_price(
 
 
 def test_rollback_before_completion_starts_the_original_and_then_ends_the_spot_instance(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str, launched: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
     # Given the original was stopped for the spot instance, and verification then failed
     poll(lambda: executor.apply_done(launched.recommendation, launched.action))
@@ -502,7 +502,7 @@ def test_rollback_before_completion_starts_the_original_and_then_ends_the_spot_i
 
 
 def test_rollback_finds_a_spot_instance_launched_by_a_step_that_crashed_before_recording_it(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str, launched: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
     rollback = executor.rollback(launched.recommendation, launched.backup, None)
     poll(lambda: executor.rollback_done(launched.recommendation, rollback))
@@ -513,7 +513,7 @@ def test_rollback_finds_a_spot_instance_launched_by_a_step_that_crashed_before_r
 
 
 def test_rollback_without_a_backup_leaves_the_untouched_instance_as_it_is(
-    ec2: EC2Client, executor: SpotMigrationExecutor, worker: str
+    ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str
 ) -> None:
     ec2.stop_instances(InstanceIds=[worker])
     recommendation = recommendation_for(worker)
@@ -526,7 +526,7 @@ def test_rollback_without_a_backup_leaves_the_untouched_instance_as_it_is(
 
 
 @pytest.fixture
-def completed(executor: SpotMigrationExecutor, launched: Migration) -> Migration:
+def completed(executor: MigrateToSpotExecutor, launched: Migration) -> Migration:
     """The migration carried through: spot instance verified, original terminated."""
     poll(lambda: executor.apply_done(launched.recommendation, launched.action))
     assert executor.verify(launched.recommendation, launched.action).passed
@@ -536,7 +536,7 @@ def completed(executor: SpotMigrationExecutor, launched: Migration) -> Migration
 
 def test_rollback_after_completion_relaunches_on_demand_from_the_ami_and_ends_the_spot_instance(
     ec2: EC2Client,
-    executor: SpotMigrationExecutor,
+    executor: MigrateToSpotExecutor,
     network: Network,
     worker: str,
     execution_id: str,
@@ -563,7 +563,7 @@ def test_rollback_after_completion_relaunches_on_demand_from_the_ami_and_ends_th
 
 
 def test_ending_a_spot_instance_of_a_persistent_request_cancels_the_request_first(
-    ec2: EC2Client, executor: SpotMigrationExecutor, monkeypatch: pytest.MonkeyPatch, completed: Migration
+    ec2: EC2Client, executor: MigrateToSpotExecutor, monkeypatch: pytest.MonkeyPatch, completed: Migration
 ) -> None:
     # Given the spot instance belongs to a persistent spot request, which would replace it once
     # terminated (moto's RunInstances makes no request: one is made, and DescribeInstances reports it

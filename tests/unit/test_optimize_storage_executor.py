@@ -1,4 +1,4 @@
-"""StorageOptimizeExecutor against emulated EC2 and S3: gp2 → gp3 on a volume, lifecycle and
+"""OptimizeStorageExecutor against emulated EC2 and S3: gp2 → gp3 on a volume, lifecycle and
 Intelligent-Tiering on a bucket, what each refuses, and backup → apply → verify → roll back called step
 by step, without a state machine."""
 
@@ -17,8 +17,8 @@ from cost_engine.aws import AwsClients
 from cost_engine.errors import ActionFailed
 from cost_engine.executors import optimize_storage
 from cost_engine.executors.optimize_storage import (
+    OptimizeStorageExecutor,
     OptimizeStorageParameters,
-    StorageOptimizeExecutor,
     gp3_target,
     rule_problems,
 )
@@ -72,8 +72,8 @@ def s3(emulated_aws: None) -> Any:
 
 
 @pytest.fixture
-def executor(emulated_aws: None) -> StorageOptimizeExecutor:
-    return StorageOptimizeExecutor(AwsClients(REGION))
+def executor(emulated_aws: None) -> OptimizeStorageExecutor:
+    return OptimizeStorageExecutor(AwsClients(REGION))
 
 
 def create_volume(ec2: EC2Client, size_gb: int = 100, volume_type: VolumeTypeType = "gp2", **extra: Any) -> str:
@@ -133,7 +133,7 @@ def test_requested_gp3_performance_above_the_need_is_kept() -> None:
 # -- volume: validate and plan -------------------------------------------------------------------------
 
 
-def test_a_gp2_volume_is_valid_attached_or_not(ec2: EC2Client, executor: StorageOptimizeExecutor) -> None:
+def test_a_gp2_volume_is_valid_attached_or_not(ec2: EC2Client, executor: OptimizeStorageExecutor) -> None:
     detached = create_volume(ec2)
     attached = create_volume(ec2)
     instance_id = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="t3.micro")[
@@ -155,7 +155,7 @@ def test_a_gp2_volume_is_valid_attached_or_not(ec2: EC2Client, executor: Storage
     ],
 )
 def test_a_volume_that_is_not_gp2_is_refused(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, volume_type: VolumeTypeType, extra: dict[str, Any], reason: str
+    ec2: EC2Client, executor: OptimizeStorageExecutor, volume_type: VolumeTypeType, extra: dict[str, Any], reason: str
 ) -> None:
     volume_id = create_volume(ec2, volume_type=volume_type, **extra)
 
@@ -166,7 +166,7 @@ def test_a_volume_that_is_not_gp2_is_refused(
     assert result.errors[0].startswith(f"volume {volume_id} {reason}")
 
 
-def test_an_unknown_volume_is_refused(executor: StorageOptimizeExecutor) -> None:
+def test_an_unknown_volume_is_refused(executor: OptimizeStorageExecutor) -> None:
     result = executor.validate(recommendation_for("vol-0123456789abcdef0"))
 
     assert not result.valid
@@ -174,7 +174,7 @@ def test_an_unknown_volume_is_refused(executor: StorageOptimizeExecutor) -> None
 
 
 def test_a_volume_modified_less_than_six_hours_ago_is_refused_with_the_time_it_can_be_done(
-    ec2: EC2Client, executor: StorageOptimizeExecutor
+    ec2: EC2Client, executor: OptimizeStorageExecutor
 ) -> None:
     # Given a gp2 volume grown two hours ago (its modification has completed since)
     volume_id = create_volume(ec2, size_gb=100)
@@ -192,7 +192,7 @@ def test_a_volume_modified_less_than_six_hours_ago_is_refused_with_the_time_it_c
     ]
 
 
-def test_a_volume_being_modified_is_refused(ec2: EC2Client, executor: StorageOptimizeExecutor) -> None:
+def test_a_volume_being_modified_is_refused(ec2: EC2Client, executor: OptimizeStorageExecutor) -> None:
     volume_id = create_volume(ec2)
     ec2.modify_volume(VolumeId=volume_id, Size=150)
 
@@ -203,7 +203,7 @@ def test_a_volume_being_modified_is_refused(ec2: EC2Client, executor: StorageOpt
     assert "once it has completed" in result.errors[0]
 
 
-def test_a_volume_modified_more_than_six_hours_ago_is_valid(ec2: EC2Client, executor: StorageOptimizeExecutor) -> None:
+def test_a_volume_modified_more_than_six_hours_ago_is_valid(ec2: EC2Client, executor: OptimizeStorageExecutor) -> None:
     volume_id = create_volume(ec2, size_gb=100)
     ec2.modify_volume(VolumeId=volume_id, Size=120)
     ebs_modifications.elapse(volume_id, hours=7)
@@ -211,7 +211,7 @@ def test_a_volume_modified_more_than_six_hours_ago_is_valid(ec2: EC2Client, exec
     assert executor.validate(recommendation_for(volume_id)).valid
 
 
-def test_requested_iops_below_what_the_volume_has_is_refused(ec2: EC2Client, executor: StorageOptimizeExecutor) -> None:
+def test_requested_iops_below_what_the_volume_has_is_refused(ec2: EC2Client, executor: OptimizeStorageExecutor) -> None:
     volume_id = create_volume(ec2, size_gb=2000)  # 6,000 IOPS as gp2
 
     result = executor.validate(recommendation_for(volume_id, iops=4000))
@@ -221,7 +221,7 @@ def test_requested_iops_below_what_the_volume_has_is_refused(ec2: EC2Client, exe
 
 
 def test_a_volume_the_engine_may_not_modify_is_refused(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, monkeypatch: pytest.MonkeyPatch
+    ec2: EC2Client, executor: OptimizeStorageExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a role without ec2:ModifyVolume: AWS answers the DryRun with UnauthorizedOperation
     volume_id = create_volume(ec2)
@@ -238,7 +238,7 @@ def test_a_volume_the_engine_may_not_modify_is_refused(
     assert result.errors[0].startswith(f"the engine's role may not modify volume {volume_id} (ec2:ModifyVolume)")
 
 
-def test_bucket_parameters_on_a_volume_are_refused(ec2: EC2Client, executor: StorageOptimizeExecutor) -> None:
+def test_bucket_parameters_on_a_volume_are_refused(ec2: EC2Client, executor: OptimizeStorageExecutor) -> None:
     volume_id = create_volume(ec2)
 
     result = executor.validate(recommendation_for(volume_id, transitions=TRANSITIONS))
@@ -248,7 +248,7 @@ def test_bucket_parameters_on_a_volume_are_refused(ec2: EC2Client, executor: Sto
 
 
 def test_the_volume_plan_explains_the_performance_and_falls_back_for_unpriced_gp3_throughput(
-    ec2: EC2Client, executor: StorageOptimizeExecutor
+    ec2: EC2Client, executor: OptimizeStorageExecutor
 ) -> None:
     volume_id = create_volume(ec2, size_gb=100)
 
@@ -279,7 +279,7 @@ class CatalogWithGp3Performance:
 
 
 def test_with_gp3_performance_prices_the_savings_come_from_the_catalog(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, monkeypatch: pytest.MonkeyPatch
+    ec2: EC2Client, executor: OptimizeStorageExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = CatalogWithGp3Performance(ebs_gb_month=price_catalog().ebs_gb_month)
     monkeypatch.setattr(optimize_storage, "price_catalog", lambda: catalog)
@@ -296,7 +296,7 @@ def test_with_gp3_performance_prices_the_savings_come_from_the_catalog(
 
 
 @pytest.fixture
-def modified(ec2: EC2Client, executor: StorageOptimizeExecutor) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def modified(ec2: EC2Client, executor: OptimizeStorageExecutor) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """A 500 GiB gp2 volume, backed up and modified by the executor: (volume id, backup, action)."""
     volume_id = create_volume(ec2, size_gb=500)
     recommendation = recommendation_for(volume_id)
@@ -306,7 +306,7 @@ def modified(ec2: EC2Client, executor: StorageOptimizeExecutor) -> tuple[str, di
 
 
 def test_apply_waits_for_the_modification_then_verify_finds_gp3_with_the_performance(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
 ) -> None:
     volume_id, backup, action = modified
     recommendation = recommendation_for(volume_id)
@@ -323,7 +323,7 @@ def test_apply_waits_for_the_modification_then_verify_finds_gp3_with_the_perform
 
 
 def test_a_repeated_apply_does_not_modify_twice(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
 ) -> None:
     volume_id, backup, _ = modified
 
@@ -334,7 +334,7 @@ def test_a_repeated_apply_does_not_modify_twice(
 
 
 def test_a_rollback_within_six_hours_fails_and_says_when_to_ask_again(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
 ) -> None:
     volume_id, backup, action = modified
     recommendation = recommendation_for(volume_id)
@@ -351,7 +351,7 @@ def test_a_rollback_within_six_hours_fails_and_says_when_to_ask_again(
 
 
 def test_after_six_hours_the_rollback_returns_the_volume_to_gp2(
-    ec2: EC2Client, executor: StorageOptimizeExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
 ) -> None:
     volume_id, backup, action = modified
     recommendation = recommendation_for(volume_id)
@@ -366,7 +366,7 @@ def test_after_six_hours_the_rollback_returns_the_volume_to_gp2(
     assert volume(ec2, volume_id)["Size"] == 500
 
 
-def test_a_rollback_before_any_change_touches_nothing(ec2: EC2Client, executor: StorageOptimizeExecutor) -> None:
+def test_a_rollback_before_any_change_touches_nothing(ec2: EC2Client, executor: OptimizeStorageExecutor) -> None:
     volume_id = create_volume(ec2)
     recommendation = recommendation_for(volume_id)
     backup = executor.backup(recommendation, new_execution_id())
@@ -379,7 +379,7 @@ def test_a_rollback_before_any_change_touches_nothing(ec2: EC2Client, executor: 
 
 
 def test_the_measured_savings_of_a_volume_match_the_plan(
-    executor: StorageOptimizeExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
 ) -> None:
     volume_id, backup, _ = modified
     recommendation = recommendation_for(volume_id, savings=9.0)
@@ -450,21 +450,21 @@ def test_a_valid_rule_has_no_problems() -> None:
 # -- bucket: validate and plan ----------------------------------------------------------------------------
 
 
-def test_a_bucket_with_large_objects_and_a_valid_rule_is_valid(bucket: str, executor: StorageOptimizeExecutor) -> None:
+def test_a_bucket_with_large_objects_and_a_valid_rule_is_valid(bucket: str, executor: OptimizeStorageExecutor) -> None:
     result = executor.validate(recommendation_for(bucket, transitions=TRANSITIONS, prefix="logs/"))
 
     assert result.valid, result.errors
     assert result.warnings == []
 
 
-def test_an_unknown_bucket_is_refused(s3: Any, executor: StorageOptimizeExecutor) -> None:
+def test_an_unknown_bucket_is_refused(s3: Any, executor: OptimizeStorageExecutor) -> None:
     result = executor.validate(recommendation_for("no-such-bucket-here", transitions=TRANSITIONS))
 
     assert not result.valid
     assert result.errors == ["S3 bucket no-such-bucket-here does not exist"]
 
 
-def test_a_bucket_in_another_region_is_refused(s3: Any, executor: StorageOptimizeExecutor) -> None:
+def test_a_bucket_in_another_region_is_refused(s3: Any, executor: OptimizeStorageExecutor) -> None:
     s3.create_bucket(Bucket="acme-eu-archive", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
 
     result = executor.validate(recommendation_for("acme-eu-archive", transitions=TRANSITIONS))
@@ -473,7 +473,7 @@ def test_a_bucket_in_another_region_is_refused(s3: Any, executor: StorageOptimiz
 
 
 def test_an_existing_rule_with_the_same_id_is_a_conflict(
-    s3: Any, bucket: str, executor: StorageOptimizeExecutor
+    s3: Any, bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [EXISTING_RULE]})
 
@@ -487,7 +487,7 @@ def test_an_existing_rule_with_the_same_id_is_a_conflict(
 
 
 def test_an_existing_intelligent_tiering_configuration_with_the_same_id_is_a_conflict(
-    s3: Any, bucket: str, executor: StorageOptimizeExecutor
+    s3: Any, bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     s3.put_bucket_intelligent_tiering_configuration(
         Bucket=bucket,
@@ -506,7 +506,7 @@ def test_an_existing_intelligent_tiering_configuration_with_the_same_id_is_a_con
 
 
 def test_nothing_to_add_and_volume_parameters_on_a_bucket_are_refused(
-    bucket: str, executor: StorageOptimizeExecutor
+    bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     nothing = executor.validate(recommendation_for(bucket))
     misplaced = executor.validate(recommendation_for(bucket, transitions=TRANSITIONS, iops=3000))
@@ -515,7 +515,7 @@ def test_nothing_to_add_and_volume_parameters_on_a_bucket_are_refused(
     assert misplaced.errors == [f"parameters iops do not apply to S3 bucket {bucket}: they are for EBS volumes"]
 
 
-def test_mostly_small_objects_make_the_savings_doubtful(s3: Any, executor: StorageOptimizeExecutor) -> None:
+def test_mostly_small_objects_make_the_savings_doubtful(s3: Any, executor: OptimizeStorageExecutor) -> None:
     s3.create_bucket(Bucket="acme-thumbnails")
     for number in range(4):
         s3.put_object(Bucket="acme-thumbnails", Key=f"thumbs/{number}.png", Body=b"x" * 2_000)
@@ -531,7 +531,7 @@ def test_mostly_small_objects_make_the_savings_doubtful(s3: Any, executor: Stora
 
 
 def test_an_archive_configuration_without_intelligent_tiering_objects_is_a_warning(
-    bucket: str, executor: StorageOptimizeExecutor
+    bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     result = executor.validate(recommendation_for(bucket, intelligent_tiering={"id": "archive", "archive_days": 90}))
 
@@ -540,7 +540,7 @@ def test_an_archive_configuration_without_intelligent_tiering_objects_is_a_warni
 
 
 def test_the_bucket_plan_keeps_the_existing_rules_and_uses_the_recommendations_estimate(
-    s3: Any, bucket: str, executor: StorageOptimizeExecutor
+    s3: Any, bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [EXISTING_RULE]})
 
@@ -556,7 +556,7 @@ def test_the_bucket_plan_keeps_the_existing_rules_and_uses_the_recommendations_e
 
 
 def test_apply_merges_the_new_rule_with_the_existing_ones_and_verify_confirms_it(
-    s3: Any, bucket: str, executor: StorageOptimizeExecutor
+    s3: Any, bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [EXISTING_RULE]})
     recommendation = recommendation_for(bucket, transitions=TRANSITIONS, prefix="logs/")
@@ -576,7 +576,7 @@ def test_apply_merges_the_new_rule_with_the_existing_ones_and_verify_confirms_it
     assert executor.verify(recommendation, action).passed
 
 
-def test_a_repeated_apply_does_not_add_the_rule_twice(bucket: str, s3: Any, executor: StorageOptimizeExecutor) -> None:
+def test_a_repeated_apply_does_not_add_the_rule_twice(bucket: str, s3: Any, executor: OptimizeStorageExecutor) -> None:
     recommendation = recommendation_for(bucket, transitions=TRANSITIONS)
     backup = executor.backup(recommendation, new_execution_id())
 
@@ -587,7 +587,7 @@ def test_a_repeated_apply_does_not_add_the_rule_twice(bucket: str, s3: Any, exec
 
 
 def test_rollback_deletes_the_lifecycle_configuration_when_there_was_none(
-    s3: Any, bucket: str, executor: StorageOptimizeExecutor
+    s3: Any, bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     recommendation = recommendation_for(
         bucket, transitions=TRANSITIONS, intelligent_tiering={"id": "archive", "archive_days": 90}
@@ -605,7 +605,7 @@ def test_rollback_deletes_the_lifecycle_configuration_when_there_was_none(
 
 
 def test_rollback_puts_back_the_exact_previous_configuration(
-    s3: Any, bucket: str, executor: StorageOptimizeExecutor
+    s3: Any, bucket: str, executor: OptimizeStorageExecutor
 ) -> None:
     existing = [
         EXISTING_RULE,
@@ -623,7 +623,7 @@ def test_rollback_puts_back_the_exact_previous_configuration(
     assert executor.rollback_done(recommendation, rollback) is True
 
 
-def test_a_rollback_before_the_apply_changes_nothing(s3: Any, bucket: str, executor: StorageOptimizeExecutor) -> None:
+def test_a_rollback_before_the_apply_changes_nothing(s3: Any, bucket: str, executor: OptimizeStorageExecutor) -> None:
     recommendation = recommendation_for(bucket, transitions=TRANSITIONS)
     backup = executor.backup(recommendation, new_execution_id())
 
@@ -634,7 +634,7 @@ def test_a_rollback_before_the_apply_changes_nothing(s3: Any, bucket: str, execu
 
 
 def test_the_executor_declares_exactly_the_aws_actions_it_uses() -> None:
-    actions = {a for p in StorageOptimizeExecutor.permissions for a in p.actions}
+    actions = {a for p in OptimizeStorageExecutor.permissions for a in p.actions}
 
     assert actions == {
         "ec2:DescribeVolumes",
@@ -649,5 +649,5 @@ def test_the_executor_declares_exactly_the_aws_actions_it_uses() -> None:
         "s3:PutIntelligentTieringConfiguration",
         "s3:GetBucketTagging",  # the common pre-checks read the bucket's tags
     }
-    modify = next(p for p in StorageOptimizeExecutor.permissions if "ec2:ModifyVolume" in p.actions)
+    modify = next(p for p in OptimizeStorageExecutor.permissions if "ec2:ModifyVolume" in p.actions)
     assert modify.resources == ("arn:{partition}:ec2:{region}:{account}:volume/*",)

@@ -23,7 +23,7 @@ from cost_engine.business_rules import BusinessRules, BusinessRulesConfig, Depen
 from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.schedule_instance import ScheduleInstanceExecutor
-from cost_engine.executors.terminate import TerminateExecutor
+from cost_engine.executors.terminate_instance import TerminateInstanceExecutor
 from cost_engine.models import Recommendation, RecommendationType
 from cost_engine.prechecks import (
     CLOUDFORMATION_STACK_TAG,
@@ -58,7 +58,7 @@ TARGET_GROUP = "web-targets"
 INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{INSTANCE_ID}"
 ASSUMED_ROLE_CALLER = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/ExecRole/fn"
 EXEC_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/ExecRole"
-# What TerminateExecutor's policy grants on an instance itself, without a condition, that changes it.
+# What TerminateInstanceExecutor's policy grants on an instance itself, without a condition, that changes it.
 TERMINATE_INSTANCE_ACTIONS = [
     "ec2:CreateImage",
     "ec2:TerminateInstances",
@@ -597,7 +597,7 @@ def test_an_instance_behind_a_classic_load_balancer_is_found_by_its_name(clients
 
 def test_terminate_refuses_an_instance_of_a_cloudformation_stack(clients: AwsClients, stack_instance: str) -> None:
     result = run_prechecks(
-        TerminateExecutor(clients), recommendation(resource_id=stack_instance), BusinessRules(), MAX_AGE, NOW
+        TerminateInstanceExecutor(clients), recommendation(resource_id=stack_instance), BusinessRules(), MAX_AGE, NOW
     )
 
     assert len(result.errors) == 1
@@ -625,7 +625,9 @@ def test_a_customer_warn_rule_turns_terminates_stack_refusal_into_a_warning(
         customers={CUSTOMER: BusinessRules(cloudformation_managed=DependencyRule.WARN)}
     ).for_customer(CUSTOMER)
 
-    result = run_prechecks(TerminateExecutor(clients), recommendation(resource_id=stack_instance), rules, MAX_AGE, NOW)
+    result = run_prechecks(
+        TerminateInstanceExecutor(clients), recommendation(resource_id=stack_instance), rules, MAX_AGE, NOW
+    )
 
     assert result.errors == []
     assert len(result.warnings) == 1
@@ -637,7 +639,9 @@ def test_a_customer_ignore_rule_silences_the_stack_but_still_records_it(
 ) -> None:
     rules = BusinessRules(cloudformation_managed=DependencyRule.IGNORE)
 
-    result = run_prechecks(TerminateExecutor(clients), recommendation(resource_id=stack_instance), rules, MAX_AGE, NOW)
+    result = run_prechecks(
+        TerminateInstanceExecutor(clients), recommendation(resource_id=stack_instance), rules, MAX_AGE, NOW
+    )
 
     assert result.errors == []
     assert result.warnings == []
@@ -649,7 +653,7 @@ def test_terminate_refuses_a_target_group_member(clients: AwsClients, ec2: EC2Cl
     register_in_target_group(ec2, instance_id)
 
     result = run_prechecks(
-        TerminateExecutor(clients), recommendation(resource_id=instance_id), BusinessRules(), MAX_AGE, NOW
+        TerminateInstanceExecutor(clients), recommendation(resource_id=instance_id), BusinessRules(), MAX_AGE, NOW
     )
 
     assert len(result.errors) == 1
@@ -685,7 +689,7 @@ def test_a_plain_instance_passes_every_check(clients: AwsClients, ec2: EC2Client
     instance_id = launch(ec2, {"team": "web"})
 
     result = run_prechecks(
-        TerminateExecutor(clients), recommendation(resource_id=instance_id), BusinessRules(), MAX_AGE, NOW
+        TerminateInstanceExecutor(clients), recommendation(resource_id=instance_id), BusinessRules(), MAX_AGE, NOW
     )
 
     assert result.errors == []
@@ -706,7 +710,7 @@ def test_a_request_refused_on_its_own_makes_no_aws_call(
 ) -> None:
     # Given clients that answer no call at all (each would raise), for an instance that exists nowhere
     clients = AwsClients(REGION)
-    executor = TerminateExecutor(clients)
+    executor = TerminateInstanceExecutor(clients)
     services = (
         clients.ec2,
         clients.rds,
@@ -736,7 +740,7 @@ def test_the_facts_record_the_resource_its_stack_load_balancers_and_permissions(
     register_in_target_group(ec2, stack_instance)
 
     result = run_prechecks(
-        TerminateExecutor(clients), recommendation(resource_id=stack_instance), BusinessRules(), MAX_AGE, NOW
+        TerminateInstanceExecutor(clients), recommendation(resource_id=stack_instance), BusinessRules(), MAX_AGE, NOW
     )
 
     assert result.facts == {
@@ -753,7 +757,7 @@ def test_the_facts_record_the_resource_its_stack_load_balancers_and_permissions(
 
 def test_the_facts_of_an_rds_db_instance_name_its_kind(clients: AwsClients) -> None:
     result = run_prechecks(
-        TerminateExecutor(clients), recommendation(resource_id="orders-db"), BusinessRules(), MAX_AGE, NOW
+        TerminateInstanceExecutor(clients), recommendation(resource_id="orders-db"), BusinessRules(), MAX_AGE, NOW
     )
 
     assert result.facts["resource"] == {"kind": "RDS DB instance", "id": "orders-db"}
@@ -764,21 +768,21 @@ def test_the_facts_of_an_rds_db_instance_name_its_kind(clients: AwsClients) -> N
 
 
 def test_the_actions_simulated_for_an_instance_are_the_unconditional_changes_granted_on_it() -> None:
-    actions = actions_to_simulate(TerminateExecutor.permissions, INSTANCE_ARN, REGION, ACCOUNT_ID)
+    actions = actions_to_simulate(TerminateInstanceExecutor.permissions, INSTANCE_ARN, REGION, ACCOUNT_ID)
 
     assert "ec2:TerminateInstances" in actions
     assert not [a for a in actions if a.split(":")[1].startswith("Describe")]
-    conditioned = {a for p in TerminateExecutor.permissions if p.conditions for a in p.actions}
+    conditioned = {a for p in TerminateInstanceExecutor.permissions if p.conditions for a in p.actions}
     assert conditioned == {"ec2:CreateTags", "iam:PassRole"}
     assert not conditioned & set(actions)
     assert actions == TERMINATE_INSTANCE_ACTIONS
 
 
 def test_reads_granted_on_the_resource_itself_are_not_simulated() -> None:
-    # TerminateExecutor grants rds:DescribeDBInstances and rds:DescribeDBSnapshots on the DB itself.
+    # TerminateInstanceExecutor grants rds:DescribeDBInstances and rds:DescribeDBSnapshots on the DB itself.
     db_arn = f"arn:aws:rds:{REGION}:{ACCOUNT_ID}:db:orders-db"
 
-    actions = actions_to_simulate(TerminateExecutor.permissions, db_arn, REGION, ACCOUNT_ID)
+    actions = actions_to_simulate(TerminateInstanceExecutor.permissions, db_arn, REGION, ACCOUNT_ID)
 
     assert actions == [
         "rds:CreateDBSnapshot",
@@ -812,12 +816,12 @@ def test_an_action_granted_twice_is_simulated_once() -> None:
     ids=["another service", "another account", "another region"],
 )
 def test_no_actions_are_simulated_on_an_arn_no_permission_names(arn: str) -> None:
-    assert actions_to_simulate(TerminateExecutor.permissions, arn, REGION, ACCOUNT_ID) == []
+    assert actions_to_simulate(TerminateInstanceExecutor.permissions, arn, REGION, ACCOUNT_ID) == []
 
 
 def test_permissions_are_not_simulated_outside_a_role(clients: AwsClients) -> None:
     # moto's caller is an IAM user, as the local runtime's is.
-    refusals, checked = permission_refusals(clients, TerminateExecutor.permissions, instance(), REGION)
+    refusals, checked = permission_refusals(clients, TerminateInstanceExecutor.permissions, instance(), REGION)
 
     assert refusals == []
     assert checked.startswith("permissions not simulated")
@@ -830,7 +834,7 @@ def test_an_action_the_simulator_denies_is_refused_with_its_decision() -> None:
         answer_caller(sts, ASSUMED_ROLE_CALLER)
         answer_simulation(iam, decisions)
 
-        refusals, checked = permission_refusals(clients, TerminateExecutor.permissions, instance(), REGION)
+        refusals, checked = permission_refusals(clients, TerminateInstanceExecutor.permissions, instance(), REGION)
 
     assert len(refusals) == 1
     assert refusals[0].startswith(
@@ -845,7 +849,7 @@ def test_an_all_allowed_simulation_refuses_nothing() -> None:
         answer_caller(sts, ASSUMED_ROLE_CALLER)
         answer_simulation(iam, dict.fromkeys(TERMINATE_INSTANCE_ACTIONS, "allowed"))
 
-        refusals, checked = permission_refusals(clients, TerminateExecutor.permissions, instance(), REGION)
+        refusals, checked = permission_refusals(clients, TerminateInstanceExecutor.permissions, instance(), REGION)
 
     assert refusals == []
     assert checked.startswith("permissions simulated for ec2:CreateImage")
@@ -856,7 +860,7 @@ def test_a_denied_simulation_refuses_the_execution_in_run_prechecks(clients: Aws
     instance_id = launch(ec2)
     instance_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{instance_id}"
     decisions = dict.fromkeys(TERMINATE_INSTANCE_ACTIONS, "allowed") | {"ec2:TerminateInstances": "implicitDeny"}
-    executor: BaseExecutor = TerminateExecutor(clients)
+    executor: BaseExecutor = TerminateInstanceExecutor(clients)
     with stubbed(clients.sts) as sts, stubbed(clients.iam) as iam:
         answer_caller(sts, ASSUMED_ROLE_CALLER)
         answer_simulation(iam, decisions, resource_arn=instance_arn)
@@ -880,7 +884,7 @@ def test_permissions_are_simulated_in_the_callers_partition() -> None:
             iam, decisions, role_arn=f"arn:aws-us-gov:iam::{ACCOUNT_ID}:role/ExecRole", resource_arn=gov_instance_arn
         )
 
-        refusals, _ = permission_refusals(clients, TerminateExecutor.permissions, instance(), region)
+        refusals, _ = permission_refusals(clients, TerminateInstanceExecutor.permissions, instance(), region)
 
     assert len(refusals) == 1
     assert "may not ec2:TerminateInstances" in refusals[0]
@@ -895,7 +899,7 @@ def test_the_role_the_stack_named_is_simulated_with_its_path() -> None:
         answer_simulation(iam, dict.fromkeys(TERMINATE_INSTANCE_ACTIONS, "allowed"), role_arn=role_with_path)
 
         refusals, checked = permission_refusals(
-            clients, TerminateExecutor.permissions, instance(), REGION, role_arn=role_with_path
+            clients, TerminateInstanceExecutor.permissions, instance(), REGION, role_arn=role_with_path
         )
 
     assert refusals == []
@@ -957,7 +961,7 @@ def test_the_dry_runs_of_a_termination_are_asked_of_ec2_for_real(clients: AwsCli
     instance_id = ec2.run_instances(ImageId="ami-12c6146b", InstanceType="t3.micro", MinCount=1, MaxCount=1)[
         "Instances"
     ][0]["InstanceId"]
-    probes = TerminateExecutor(clients).dry_run_probes(recommendation(resource_id=instance_id))
+    probes = TerminateInstanceExecutor(clients).dry_run_probes(recommendation(resource_id=instance_id))
 
     refusals, confirmed = dry_run_refusals(probes, instance(instance_id))
 

@@ -120,7 +120,7 @@ def _run_request(
 
 
 @register_executor
-class SpotMigrationExecutor(Ec2InstanceReads, BaseExecutor):
+class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
     flow = (
         "Validate → (dry run → report) → approval → AMI backup → launch the spot instance → poll "

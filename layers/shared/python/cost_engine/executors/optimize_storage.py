@@ -1155,7 +1155,7 @@ _BUCKET_ARN = "arn:{partition}:s3:::*"
 
 
 @register_executor
-class StorageOptimizeExecutor(BaseExecutor):
+class OptimizeStorageExecutor(BaseExecutor):
     recommendation_type = RecommendationType.OPTIMIZE_STORAGE
     flow = (
         "Validate (rules AWS accepts, no conflicting rule, no EBS modification in the last six "

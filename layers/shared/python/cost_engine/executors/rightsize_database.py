@@ -18,15 +18,6 @@ from cost_engine.aws import aws_failure, error_code
 from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.executors.base import BaseExecutor, Permission
 from cost_engine.executors.registry import register_executor
-from cost_engine.executors.terminate import (
-    DB_ARN,
-    DB_SNAPSHOT_ARN,
-    ENGINE_DB_SNAPSHOT_ARN,
-    FAILED_DB_STATES,
-    RdsDatabases,
-    backup_snapshot_id,
-    pending_instance_class,
-)
 from cost_engine.models import (
     ExecutionPlan,
     Recommendation,
@@ -39,6 +30,15 @@ from cost_engine.models import (
 )
 from cost_engine.prechecks import Resource, ResourceKind
 from cost_engine.pricing import price_catalog
+from cost_engine.rds_databases import (
+    DB_ARN,
+    DB_SNAPSHOT_ARN,
+    ENGINE_DB_SNAPSHOT_ARN,
+    FAILED_DB_STATES,
+    RdsDatabases,
+    backup_snapshot_id,
+    pending_instance_class,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_rds.type_defs import DBInstanceTypeDef

@@ -1,4 +1,4 @@
-"""TerminateExecutor against emulated EC2 and Auto Scaling: what it refuses, what it plans, and
+"""TerminateInstanceExecutor against emulated EC2 and Auto Scaling: what it refuses, what it plans, and
 backup → terminate → verify → roll back called step by step, without a state machine."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.terminate import TerminateExecutor
+from cost_engine.executors.terminate_instance import TerminateInstanceExecutor
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION
@@ -51,8 +51,8 @@ def autoscaling(aws: None) -> AutoScalingClient:
 
 
 @pytest.fixture
-def executor(aws: None) -> TerminateExecutor:
-    return TerminateExecutor(AwsClients(REGION))
+def executor(aws: None) -> TerminateInstanceExecutor:
+    return TerminateInstanceExecutor(AwsClients(REGION))
 
 
 def launch(
@@ -89,7 +89,7 @@ def instances_restored_for(ec2: EC2Client, execution_id: str) -> list[InstanceTy
 # -- validate ---------------------------------------------------------------------------------------
 
 
-def test_a_running_instance_without_risks_is_valid(ec2: EC2Client, executor: TerminateExecutor) -> None:
+def test_a_running_instance_without_risks_is_valid(ec2: EC2Client, executor: TerminateInstanceExecutor) -> None:
     result = executor.validate(recommendation_for(launch(ec2)))
 
     assert result.valid
@@ -97,14 +97,14 @@ def test_a_running_instance_without_risks_is_valid(ec2: EC2Client, executor: Ter
     assert result.warnings == []
 
 
-def test_an_unknown_instance_is_refused(executor: TerminateExecutor) -> None:
+def test_an_unknown_instance_is_refused(executor: TerminateInstanceExecutor) -> None:
     result = executor.validate(recommendation_for("i-0123456789abcdef0"))
 
     assert not result.valid
     assert result.errors == [f"EC2 instance i-0123456789abcdef0 does not exist in {REGION}"]
 
 
-def test_an_already_terminated_instance_is_refused(ec2: EC2Client, executor: TerminateExecutor) -> None:
+def test_an_already_terminated_instance_is_refused(ec2: EC2Client, executor: TerminateInstanceExecutor) -> None:
     instance_id = launch(ec2)
     ec2.terminate_instances(InstanceIds=[instance_id])
 
@@ -117,7 +117,7 @@ def test_an_already_terminated_instance_is_refused(ec2: EC2Client, executor: Ter
 
 
 def test_an_instance_of_an_auto_scaling_group_is_refused(
-    ec2: EC2Client, autoscaling: AutoScalingClient, executor: TerminateExecutor
+    ec2: EC2Client, autoscaling: AutoScalingClient, executor: TerminateInstanceExecutor
 ) -> None:
     # Given an instance launched by an Auto Scaling group
     ec2.create_launch_template(
@@ -145,7 +145,9 @@ def test_an_instance_of_an_auto_scaling_group_is_refused(
     assert "lower the group's desired capacity instead" in result.errors[0]
 
 
-def test_an_instance_with_termination_protection_is_refused(ec2: EC2Client, executor: TerminateExecutor) -> None:
+def test_an_instance_with_termination_protection_is_refused(
+    ec2: EC2Client, executor: TerminateInstanceExecutor
+) -> None:
     # Given an instance with termination protection on. (moto 5.2.5 ignores DisableApiTermination
     # in RunInstances, so it is turned on the other way AWS offers.)
     instance_id = launch(ec2)
@@ -159,7 +161,7 @@ def test_an_instance_with_termination_protection_is_refused(ec2: EC2Client, exec
 
 
 def test_an_instance_type_with_instance_store_is_refused_unless_the_loss_is_acknowledged(
-    ec2: EC2Client, executor: TerminateExecutor
+    ec2: EC2Client, executor: TerminateInstanceExecutor
 ) -> None:
     # Given an m5d.large, whose local NVMe disk is not in an AMI backup
     instance_id = launch(ec2, "m5d.large")
@@ -178,14 +180,14 @@ def test_an_instance_type_with_instance_store_is_refused_unless_the_loss_is_ackn
     assert "(acknowledged in the recommendation)" in acknowledged.warnings[0]
 
 
-def test_unknown_parameters_are_refused(ec2: EC2Client, executor: TerminateExecutor) -> None:
+def test_unknown_parameters_are_refused(ec2: EC2Client, executor: TerminateInstanceExecutor) -> None:
     result = executor.validate(recommendation_for(launch(ec2), acknowledge_data_loss=True))
 
     assert not result.valid
     assert "invalid parameters for terminate_instance" in result.errors[0]
 
 
-def test_a_volume_that_survives_termination_is_a_warning(ec2: EC2Client, executor: TerminateExecutor) -> None:
+def test_a_volume_that_survives_termination_is_a_warning(ec2: EC2Client, executor: TerminateInstanceExecutor) -> None:
     # Given an instance whose root volume is kept at termination
     instance_id = launch(ec2, delete_root_on_termination=False)
     volume_id = describe(ec2, instance_id)["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
@@ -203,7 +205,7 @@ def test_a_volume_that_survives_termination_is_a_warning(ec2: EC2Client, executo
 
 
 def test_the_plan_of_a_running_instance_saves_compute_and_storage_less_the_backup(
-    ec2: EC2Client, executor: TerminateExecutor
+    ec2: EC2Client, executor: TerminateInstanceExecutor
 ) -> None:
     catalog = price_catalog()
     instance_id = launch(ec2)
@@ -218,7 +220,7 @@ def test_the_plan_of_a_running_instance_saves_compute_and_storage_less_the_backu
     assert plan.resource["state"] == "running"
 
 
-def test_the_plan_of_a_stopped_instance_saves_no_compute(ec2: EC2Client, executor: TerminateExecutor) -> None:
+def test_the_plan_of_a_stopped_instance_saves_no_compute(ec2: EC2Client, executor: TerminateInstanceExecutor) -> None:
     catalog = price_catalog()
     instance_id = launch(ec2)
     ec2.stop_instances(InstanceIds=[instance_id])
@@ -232,7 +234,7 @@ def test_the_plan_of_a_stopped_instance_saves_no_compute(ec2: EC2Client, executo
 
 
 def test_without_a_catalog_price_the_plan_falls_back_to_the_recommendations_estimate(
-    ec2: EC2Client, executor: TerminateExecutor
+    ec2: EC2Client, executor: TerminateInstanceExecutor
 ) -> None:
     # Given an instance type the price catalog does not list
     assert "t2.xlarge" not in price_catalog().ec2_hourly
@@ -287,7 +289,7 @@ def execution_id() -> str:
 
 
 def test_backup_creates_an_ami_tagged_with_the_execution(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(web_server)
 
@@ -301,7 +303,7 @@ def test_backup_creates_an_ami_tagged_with_the_execution(
 
 
 def test_a_backup_ami_that_is_gone_fails_the_wait_and_leaves_the_instance_untouched(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(web_server)
     backup = executor.backup(recommendation, execution_id)
@@ -314,7 +316,7 @@ def test_a_backup_ami_that_is_gone_fails_the_wait_and_leaves_the_instance_untouc
 
 
 def test_a_repeated_backup_reuses_the_ami_it_already_made(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(web_server)
 
@@ -326,7 +328,7 @@ def test_a_repeated_backup_reuses_the_ami_it_already_made(
 
 
 @pytest.fixture
-def create_tags_denied(executor: TerminateExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
+def create_tags_denied(executor: TerminateInstanceExecutor, monkeypatch: pytest.MonkeyPatch) -> None:
     """The executor's IAM policy allows ec2:CreateTags only with ec2:CreateAction (tag on create):
     AWS refuses a standalone CreateTags call of that role."""
 
@@ -341,7 +343,7 @@ def create_tags_denied(executor: TerminateExecutor, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.usefixtures("create_tags_denied")
 def test_backup_works_with_tag_on_create_permission_only(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(web_server)
 
@@ -355,7 +357,7 @@ def test_backup_works_with_tag_on_create_permission_only(
 
 @pytest.fixture
 def terminated(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The web server backed up and terminated by the executor: (backup, action)."""
     recommendation = recommendation_for(web_server)
@@ -366,7 +368,7 @@ def terminated(
 
 def test_apply_terminates_the_instance_and_verify_confirms_it(
     ec2: EC2Client,
-    executor: TerminateExecutor,
+    executor: TerminateInstanceExecutor,
     web_server: str,
     terminated: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -381,7 +383,7 @@ def test_apply_terminates_the_instance_and_verify_confirms_it(
 
 
 def test_a_repeated_apply_does_not_act_twice(
-    executor: TerminateExecutor, web_server: str, terminated: tuple[dict[str, Any], dict[str, Any]]
+    executor: TerminateInstanceExecutor, web_server: str, terminated: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
     backup, _ = terminated
 
@@ -392,7 +394,7 @@ def test_a_repeated_apply_does_not_act_twice(
 
 def test_rollback_relaunches_the_instance_from_the_ami_as_it_was(
     ec2: EC2Client,
-    executor: TerminateExecutor,
+    executor: TerminateInstanceExecutor,
     network: Network,
     web_server: str,
     execution_id: str,
@@ -424,7 +426,7 @@ def test_rollback_relaunches_the_instance_from_the_ami_as_it_was(
 
 def test_a_repeated_rollback_does_not_launch_a_second_instance(
     ec2: EC2Client,
-    executor: TerminateExecutor,
+    executor: TerminateInstanceExecutor,
     web_server: str,
     execution_id: str,
     terminated: tuple[dict[str, Any], dict[str, Any]],
@@ -440,7 +442,7 @@ def test_a_repeated_rollback_does_not_launch_a_second_instance(
 
 
 def test_rollback_before_termination_keeps_the_original_instance(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     # Given the backup was made but the instance was never terminated (the step failed before)
     recommendation = recommendation_for(web_server)
@@ -455,7 +457,7 @@ def test_rollback_before_termination_keeps_the_original_instance(
 
 
 def test_rollback_of_a_stopped_instance_leaves_the_relaunched_one_stopped(
-    ec2: EC2Client, executor: TerminateExecutor, web_server: str, execution_id: str
+    ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     # Given a stopped instance that was backed up and terminated
     ec2.stop_instances(InstanceIds=[web_server])

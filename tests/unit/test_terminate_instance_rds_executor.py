@@ -1,4 +1,4 @@
-"""TerminateExecutor on an RDS DB instance, against emulated RDS: what it refuses, what it plans, and
+"""TerminateInstanceExecutor on an RDS DB instance, against emulated RDS: what it refuses, what it plans, and
 snapshot → delete → verify → restore called step by step, without a state machine."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
-from cost_engine.executors.terminate import SOURCE_DB_INSTANCE_TAG, TerminateExecutor
+from cost_engine.executors.terminate_instance import TerminateInstanceExecutor
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
+from cost_engine.rds_databases import SOURCE_DB_INSTANCE_TAG
 from tests.unit.conftest import ACCOUNT_ID, REGION
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ def ec2(aws: None) -> EC2Client:
 
 
 @pytest.fixture
-def executor(aws: None) -> TerminateExecutor:
-    return TerminateExecutor(AwsClients(REGION))
+def executor(aws: None) -> TerminateInstanceExecutor:
+    return TerminateInstanceExecutor(AwsClients(REGION))
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def configured_database(rds: RDSClient, ec2: EC2Client) -> str:
 
 
 def test_an_identifier_that_merely_starts_with_i_dash_is_treated_as_a_database(
-    rds: RDSClient, executor: TerminateExecutor
+    rds: RDSClient, executor: TerminateInstanceExecutor
 ) -> None:
     identifier = create_database(rds, "i-reporting")
 
@@ -117,28 +118,28 @@ def test_an_identifier_that_merely_starts_with_i_dash_is_treated_as_a_database(
 # -- validate ---------------------------------------------------------------------------------------
 
 
-def test_an_available_database_without_risks_is_valid(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_an_available_database_without_risks_is_valid(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     result = executor.validate(recommendation_for(create_database(rds)))
 
     assert result.valid
     assert result.errors == []
 
 
-def test_a_stopped_database_is_valid(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_a_stopped_database_is_valid(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     identifier = create_database(rds)
     rds.stop_db_instance(DBInstanceIdentifier=identifier)
 
     assert executor.validate(recommendation_for(identifier)).valid
 
 
-def test_an_unknown_database_is_refused(executor: TerminateExecutor) -> None:
+def test_an_unknown_database_is_refused(executor: TerminateInstanceExecutor) -> None:
     result = executor.validate(recommendation_for("no-such-db"))
 
     assert not result.valid
     assert result.errors == [f"RDS DB instance no-such-db does not exist in {REGION}"]
 
 
-def test_a_database_with_deletion_protection_is_refused(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_a_database_with_deletion_protection_is_refused(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     identifier = create_database(rds, DeletionProtection=True)
 
     result = executor.validate(recommendation_for(identifier))
@@ -149,7 +150,7 @@ def test_a_database_with_deletion_protection_is_refused(rds: RDSClient, executor
     ]
 
 
-def test_the_source_of_read_replicas_is_refused(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_the_source_of_read_replicas_is_refused(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     identifier = create_database(rds)
     rds.create_db_instance_read_replica(DBInstanceIdentifier="reporting-replica", SourceDBInstanceIdentifier=identifier)
 
@@ -161,7 +162,7 @@ def test_the_source_of_read_replicas_is_refused(rds: RDSClient, executor: Termin
     assert "delete or promote the replicas first" in result.errors[0]
 
 
-def test_a_member_of_a_cluster_is_refused(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_a_member_of_a_cluster_is_refused(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     rds.create_db_cluster(
         DBClusterIdentifier="aurora-main",
         Engine="aurora-postgresql",
@@ -181,7 +182,7 @@ def test_a_member_of_a_cluster_is_refused(rds: RDSClient, executor: TerminateExe
     assert any("member of DB cluster 'aurora-main'" in error for error in result.errors)
 
 
-def test_unknown_parameters_are_refused(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_unknown_parameters_are_refused(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     result = executor.validate(recommendation_for(create_database(rds), skip_snapshot=True))
 
     assert not result.valid
@@ -191,7 +192,9 @@ def test_unknown_parameters_are_refused(rds: RDSClient, executor: TerminateExecu
 # -- plan -------------------------------------------------------------------------------------------
 
 
-def test_the_plan_saves_the_class_and_storage_less_the_snapshot(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_the_plan_saves_the_class_and_storage_less_the_snapshot(
+    rds: RDSClient, executor: TerminateInstanceExecutor
+) -> None:
     catalog = price_catalog()
     identifier = create_database(rds)
 
@@ -206,7 +209,7 @@ def test_the_plan_saves_the_class_and_storage_less_the_snapshot(rds: RDSClient, 
 
 
 def test_the_plan_of_a_multi_az_database_counts_both_copies(
-    rds: RDSClient, executor: TerminateExecutor, configured_database: str
+    rds: RDSClient, executor: TerminateInstanceExecutor, configured_database: str
 ) -> None:
     catalog = price_catalog()
 
@@ -219,7 +222,7 @@ def test_the_plan_of_a_multi_az_database_counts_both_copies(
 
 
 def test_without_a_catalog_price_the_plan_falls_back_to_the_recommendations_estimate(
-    rds: RDSClient, executor: TerminateExecutor
+    rds: RDSClient, executor: TerminateInstanceExecutor
 ) -> None:
     assert "db.x2g.large" not in price_catalog().rds_hourly
     identifier = create_database(rds, DBInstanceClass="db.x2g.large")
@@ -234,7 +237,7 @@ def test_without_a_catalog_price_the_plan_falls_back_to_the_recommendations_esti
 
 
 def test_backup_takes_a_tagged_snapshot_and_records_the_restore_configuration(
-    rds: RDSClient, executor: TerminateExecutor, configured_database: str, execution_id: str
+    rds: RDSClient, executor: TerminateInstanceExecutor, configured_database: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(configured_database)
 
@@ -256,7 +259,7 @@ def test_backup_takes_a_tagged_snapshot_and_records_the_restore_configuration(
 
 
 def test_a_repeated_backup_reuses_the_snapshot_it_already_made(
-    rds: RDSClient, executor: TerminateExecutor, execution_id: str
+    rds: RDSClient, executor: TerminateInstanceExecutor, execution_id: str
 ) -> None:
     recommendation = recommendation_for(create_database(rds))
 
@@ -269,7 +272,7 @@ def test_a_repeated_backup_reuses_the_snapshot_it_already_made(
 
 @pytest.fixture
 def deleted(
-    rds: RDSClient, executor: TerminateExecutor, configured_database: str, execution_id: str
+    rds: RDSClient, executor: TerminateInstanceExecutor, configured_database: str, execution_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The configured DB backed up and deleted by the executor: (backup, action)."""
     recommendation = recommendation_for(configured_database)
@@ -280,7 +283,7 @@ def deleted(
 
 def test_apply_deletes_the_database_with_a_final_snapshot_and_verify_confirms_it(
     rds: RDSClient,
-    executor: TerminateExecutor,
+    executor: TerminateInstanceExecutor,
     configured_database: str,
     deleted: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -296,7 +299,7 @@ def test_apply_deletes_the_database_with_a_final_snapshot_and_verify_confirms_it
 
 
 def test_a_repeated_apply_does_not_act_twice(
-    executor: TerminateExecutor, configured_database: str, deleted: tuple[dict[str, Any], dict[str, Any]]
+    executor: TerminateInstanceExecutor, configured_database: str, deleted: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
     backup, _ = deleted
 
@@ -307,7 +310,7 @@ def test_a_repeated_apply_does_not_act_twice(
 
 def test_rollback_restores_the_database_under_its_identifier_as_it_was(
     rds: RDSClient,
-    executor: TerminateExecutor,
+    executor: TerminateInstanceExecutor,
     configured_database: str,
     execution_id: str,
     deleted: tuple[dict[str, Any], dict[str, Any]],
@@ -337,7 +340,7 @@ def test_rollback_restores_the_database_under_its_identifier_as_it_was(
 
 def test_a_repeated_rollback_does_not_restore_twice(
     rds: RDSClient,
-    executor: TerminateExecutor,
+    executor: TerminateInstanceExecutor,
     configured_database: str,
     deleted: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
@@ -353,7 +356,7 @@ def test_a_repeated_rollback_does_not_restore_twice(
 
 
 def test_rollback_before_the_deletion_keeps_the_original_database(
-    rds: RDSClient, executor: TerminateExecutor, execution_id: str
+    rds: RDSClient, executor: TerminateInstanceExecutor, execution_id: str
 ) -> None:
     identifier = create_database(rds)
     recommendation = recommendation_for(identifier)
@@ -369,7 +372,7 @@ def test_rollback_before_the_deletion_keeps_the_original_database(
 
 
 def test_rollback_of_a_stopped_database_leaves_the_restored_one_stopped(
-    rds: RDSClient, executor: TerminateExecutor, execution_id: str
+    rds: RDSClient, executor: TerminateInstanceExecutor, execution_id: str
 ) -> None:
     identifier = create_database(rds)
     rds.stop_db_instance(DBInstanceIdentifier=identifier)
@@ -386,7 +389,7 @@ def test_rollback_of_a_stopped_database_leaves_the_restored_one_stopped(
     assert database["DBInstanceStatus"] == "stopped"
 
 
-def test_a_stopped_database_saves_only_its_storage(rds: RDSClient, executor: TerminateExecutor) -> None:
+def test_a_stopped_database_saves_only_its_storage(rds: RDSClient, executor: TerminateInstanceExecutor) -> None:
     catalog = price_catalog()
     identifier = create_database(rds)
     rds.stop_db_instance(DBInstanceIdentifier=identifier)
