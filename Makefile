@@ -71,13 +71,13 @@ format: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 
-# Two pytest runs: the unit tests use moto in-process (mock_aws), which would reset the emulator
+# Two pytest runs, side by side (one per core; each prints its whole output when it ends). Two
+# processes, because the unit tests use moto in-process (mock_aws), which would reset the emulator
 # that the integration tests' local runtime keeps running in its own process.
 test: lint typecheck browser $(CLI) $(NODE_STAMP)
-	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
-	$(PY) -m pytest tests/integration
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit integration
 
-unit: $(VENV_STAMP)
+unit: $(VENV_STAMP) $(NODE_STAMP)
 	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
 
 integration: $(VENV_STAMP) browser $(CLI)

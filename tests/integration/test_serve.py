@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,14 @@ def served() -> Iterator[tuple[str, str]]:
         if line.startswith("Ready.") or process.poll() is not None:
             break
     assert any(line.startswith("Ready.") for line in output), "".join(output)
+    # The server echoes every function's log lines: read them as they come, or the pipe fills up and
+    # the server blocks on its next write (and then cannot stop either).
+    reader = threading.Thread(target=lambda: output.extend(process.stdout or ()), daemon=True)
+    reader.start()
     yield f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{api_port}"
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0
+    assert process.wait(timeout=60) == 0, "".join(output[-50:])
+    reader.join(timeout=60)
 
 
 def test_an_outside_client_can_create_an_instance_and_have_it_terminated(served: tuple[str, str]) -> None:
