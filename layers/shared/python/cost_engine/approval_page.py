@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from typing import Any
 
 from cost_engine.models import ExecutionRecord
 
@@ -86,18 +87,10 @@ def _details(record: ExecutionRecord) -> str:
         )
     if plan and plan.resource:
         # The resource as it was found when planned (its state, tags...): what the approval is for.
-        facts = "".join(
-            f"<li><code>{escape(key)}</code>: {escape(json.dumps(value, sort_keys=True, default=str)[:300])}</li>"
-            for key, value in plan.resource.items()
-        )
-        rows.append(("As found", f'<ul id="as-found">{facts}</ul>'))
+        rows.append(("As found", _facts("as-found", plan.resource)))
     if plan and plan.limits:
         # Checked again when acting, against the deployment's limits as they are then.
-        limits = "".join(
-            f"<li><code>{escape(key)}</code>: {escape(json.dumps(value, sort_keys=True, default=str)[:300])}</li>"
-            for key, value in plan.limits.items()
-        )
-        rows.append(("Limits (checked again when acting)", f'<ul id="limits">{limits}</ul>'))
+        rows.append(("Limits (checked again when acting)", _facts("limits", plan.limits)))
     if approval:
         rows.append(("Decide by", f'<span id="deadline">{approval.deadline:%Y-%m-%d %H:%M UTC}</span>'))
     if plan_hash := _plan_hash(record):
@@ -145,3 +138,12 @@ def outcome_page(title: str, message: str, record: ExecutionRecord | None = None
             f'<strong id="status">{escape(record.status.value)}</strong>.</p>'
         )
     return _page(title, body)
+
+
+def _facts(list_id: str, facts: dict[str, Any]) -> str:
+    """A plan's facts as a list: each key with its value as JSON, cut at 300 characters."""
+    items = "".join(
+        f"<li><code>{escape(key)}</code>: {escape(json.dumps(value, sort_keys=True, default=str)[:300])}</li>"
+        for key, value in facts.items()
+    )
+    return f'<ul id="{list_id}">{items}</ul>'

@@ -65,8 +65,7 @@ def template(machine: StateMachine) -> str:
     """The machine's definition as the JSON text the stack deploys, its placeholders unfilled (the
     stack fills them with definition substitutions). Compact: the stack's template carries all ten
     and CloudFormation limits a template's size (the spine file is the one to read)."""
-    text = json.dumps(states_language(machine.recommendation_type), separators=(",", ":"), ensure_ascii=False)
-    return text
+    return json.dumps(states_language(machine.recommendation_type), separators=(",", ":"), ensure_ascii=False)
 
 
 def definition(machine: StateMachine, executor_function_arn: str) -> str:
