@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
+from types import FrameType
 
 
 def serve() -> int:
@@ -33,10 +35,20 @@ def serve() -> int:
             f"Ready. Ctrl-C stops.",
             flush=True,
         )
-        try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("\nStopped.")
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        # Both set here rather than left to Python's defaults: a supervisor stops a server with
+        # SIGTERM, and a process started from a shell that ignores SIGINT (a background job of a
+        # non-interactive shell, some CI runners) inherits that ignore, so Ctrl-C would do nothing.
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        # A timed wait, so the main thread comes back to run the handlers as signals arrive.
+        while not stop.wait(1.0):
+            pass
+        print("\nStopped.", flush=True)
     return 0
 
 

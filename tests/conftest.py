@@ -16,3 +16,5 @@ os.environ.update(
     }
 )
 os.environ.pop("AWS_PROFILE", None)
+
+import local_runtime  # noqa: F401  (before moto: the emulated AMIs are chosen at its import)
