@@ -210,13 +210,14 @@ def test_a_garbage_cursor_is_an_invalid_request(store: ExecutionStore, pending: 
 
 
 def test_a_cursor_of_another_listing_is_an_invalid_request(store: ExecutionStore) -> None:
-    # Given a next_cursor from the listing by recommendation (keys: recommendation_id, created_at, execution_id)
+    # Given a next_cursor from the listing by status (keys: customer_status, created_at, execution_id)
     for offset in range(2):
         store.create(execution_record(created_at=T0 + timedelta(minutes=offset)))
-    cursor = store.list_by_recommendation("rec-42", 1, None).next_cursor
+    cursor = store.list_by_customer("acme-corp", ExecutionStatus.PENDING, 1, None).next_cursor
     assert cursor is not None
 
-    # When it is passed to the listing by customer, it is refused as not one this listing returned
+    # When it is passed to the listing of all the customer's executions, it is refused as not one this
+    # listing returned
     with pytest.raises(InvalidRequest):
         store.list_by_customer("acme-corp", None, 1, cursor)
 
@@ -232,18 +233,6 @@ def test_a_cursor_of_another_customers_listing_is_refused_and_pages_nothing_of_t
     # When another customer's listing is asked for with it, it is refused (not paged from a foreign key)
     with pytest.raises(InvalidRequest, match="cursor belongs to another listing"):
         store.list_by_customer("globex", None, 1, cursor)
-
-
-def test_the_executions_of_a_recommendation_are_listed_newest_first(store: ExecutionStore) -> None:
-    # Given two executions of one recommendation and one of another
-    older = execution_record(created_at=T0)
-    newer = execution_record(created_at=T0 + timedelta(hours=1))
-    for record in (older, newer, execution_record(recommendation_id="rec-other")):
-        store.create(record)
-
-    page = store.list_by_recommendation("rec-42", 10, None)
-
-    assert [r.execution_id for r in page.items] == [newer.execution_id, older.execution_id]
 
 
 # -- the approval task token ------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -79,8 +78,6 @@ ResourceId = Annotated[
 AccountId = Annotated[str, StringConstraints(pattern=r"^[0-9]{12}$")]
 Region = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")]
 
-_EXECUTION_ID = re.compile(r"^exec-[0-9a-f]{32}$")
-
 
 def new_execution_id() -> str:
     return f"exec-{uuid.uuid4().hex}"
@@ -88,10 +85,6 @@ def new_execution_id() -> str:
 
 def new_recommendation_id() -> str:
     return f"rec-{uuid.uuid4().hex}"
-
-
-def is_execution_id(value: str) -> bool:
-    return bool(_EXECUTION_ID.match(value))
 
 
 # A billion dollars a month is beyond any one resource's cost: above that the number is a mistake.

@@ -157,9 +157,6 @@ class ExecutionService:
 
     # -- executions ------------------------------------------------------------------------------
 
-    def execute(self, request: ExecutionRequest, actor: str, idempotency_key: str | None = None) -> ExecutionRecord:
-        return self.execute_once(request, actor, idempotency_key)[0]
-
     def execute_once(
         self, request: ExecutionRequest, actor: str, idempotency_key: str | None = None
     ) -> tuple[ExecutionRecord, bool]:
@@ -371,16 +368,10 @@ class ExecutionService:
         return run is not None and run["status"] != "RUNNING"
 
     def _history_events(self, arn: str) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            page = self._sfn.get_execution_history(
-                executionArn=arn, maxResults=1000, **({"nextToken": token} if token else {})
-            )
-            events.extend(page["events"])
-            token = page.get("nextToken")
-            if not token:
-                return events
+        pages = self._sfn.get_paginator("get_execution_history").paginate(
+            executionArn=arn, PaginationConfig={"PageSize": 1000}
+        )
+        return [event for page in pages for event in page["events"]]
 
     def cancel(self, execution_id: str, actor: str) -> ExecutionRecord:
         record = self.ctx.executions.get(execution_id)

@@ -94,7 +94,6 @@ class Table:
 class IndexName:
     CUSTOMER_CREATED = "by-customer"
     CUSTOMER_STATUS_CREATED = "by-customer-status"
-    RECOMMENDATION_CREATED = "by-recommendation"
     # Sparse: only executions that asked for approval carry an `approval_id` (an approval link's id).
     APPROVAL = "by-approval"
     # Sparse: only executions that are not final carry `unfinished`; the sweeper reads it
@@ -112,7 +111,6 @@ EXECUTIONS_TABLE = Table(
         # `customer_status` is written as "<customer_id>#<status>" with every status change.
         Index(IndexName.CUSTOMER_CREATED, "customer_id", "created_at"),
         Index(IndexName.CUSTOMER_STATUS_CREATED, "customer_status", "created_at"),
-        Index(IndexName.RECOMMENDATION_CREATED, "recommendation_id", "created_at"),
         Index(IndexName.APPROVAL, "approval_id", "created_at"),
         Index(IndexName.UNFINISHED, "unfinished", "created_at", projects_all=False),
     ),

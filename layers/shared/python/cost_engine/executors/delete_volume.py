@@ -118,33 +118,30 @@ class DeleteVolumeExecutor(BaseExecutor):
         until then. Either way, the event's time is the latest time the volume is known attached.
         """
         now = datetime.now(UTC)
-        request: dict[str, Any] = {
-            "LookupAttributes": [{"AttributeKey": "ResourceName", "AttributeValue": volume_id}],
-            "StartTime": now - timedelta(days=CLOUDTRAIL_HISTORY_DAYS),
-            "EndTime": now,
-            "MaxResults": 50,
-        }
-        while True:
-            try:
-                page = self.clients.cloudtrail.lookup_events(**request)
-            except ClientError as error:
-                raise aws_failure("CloudTrail LookupEvents", error) from error
-            # Newest first: the first attach/detach that succeeded is the one that counts.
-            for event in page.get("Events", []):
-                if event.get("EventName") in ATTACHMENT_EVENTS and not _failed_call(event):
-                    instances = [
-                        r["ResourceName"]
-                        for r in event.get("Resources", [])
-                        if r.get("ResourceType") == "AWS::EC2::Instance"
-                    ]
-                    return {
-                        "event_name": event["EventName"],
-                        "event_time": event["EventTime"].astimezone(UTC),
-                        "instance_id": instances[0] if instances else "an instance",
-                    }
-            if not page.get("NextToken"):
-                return None
-            request["NextToken"] = page["NextToken"]
+        pages = self.clients.cloudtrail.get_paginator("lookup_events").paginate(
+            LookupAttributes=[{"AttributeKey": "ResourceName", "AttributeValue": volume_id}],
+            StartTime=now - timedelta(days=CLOUDTRAIL_HISTORY_DAYS),
+            EndTime=now,
+            PaginationConfig={"PageSize": 50},
+        )
+        try:
+            for page in pages:
+                # Newest first: the first attach/detach that succeeded is the one that counts.
+                for event in page.get("Events", []):
+                    if event.get("EventName") in ATTACHMENT_EVENTS and not _failed_call(event):
+                        instances = [
+                            r["ResourceName"]
+                            for r in event.get("Resources", [])
+                            if r.get("ResourceType") == "AWS::EC2::Instance"
+                        ]
+                        return {
+                            "event_name": event["EventName"],
+                            "event_time": event["EventTime"].astimezone(UTC),
+                            "instance_id": instances[0] if instances else "an instance",
+                        }
+        except ClientError as error:
+            raise aws_failure("CloudTrail LookupEvents", error) from error
+        return None
 
     # -- validate and plan ---------------------------------------------------------------------
 

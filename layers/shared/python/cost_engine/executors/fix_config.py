@@ -170,18 +170,15 @@ class LogRetention(Setting):
         self.group_name = _log_group_name(resource_id)
 
     def _group(self) -> dict[str, Any] | None:
-        request: dict[str, Any] = {"logGroupNamePrefix": self.group_name}
-        while True:
-            try:
-                page = self.clients.logs.describe_log_groups(**request)
-            except ClientError as error:
-                raise aws_failure("DescribeLogGroups", error) from error
-            for group in page.get("logGroups", []):
-                if group["logGroupName"] == self.group_name:
-                    return dict(group)
-            if not page.get("nextToken"):
-                return None
-            request["nextToken"] = page["nextToken"]
+        pages = self.clients.logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=self.group_name)
+        try:
+            for page in pages:
+                for group in page.get("logGroups", []):
+                    if group["logGroupName"] == self.group_name:
+                        return dict(group)
+        except ClientError as error:
+            raise aws_failure("DescribeLogGroups", error) from error
+        return None
 
     def problems(self) -> list[str]:
         if self.resource_id.startswith("arn:"):

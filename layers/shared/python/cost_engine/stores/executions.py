@@ -203,9 +203,6 @@ class ExecutionStore:
             )
         return self._query(index, key, value, limit, cursor)
 
-    def list_by_recommendation(self, recommendation_id: str, limit: int, cursor: str | None) -> Page:
-        return self._query(IndexName.RECOMMENDATION_CREATED, "recommendation_id", recommendation_id, limit, cursor)
-
     def find_by_approval(self, approval_id: str) -> ExecutionRecord | None:
         """The execution whose approval link has this id, read consistently; None if there is none."""
         page = self._query(IndexName.APPROVAL, "approval_id", approval_id, 1, None)

@@ -253,9 +253,6 @@ class LimitsStore:
                 return False
             raise
 
-    def acting_now(self, max_slots: int) -> int:
-        return self._acting(self._slots(max_slots), self._clock())
-
     def _slots(self, max_slots: int) -> dict[int, dict[str, Any]]:
         slots: dict[int, dict[str, Any]] = {}
         for item in self._query(SLOTS):
