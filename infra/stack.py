@@ -39,6 +39,20 @@ from cost_engine.executors.base import Permission
 from cost_engine.models import RecommendationType
 from cost_engine.periods import Period
 from cost_engine.prechecks import precheck_permissions
+from cost_engine.settings import (
+    DEFAULT_MAX_ACTING_SECONDS,
+    DEFAULT_MAX_CONCURRENT_ACTING,
+    DEFAULT_MAX_RECOMMENDATION_AGE_DAYS,
+    DEFAULT_RESOURCE_COOLDOWN_SECONDS,
+    DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD,
+    DEFAULT_RI_PURCHASE_LIMIT_USD,
+    ApprovalTimeoutSeconds,
+    MaxActingSeconds,
+    MaxConcurrentActing,
+    MaxRecommendationAgeDays,
+    PurchaseLimitUsd,
+    ResourceCooldownSeconds,
+)
 from cost_engine.topology import EnvVar
 
 # python3.14 is the newest runtime aws-cdk-lib knows, which is what cdk-nag's AwsSolutions-L1 demands,
@@ -176,23 +190,25 @@ class DeploymentContext(BaseModel):
     # cost_engine.approval_policy.ApprovalPolicy, as an object or as its JSON. Unset: its defaults.
     approval_policy: ApprovalPolicy | None = None
     # How long an approval request waits for a person; also how long its link stays valid.
-    approval_timeout_seconds: int = Field(default=MAX_APPROVAL_TIMEOUT_SECONDS, ge=1, le=MAX_APPROVAL_TIMEOUT_SECONDS)
+    approval_timeout_seconds: Annotated[ApprovalTimeoutSeconds, Field(le=MAX_APPROVAL_TIMEOUT_SECONDS)] = (
+        MAX_APPROVAL_TIMEOUT_SECONDS
+    )
     # Where approval links point, e.g. a custom domain. Unset: the API's own execute-api address.
     api_base_url: Annotated[str, AfterValidator(_https_url)] | None = None
-    # The safety limits (cost_engine.limits), the seed's values by default; the same bounds as the
-    # functions' settings, so a value the functions would refuse fails the synth instead.
-    max_concurrent_acting: int = Field(default=10, ge=1, le=1000)
-    resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
-    max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
+    # The safety limits (cost_engine.limits), the seed's values by default; the bounds are the
+    # functions' own (cost_engine.settings), so a value the functions would refuse fails the synth instead.
+    max_concurrent_acting: MaxConcurrentActing = DEFAULT_MAX_CONCURRENT_ACTING
+    resource_cooldown_seconds: ResourceCooldownSeconds = DEFAULT_RESOURCE_COOLDOWN_SECONDS
+    max_acting_seconds: MaxActingSeconds = DEFAULT_MAX_ACTING_SECONDS
     # cost_engine.business_rules.BusinessRulesConfig, as an object or as its JSON. Unset: no rules.
     business_rules: BusinessRulesConfig | None = None
     # What one RI purchase may cost, and what all of an account's may commit per period
     # (cost_engine.purchase_limits): the same bounds as the functions' settings.
-    ri_purchase_limit_usd: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
-    ri_purchase_limit_per_period_usd: float = Field(default=20_000.0, gt=0, allow_inf_nan=False)
+    ri_purchase_limit_usd: PurchaseLimitUsd = DEFAULT_RI_PURCHASE_LIMIT_USD
+    ri_purchase_limit_per_period_usd: PurchaseLimitUsd = DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD
     ri_purchase_limit_period: Period = Period.MONTH
     # Recommendations older than this are refused (409 at execute, refused again at validation).
-    max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
+    max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
     # cost_engine.access.AccessPolicy, as an object or as its JSON: the roles per customer of each IAM
     # principal. Unset: no principal may do anything through the API but open approval links.
     access: AccessPolicy | None = None
@@ -427,6 +443,7 @@ class CostExecutionEngineStack(Stack):
                 EnvVar.MAX_RECOMMENDATION_AGE_DAYS: str(self.deployment_context.max_recommendation_age_days),
                 **self._business_rules_environment(),
                 **POWERTOOLS_ENVIRONMENT,
+                **spec.own_environment(),
                 **(environment or {}),
             },
         )

@@ -6,6 +6,7 @@ Everything is provisioned from `cost_engine.topology`, the declarations the CDK 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import json
 import logging
@@ -20,6 +21,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from cost_engine import settings
 from local_runtime.api_concurrency import give_each_thread_its_own_request
 from local_runtime.api_server import ApiServer
 from local_runtime.dispatch import Dispatcher, FunctionOutput
@@ -60,14 +62,14 @@ class LocalRuntime:
         api_key: str = "local-dev-key",
         api_keys: Mapping[str, Mapping[str, Any]] | None = None,
         host: str = "127.0.0.1",
-        approval_timeout_seconds: int = 86400,
+        approval_timeout_seconds: int = settings.DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         approval_policy: dict[str, Any] | None = None,
         approver_emails: tuple[str, ...] = (),
         log_level: str = "WARNING",
         echo_function_output: bool = False,
-        max_concurrent_acting: int = 10,
-        resource_cooldown_seconds: int = 300,
-        max_acting_seconds: int = 1800,
+        max_concurrent_acting: int = settings.DEFAULT_MAX_CONCURRENT_ACTING,
+        resource_cooldown_seconds: int = settings.DEFAULT_RESOURCE_COOLDOWN_SECONDS,
+        max_acting_seconds: int = settings.DEFAULT_MAX_ACTING_SECONDS,
         sweep_interval_seconds: float = 60.0 * 5,
     ) -> None:
         self.host = host
@@ -96,6 +98,8 @@ class LocalRuntime:
         self.aws_requests = AwsRequests()
         self._real_stdout: TextIO | None = None
         self.state_machine_arns: dict[str, str] = {}
+        # Each function's handler module, by function name (each function has its own: _load_handlers).
+        self.function_modules: dict[str, Any] = {}
         self.approval_topic_arn = ""
         self.trigger_dlq_url = ""
         self._moto_server: Any = None
@@ -420,12 +424,39 @@ class LocalRuntime:
         return topology.API_FUNCTION.local_name
 
     def _load_handlers(self) -> None:
-        """Import each function's handler once the environment is complete (they read it at import)."""
+        """Load each function's handler once the environment is complete (they read it at import).
+
+        As on Lambda, where each function runs in its own process, a function with an environment of
+        its own (an executor function's type) gets a module of its own, loaded with that environment:
+        the ten executor functions share their code, not their module state. The API and the trigger
+        are the modules tests import."""
         from cost_engine import topology
 
         for function in topology.functions():
             module_name, attribute = function.handler.rsplit(".", 1)
-            module = importlib.import_module(f"functions.{function.code_dir}.{module_name}")
+            name = f"functions.{function.code_dir}.{module_name}"
+            own = function.own_environment()
+            if not own:
+                module = importlib.import_module(name)
+            else:
+                os.environ.update(own)
+                try:
+                    module = self._load_module(name, function.local_name)
+                finally:
+                    for variable in own:
+                        os.environ.pop(variable, None)
+            self.function_modules[function.local_name] = module
             self.dispatcher.register(function.local_name, getattr(module, attribute))
             if function is topology.API_FUNCTION:
                 give_each_thread_its_own_request(module.app)
+
+    @staticmethod
+    def _load_module(name: str, function_name: str) -> Any:
+        """A fresh module object of `name` for one function (not the one in sys.modules)."""
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no module {name} for {function_name}")
+        module = importlib.util.module_from_spec(spec)
+        module.__name__ = f"{name}[{function_name}]"
+        spec.loader.exec_module(module)
+        return module

@@ -80,3 +80,6 @@ def test_each_type_has_its_state_machine_and_executor_in_the_synthesized_templat
 
     assert resources[stack.logical_id(machine)]["Type"] == "AWS::StepFunctions::StateMachine"
     assert resources[stack.logical_id(executor)]["Type"] == "AWS::Lambda::Function"
+    # The function knows its type, and refuses the steps of any other (cost_engine.steps).
+    environment = resources[stack.logical_id(executor)]["Properties"]["Environment"]["Variables"]
+    assert environment[topology.EnvVar.RECOMMENDATION_TYPE] == recommendation_type.value

@@ -21,6 +21,7 @@ from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.executors import executor_class
 from cost_engine.models import RecommendationType
 from cost_engine.prechecks import precheck_permissions
+from cost_engine.settings import Settings
 from cost_engine.topology import EnvVar
 from infra.nag import suppress_accepted_findings
 from infra.stack import (
@@ -41,6 +42,7 @@ from infra.stack import (
     TRIGGER_DLQ_RETENTION,
     TRIGGER_MAX_EVENT_AGE,
     CostExecutionEngineStack,
+    DeploymentContext,
 )
 
 APPROVERS = ("finops@example.com", "platform@example.com")
@@ -716,6 +718,10 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         ),
         ({"ri_purchase_limit_per_period_usd": 0}, "ri_purchase_limit_per_period_usd: .*greater than 0"),
         ({"ri_purchase_limit_period": "fortnight"}, "ri_purchase_limit_period: .*'day', 'week', 'month'"),
+        ({"ri_purchase_limit_usd": -5}, "ri_purchase_limit_usd: .*greater than 0"),
+        ({"ri_purchase_limit_usd": "Infinity"}, "ri_purchase_limit_usd: .*finite number"),
+        ({"resource_cooldown_seconds": 86401}, "resource_cooldown_seconds: .*less than or equal to 86400"),
+        ({"max_recommendation_age_days": 0}, "max_recommendation_age_days: .*greater than or equal to 1"),
     ],
     ids=[
         "email-without-at",
@@ -731,6 +737,10 @@ def test_without_a_deployment_context_executors_use_the_default_policy_and_mail_
         "access-to-an-unknown-role",
         "no-money-per-period",
         "unknown-period",
+        "negative-money-per-purchase",
+        "unbounded-money-per-purchase",
+        "cooldown-beyond-a-day",
+        "no-recommendation-age",
     ],
 )
 def test_a_wrong_deployment_context_fails_the_synth_naming_the_context_key(
@@ -1090,3 +1100,16 @@ def test_every_function_publishes_status_events_to_the_engines_own_bus_only(synt
         assert publishing[0]["Resource"] == {"Fn::GetAtt": [buses[0], "Arn"]}
         environment = function_environment(stack, template, function)
         assert environment[EnvVar.EVENT_BUS_NAME] == {"Ref": buses[0]}
+
+
+def test_the_context_refuses_whatever_the_functions_settings_refuse_and_has_their_defaults() -> None:
+    # Every setting a deployment chooses through the context carries the functions' own bounds
+    # (cost_engine.settings), so no value synthesizes that the functions would then refuse at start.
+    shared = set(DeploymentContext.model_fields) & set(Settings.model_fields)
+    assert {"max_concurrent_acting", "ri_purchase_limit_usd", "approval_timeout_seconds"} <= shared
+    for name in shared:
+        context_field, settings_field = DeploymentContext.model_fields[name], Settings.model_fields[name]
+        missing = [bound for bound in settings_field.metadata if bound not in context_field.metadata]
+        assert not missing, f"{name}: the context lacks the functions' bounds {missing}"
+        if not settings_field.is_required() and settings_field.default_factory is None:
+            assert context_field.default in (settings_field.default, None), name

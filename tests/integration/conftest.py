@@ -47,7 +47,13 @@ def runtime() -> Iterator[LocalRuntime]:
         # at a random moment would settle another test's stopped run before its own reconciliation.
         sweep_interval_seconds=3600,
     ) as started:
+        _session_runtime.append(started)
         yield started
+        _session_runtime.clear()
+
+
+# The session's runtime, for helpers that are not fixtures (deployed_with).
+_session_runtime: list[LocalRuntime] = []
 
 
 T = TypeVar("T")
@@ -71,13 +77,15 @@ def deployed_with(**values: Any) -> Iterator[None]:
     check their environment, so a wrong one fails here rather than half-applied."""
     # Imported here: the handlers read their environment at import, which the runtime sets up.
     import functions.api.handler as api_handler
-    import functions.executor.handler as executor_handler
     import functions.trigger.handler as trigger_handler
+    from cost_engine import topology
     from cost_engine.settings import Settings
 
+    [runtime] = _session_runtime
+    executors = [runtime.function_modules[m.executor.local_name] for m in topology.state_machines()]
     live = [
         api_handler.service.ctx.settings,
-        executor_handler.runner.ctx.settings,
+        *(executor.runner.ctx.settings for executor in executors),
         trigger_handler.service.ctx.settings,
     ]
     checked = Settings.model_validate({**live[0].model_dump(), **values})

@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from cost_engine.access import AccessPolicy
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.business_rules import BusinessRulesConfig
+from cost_engine.models import RecommendationType
 from cost_engine.periods import Period
 from cost_engine.topology import LIMITS_TABLE, EnvVar
+
+# The bounds of what a deployment may choose, defined once: the functions' settings below, the CDK
+# context checks (infra/stack.py DeploymentContext) and the local runtime (whose values the functions
+# check at start) all use these, so a value the functions would refuse fails the synth instead.
+ApprovalTimeoutSeconds = Annotated[int, Field(ge=1)]
+PurchaseLimitUsd = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+MaxConcurrentActing = Annotated[int, Field(ge=1, le=1000)]
+ResourceCooldownSeconds = Annotated[int, Field(ge=0, le=86400)]
+MaxActingSeconds = Annotated[int, Field(ge=1, le=86400)]
+MaxRecommendationAgeDays = Annotated[int, Field(ge=1, le=3650)]
+# ...and their defaults: the seed's limits, and a first cap on what RI purchases may commit.
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 86400
+DEFAULT_RI_PURCHASE_LIMIT_USD = 10_000.0
+DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD = 20_000.0
+DEFAULT_MAX_CONCURRENT_ACTING = 10
+DEFAULT_RESOURCE_COOLDOWN_SECONDS = 300
+DEFAULT_MAX_ACTING_SECONDS = 1800
+DEFAULT_MAX_RECOMMENDATION_AGE_DAYS = 30
 
 
 class Settings(BaseModel):
@@ -23,13 +42,13 @@ class Settings(BaseModel):
     approval_topic_arn: str | None = None
     state_machine_arns: dict[str, str] = Field(default_factory=dict)
     poll_interval_seconds: int = Field(default=15, ge=0)
-    approval_timeout_seconds: int = Field(default=86400, ge=1)
+    approval_timeout_seconds: ApprovalTimeoutSeconds = DEFAULT_APPROVAL_TIMEOUT_SECONDS
     max_poll_attempts: int = Field(default=120, ge=1)
     api_base_url: str | None = None
     scheduler_role_arn: str | None = None
-    ri_purchase_limit_usd: float = Field(default=10_000.0, gt=0, allow_inf_nan=False)
+    ri_purchase_limit_usd: PurchaseLimitUsd = DEFAULT_RI_PURCHASE_LIMIT_USD
     # What RI purchases may commit per account and period, all executions together (cost_engine.purchase_limits).
-    ri_purchase_limit_per_period_usd: float = Field(default=20_000.0, gt=0, allow_inf_nan=False)
+    ri_purchase_limit_per_period_usd: PurchaseLimitUsd = DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD
     ri_purchase_limit_period: Period = Period.MONTH
     approval_secret_arn: str | None = None
     approval_policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
@@ -37,16 +56,18 @@ class Settings(BaseModel):
     event_bus_name: str | None = None
     region: str = "us-east-1"
     # The seed's limits (see cost_engine.limits).
-    max_concurrent_acting: int = Field(default=10, ge=1, le=1000)
-    resource_cooldown_seconds: int = Field(default=300, ge=0, le=86400)
-    max_acting_seconds: int = Field(default=1800, ge=1, le=86400)
+    max_concurrent_acting: MaxConcurrentActing = DEFAULT_MAX_CONCURRENT_ACTING
+    resource_cooldown_seconds: ResourceCooldownSeconds = DEFAULT_RESOURCE_COOLDOWN_SECONDS
+    max_acting_seconds: MaxActingSeconds = DEFAULT_MAX_ACTING_SECONDS
     slot_wait_seconds: int = Field(default=10, ge=1, le=3600)
     # The pre-checks of every execution (see cost_engine.prechecks).
     business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
-    max_recommendation_age_days: int = Field(default=30, ge=1, le=3650)
+    max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
     own_role_arn: str | None = None
     # Who may do what through the API (cost_engine.access).
     access_policy: AccessPolicy = Field(default_factory=AccessPolicy)
+    # An executor function's own type (the others run no steps, and have none).
+    recommendation_type: RecommendationType | None = None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -78,6 +99,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("max_acting_seconds", EnvVar.MAX_ACTING_SECONDS),
         ("slot_wait_seconds", EnvVar.SLOT_WAIT_SECONDS),
         ("max_recommendation_age_days", EnvVar.MAX_RECOMMENDATION_AGE_DAYS),
+        ("recommendation_type", EnvVar.RECOMMENDATION_TYPE),
     ):
         if env.get(var):
             values[field_name] = env[var]

@@ -28,6 +28,7 @@ from cost_engine.errors import (
     RefusedAtAction,
     StatusConflict,
     TransientError,
+    UnsupportedType,
     cause_message,
 )
 from cost_engine.executors.base import BaseExecutor
@@ -159,8 +160,20 @@ class StepRunner:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _load(self, execution_id: str) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
+    def _get(self, execution_id: str) -> ExecutionRecord:
+        """The execution a step works on, refused if it is of another type than this function's: each
+        type's function has the role of that type alone, and nothing of another type is its to touch."""
         record = self.ctx.executions.get(execution_id)
+        own_type = self.ctx.settings.recommendation_type
+        if own_type is not None and record.recommendation_type != own_type:
+            raise UnsupportedType(
+                f"this function runs the steps of {own_type.value}, and execution {execution_id} is "
+                f"{record.recommendation_type.value}: its state machine invokes the wrong function"
+            )
+        return record
+
+    def _load(self, execution_id: str) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
+        record = self._get(execution_id)
         return record, *self._subject(record)
 
     def _subject(self, record: ExecutionRecord) -> tuple[Recommendation, BaseExecutor]:
@@ -212,7 +225,7 @@ class StepRunner:
     def _poll(
         self, request: StepRequest, expected: ExecutionStatus, what: str, check: Callable[[], bool]
     ) -> dict[str, Any]:
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         done = check()
         attempts = 0 if done else record.poll_attempts + 1
         if attempts > self.ctx.settings.max_poll_attempts:
@@ -361,7 +374,7 @@ class StepRunner:
         return {"dry_run": False, "auto_approve": policy.auto_approve}
 
     def auto_approve(self, request: StepRequest) -> dict[str, Any]:
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         if record.policy is None or not record.policy.auto_approve:
             # Only the policy's own decision (recorded by the plan step) approves without a person.
             raise ActionFailed(f"execution {record.execution_id} was not cleared for automatic approval by the policy")
@@ -379,7 +392,7 @@ class StepRunner:
         return {"approved": True}
 
     def request_approval(self, request: StepRequest) -> dict[str, Any]:
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         if not request.task_token:
             raise ActionFailed("request_approval needs the task token of the waiting state")
         # The token is stored before the status says "awaiting", so whoever sees that status
@@ -444,7 +457,7 @@ class StepRunner:
         )
 
     def expire(self, request: StepRequest) -> dict[str, Any]:
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         if record.status in FINAL_STATES:  # a decision or a cancel came first
             return {"status": record.status.value}
         self._event(record, "approval_expired", Step.EXPIRE)
@@ -462,7 +475,7 @@ class StepRunner:
     def acquire_slot(self, request: StepRequest) -> dict[str, Any]:
         """Ask for one of the deployment's acting slots; without one the state machine waits and
         asks again. Nothing is touched until an execution holds a slot."""
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         first_ask = record.queued_at is None
         if first_ask:
             record = self.ctx.executions.update(
@@ -560,7 +573,7 @@ class StepRunner:
         return {"passed": True}
 
     def record(self, request: StepRequest) -> dict[str, Any]:
-        if self.ctx.executions.get(request.execution_id).status == S.COMPLETED:
+        if self._get(request.execution_id).status == S.COMPLETED:
             return {"status": S.COMPLETED.value}  # a retry of a step that got through
         record, recommendation, executor = self._load_acting(request.execution_id, Step.RECORD)
         finalized = executor.finalize(recommendation, record.action or {})
@@ -622,7 +635,7 @@ class StepRunner:
         return self._poll(request, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, rollback))
 
     def record_rollback(self, request: StepRequest) -> dict[str, Any]:
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         automatic = record.success is None
         changes: dict[str, Any] = {
             "rollback_executed": True,
@@ -647,7 +660,7 @@ class StepRunner:
         return {"status": final.value, "automatic": automatic}
 
     def record_rollback_failure(self, request: StepRequest) -> dict[str, Any]:
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         reason = "rollback failed: " + error_message(request.error)
         if record.error_message and record.success is None:
             reason = f"{record.error_message}; then {reason}"
@@ -664,7 +677,7 @@ class StepRunner:
 
     def record_failure(self, request: StepRequest) -> dict[str, Any]:
         """A step outside the acting phase failed: nothing was changed, the execution fails."""
-        record = self.ctx.executions.get(request.execution_id)
+        record = self._get(request.execution_id)
         reason = error_message(request.error)
         self._event(record, "failed", Step.RECORD_FAILURE, reason=reason)
         if record.status not in FINAL_STATES:

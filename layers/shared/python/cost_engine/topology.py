@@ -64,6 +64,9 @@ class EnvVar:
     BUSINESS_RULES = "BUSINESS_RULES"
     # Recommendations older than this many days are not acted on.
     MAX_RECOMMENDATION_AGE_DAYS = "MAX_RECOMMENDATION_AGE_DAYS"
+    # The one recommendation type an executor function runs steps for: it refuses any other, as its
+    # role allows only that type's AWS calls.
+    RECOMMENDATION_TYPE = "RECOMMENDATION_TYPE"
     # The executor function's own IAM role, path included: what the pre-checks ask the IAM policy
     # simulator about (the assumed-role ARN the function sees at run time has no path).
     OWN_ROLE_ARN = "OWN_ROLE_ARN"
@@ -151,6 +154,11 @@ class Function:
     memory_mb: int = 512
     description: str = ""
     recommendation_type: RecommendationType | None = None
+
+    def own_environment(self) -> dict[str, str]:
+        """What this function's environment holds that no other function's does: an executor's type.
+        The stack and the local runtime both add it."""
+        return {EnvVar.RECOMMENDATION_TYPE: self.recommendation_type.value} if self.recommendation_type else {}
 
 
 API_FUNCTION = Function(
