@@ -453,10 +453,11 @@ class LocalRuntime:
     @staticmethod
     def _load_module(name: str, function_name: str) -> Any:
         """A fresh module object of `name` for one function (not the one in sys.modules)."""
-        spec = importlib.util.find_spec(name)
+        found = importlib.util.find_spec(name)
+        origin = found.origin if found else None
+        spec = importlib.util.spec_from_file_location(f"{name}[{function_name}]", origin) if origin else None
         if spec is None or spec.loader is None:
             raise ImportError(f"no module {name} for {function_name}")
         module = importlib.util.module_from_spec(spec)
-        module.__name__ = f"{name}[{function_name}]"
         spec.loader.exec_module(module)
         return module
