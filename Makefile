@@ -10,12 +10,13 @@ NODE_STAMP := node_modules/.installed
 # banner is silenced for that one major version (a newer Node.js needs nothing).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help demo serve test unit integration browser cli lint format typecheck synth openapi bench prices clean
+.PHONY: help demo serve test unit integration coverage coverage-unit coverage-integration browser cli lint format typecheck synth openapi bench prices clean
 
 help:
 	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
 	@echo "make serve     API on http://127.0.0.1:$${API_PORT:-8080}, emulated AWS on http://127.0.0.1:$${AWS_PORT:-5000}"
 	@echo "make test      lint, type-check and the whole test suite"
+	@echo "make coverage  both suites with line and branch coverage, reported per file"
 	@echo "make cli       install the command-line client as .venv/bin/cost-engine"
 	@echo "make synth     synthesize the CDK stack (offline) into cdk.out/"
 	@echo "make openapi   write the API's OpenAPI document (generated from the handler) to openapi.json"
@@ -83,6 +84,21 @@ unit: $(VENV_STAMP) $(NODE_STAMP)
 integration: $(VENV_STAMP) browser $(CLI)
 	$(PY) -m pytest tests/integration
 
+# The same two suites with line and branch coverage (configured in pyproject.toml: the shared package,
+# the functions, the local runtime and the stack), each into its own data file, then combined.
+coverage: lint typecheck browser $(CLI) $(NODE_STAMP)
+	rm -f .coverage .coverage.unit .coverage.integration
+	$(MAKE) --no-print-directory -j2 --output-sync=target coverage-unit coverage-integration
+	$(VENV)/bin/coverage combine -q .coverage.unit .coverage.integration
+	$(VENV)/bin/coverage report --skip-covered --sort=cover
+	$(VENV)/bin/coverage json -q -o coverage.json
+
+coverage-unit: $(VENV_STAMP) $(NODE_STAMP)
+	COVERAGE_FILE=.coverage.unit $(PY) -m pytest tests/unit tests/statemachines tests/infrastructure --cov --cov-report=
+
+coverage-integration: $(VENV_STAMP) browser $(CLI)
+	COVERAGE_FILE=.coverage.integration $(PY) -m pytest tests/integration --cov --cov-report=
+
 synth: $(VENV_STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting
 
@@ -97,4 +113,4 @@ bench: $(VENV_STAMP)
 	$(PY) -m benchmarks.bench_executions
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* coverage.json

@@ -30,6 +30,7 @@ from cost_engine.api_models import (
     json_response,
     with_public_approval_pages,
 )
+from cost_engine.api_views import status_view
 from cost_engine.approval_page import PAGE_HEADERS, outcome_page, review_page
 from cost_engine.context import EngineContext
 from cost_engine.errors import (
@@ -93,6 +94,10 @@ def _recommendation(recommendation_id: str, role: Role) -> tuple[Caller, Recomme
     recommendation = service.get_recommendation(recommendation_id)
     caller.require(role, recommendation.customer_id, hidden=recommendation_not_found(recommendation_id))
     return caller, recommendation
+
+
+def _view(record: ExecutionRecord) -> dict[str, Any]:
+    return status_view(record, service.ctx.audit)
 
 
 def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> Response[Any]:
@@ -212,7 +217,7 @@ def execute(
         # 200: a repeat of a request already accepted (same Idempotency-Key): the same execution.
         status_code=202 if created else 200,
         content_type=content_types.APPLICATION_JSON,
-        body=service.status_view(record),
+        body=_view(record),
         headers={"Location": f"/executions/{record.execution_id}"},
     )
 
@@ -244,7 +249,7 @@ def list_executions(
 )
 @tracer.capture_method
 def get_execution(execution_id: str) -> dict[str, Any]:
-    return service.status_view(_execution(execution_id, Role.VIEWER)[1])
+    return _view(_execution(execution_id, Role.VIEWER)[1])
 
 
 @app.get(
@@ -278,7 +283,7 @@ def cancel_execution(execution_id: str) -> Response[Any]:
     return Response(
         status_code=200 if record.status == ExecutionStatus.CANCELLED else 202,
         content_type=content_types.APPLICATION_JSON,
-        body=service.status_view(record),
+        body=_view(record),
     )
 
 
@@ -290,7 +295,7 @@ def cancel_execution(execution_id: str) -> Response[Any]:
 def rollback_execution(execution_id: str) -> Response[Any]:
     caller, _ = _execution(execution_id, Role.OPERATOR)
     record = service.rollback(execution_id, caller.principal)
-    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=service.status_view(record))
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=_view(record))
 
 
 @app.post(
@@ -301,7 +306,7 @@ def rollback_execution(execution_id: str) -> Response[Any]:
 def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
     caller, record = _execution(execution_id, Role.APPROVER)
     caller.check_four_eyes(record, service.ctx.settings.approval_policy)
-    return service.status_view(service.decide(execution_id, decision, approve=True, actor=caller.principal))
+    return _view(service.decide(execution_id, decision, approve=True, actor=caller.principal))
 
 
 @app.post(
@@ -311,7 +316,7 @@ def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, B
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
     caller, _ = _execution(execution_id, Role.APPROVER)
-    return service.status_view(service.decide(execution_id, decision, approve=False, actor=caller.principal))
+    return _view(service.decide(execution_id, decision, approve=False, actor=caller.principal))
 
 
 # -- the contract --------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ from botocore.exceptions import ClientError
 
 from cost_engine.aws import AwsClients
 from cost_engine.errors import ActionFailed
-from cost_engine.executors import optimize_storage
 from cost_engine.executors.optimize_storage import (
     OptimizeStorageExecutor,
     OptimizeStorageParameters,
     gp3_target,
     rule_problems,
 )
+from cost_engine.executors.optimize_storage import ebs as optimize_storage_ebs
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from local_runtime.emulations import ebs_modifications, s3_intelligent_tiering
@@ -282,7 +282,7 @@ def test_with_gp3_performance_prices_the_savings_come_from_the_catalog(
     ec2: EC2Client, executor: OptimizeStorageExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog = CatalogWithGp3Performance(ebs_gb_month=price_catalog().ebs_gb_month)
-    monkeypatch.setattr(optimize_storage, "price_catalog", lambda: catalog)
+    monkeypatch.setattr(optimize_storage_ebs, "price_catalog", lambda: catalog)
     volume_id = create_volume(ec2, size_gb=500)  # needs 250 MiB/s: 125 above the gp3 baseline
 
     plan = executor.plan(recommendation_for(volume_id), new_execution_id())

@@ -1,6 +1,6 @@
 """The API's response bodies as models, for its OpenAPI document.
 
-The handler builds its answers from the records (`ExecutionService.status_view` and the like); these
+The handler builds its answers from the records (`cost_engine.api_views.status_view` and the like); these
 models describe the same shapes, field for field, and the integration tests validate live answers
 against them with extra fields forbidden, so the document cannot drift from what the API returns.
 """

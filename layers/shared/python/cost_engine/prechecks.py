@@ -34,9 +34,10 @@ from cost_engine.aws import AwsClients, aws_failure, error_code, is_transient
 from cost_engine.business_rules import ANY_VALUE, BusinessRules, DependencyRule
 from cost_engine.ec2_reads import find_instance, find_volume, tag_map
 from cost_engine.models import Recommendation
+from cost_engine.permissions import Permission
 
 if TYPE_CHECKING:
-    from cost_engine.executors.base import BaseExecutor, Permission
+    from cost_engine.executors.base import BaseExecutor
 
 # Never touched, whatever any rule says: the owner's own opt-out, on the resource itself.
 PROTECTED_TAG = "cost-engine:protected"
@@ -263,8 +264,6 @@ def precheck_permissions(executor: type[BaseExecutor]) -> tuple[Permission, ...]
     type declares the reads of its own resource, tags included).
     The simulation itself (iam:SimulatePrincipalPolicy on the role's own ARN) is granted by the
     stack, which knows that ARN."""
-    from cost_engine.executors.base import Permission
-
     # Tags are read with the describe calls each type already holds for its own resource.
     needed: list[Permission] = []
     if executor.load_balancer_targets != DependencyRule.IGNORE:

@@ -8,7 +8,6 @@ happens in Step Functions (`Wait` states), never by sleeping in a Lambda.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -24,17 +23,11 @@ from cost_engine.models import (
     ValidationResult,
     VerificationResult,
 )
+from cost_engine.permissions import Permission
 from cost_engine.prechecks import DryRunProbe, Resource, resource_by_id
 from cost_engine.settings import Settings
 
-
-@dataclass(frozen=True)
-class Permission:
-    """An IAM statement an executor needs. Resources may use {partition}, {region}, {account}."""
-
-    actions: tuple[str, ...]
-    resources: tuple[str, ...] = ("*",)
-    conditions: dict[str, dict[str, Any]] | None = None
+__all__ = ["BaseExecutor", "Permission"]  # Permission is declared by every executor, next to its base
 
 
 class BaseExecutor(ABC):

@@ -1,4 +1,6 @@
-"""RDS: an idle DB instance deleted after a snapshot, an oversized one resized, and a refusal."""
+"""rightsize_database: an oversized DB instance resized, and a refusal; and terminate_instance on an
+idle DB instance, deleted after a snapshot (the RDS side of that type shares this scenario's database
+set-up)."""
 
 from __future__ import annotations
 
