@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cost_engine.approval_links import ApprovalLinks, SecretKey
 from cost_engine.audit_trail import StatusChangeLog
@@ -31,6 +31,10 @@ class EngineContext:
     limits: Limits
     # None when no signing key is configured: approvals then go through the API only.
     links: ApprovalLinks | None = None
+    # The clients of each other region an executor acted in: made once per function instance (a
+    # Lambda container), not on every step, as making a client and its connections costs more than
+    # most of the calls it makes.
+    _regional_clients: dict[str, AwsClients] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineContext:
@@ -64,4 +68,10 @@ class EngineContext:
 
     def executor_for(self, recommendation: Recommendation) -> BaseExecutor:
         # The recommendation's own region: the resource lives there, not where the engine runs.
-        return executor_class(recommendation.type)(AwsClients(recommendation.region), self.settings)
+        region = recommendation.region
+        clients = (
+            self.clients
+            if region == self.clients.region
+            else self._regional_clients.setdefault(region, AwsClients(region))
+        )
+        return executor_class(recommendation.type)(clients, self.settings)
