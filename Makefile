@@ -72,17 +72,20 @@ format: $(VENV_STAMP)
 typecheck: $(VENV_STAMP)
 	$(VENV)/bin/mypy
 
-# Two pytest runs, side by side (one per core; each prints its whole output when it ends). Two
-# processes, because the unit tests use moto in-process (mock_aws), which would reset the emulator
-# that the integration tests' local runtime keeps running in its own process.
+# The unit suite, then the integration suite, each on $(WORKERS) processes (pytest-xdist; one per
+# core here), whole files to a worker so that a module's set-up is made once; each integration worker
+# starts its own local runtime. Two runs, not one: the unit tests use moto in-process (mock_aws),
+# which would reset the emulator that an integration worker's runtime serves.
+WORKERS ?= 2
 test: lint typecheck browser $(CLI) $(NODE_STAMP)
-	$(MAKE) --no-print-directory -j2 --output-sync=target unit integration
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory integration
 
 unit: $(VENV_STAMP) $(NODE_STAMP)
-	$(PY) -m pytest tests/unit tests/statemachines tests/infrastructure
+	$(PY) -m pytest -n $(WORKERS) --dist loadfile tests/unit tests/statemachines tests/infrastructure
 
 integration: $(VENV_STAMP) browser $(CLI)
-	$(PY) -m pytest tests/integration
+	$(PY) -m pytest -n $(WORKERS) --dist loadfile tests/integration
 
 # The same two suites with line and branch coverage (configured in pyproject.toml: the shared package,
 # the functions, the local runtime and the stack), each into its own data file, then combined.

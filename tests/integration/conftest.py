@@ -32,6 +32,12 @@ API_KEYS: dict[str, dict[str, Any]] = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The load test first: it is the longest file by far, so one worker starts on it while the
+    other works through the rest (make test runs the suite on two)."""
+    items.sort(key=lambda item: item.path.name != "test_load.py")
+
+
 @pytest.fixture(scope="session")
 def runtime() -> Iterator[LocalRuntime]:
     with LocalRuntime(
