@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.installed
 # banner is silenced for that one major version (a newer Node.js needs nothing).
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: help demo serve test unit integration coverage coverage-unit coverage-integration browser cli lint format typecheck synth openapi bench prices clean
+.PHONY: help demo serve test unit integration coverage browser cli lint format typecheck synth openapi bench prices clean
 
 help:
 	@echo "make demo      run the demo on the embedded local runtime (no AWS account, no Docker)"
@@ -87,20 +87,18 @@ unit: $(VENV_STAMP) $(NODE_STAMP)
 integration: $(VENV_STAMP) browser $(CLI)
 	$(PY) -m pytest -n $(WORKERS) --dist loadfile tests/integration
 
-# The same two suites with line and branch coverage (configured in pyproject.toml: the shared package,
-# the functions, the local runtime and the stack), each into its own data file, then combined.
+# The same two suites, the same way, with line and branch coverage (configured in pyproject.toml: the
+# shared package, the functions, the local runtime and the stack), each into its own data file, then
+# combined and reported per file (and written to coverage.json).
 coverage: lint typecheck browser $(CLI) $(NODE_STAMP)
 	rm -f .coverage .coverage.unit .coverage.integration
-	$(MAKE) --no-print-directory -j2 --output-sync=target coverage-unit coverage-integration
+	COVERAGE_FILE=.coverage.unit $(PY) -m pytest -n $(WORKERS) --dist loadfile --cov --cov-report= \
+		tests/unit tests/statemachines tests/infrastructure
+	COVERAGE_FILE=.coverage.integration $(PY) -m pytest -n $(WORKERS) --dist loadfile --cov --cov-report= \
+		tests/integration
 	$(VENV)/bin/coverage combine -q .coverage.unit .coverage.integration
 	$(VENV)/bin/coverage report --skip-covered --sort=cover
 	$(VENV)/bin/coverage json -q -o coverage.json
-
-coverage-unit: $(VENV_STAMP) $(NODE_STAMP)
-	COVERAGE_FILE=.coverage.unit $(PY) -m pytest tests/unit tests/statemachines tests/infrastructure --cov --cov-report=
-
-coverage-integration: $(VENV_STAMP) browser $(CLI)
-	COVERAGE_FILE=.coverage.integration $(PY) -m pytest tests/integration --cov --cov-report=
 
 synth: $(VENV_STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true npx --no-install cdk synth --quiet --no-notices --no-version-reporting
