@@ -65,10 +65,11 @@ _session_runtime: list[LocalRuntime] = []
 T = TypeVar("T")
 
 
-def eventually(probe: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.2) -> T:
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.2) -> T:
     """The first answer of `probe` that is not None, asked again every `interval` seconds; fails
     saying `what` was awaited when `timeout` passes first. For what the engine writes just after a
-    status a test has already seen (a release, a cooldown), or a step another thread answers."""
+    status a test has already seen (a release, a cooldown), or a step another thread answers. The
+    timeout only bounds a failure: on a busy machine (two workers, each with a runtime) it is generous."""
     deadline = time.monotonic() + timeout
     while (answer := probe()) is None:
         assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
