@@ -225,3 +225,28 @@ def _error_payload(error: Exception) -> str:
             "stackTrace": traceback.format_exception(error)[-5:],
         }
     )
+
+
+_metrics_lock = threading.RLock()
+
+
+def one_metric_flush_at_a_time() -> None:
+    """Powertools keeps one metric set per process, shared by every Metrics object. On Lambda each
+    invocation has its process; here invocations run on threads of one, so one invocation's flush
+    could clear the set between another's check that it holds metrics and its serialization, which
+    then fails the handler ("Must contain at least one metric"), and an add could change the set
+    while it is serialized. Adding and flushing take one lock: a flush may still publish another
+    invocation's metrics (harmless locally), but never fails."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    for name in ("add_metric", "flush_metrics", "serialize_metric_set"):
+        method = getattr(AmazonCloudWatchEMFProvider, name)
+        if getattr(method, "one_at_a_time", False):
+            continue
+
+        def locked(*args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            with _metrics_lock:
+                return _method(*args, **kwargs)
+
+        locked.one_at_a_time = True  # type: ignore[attr-defined]
+        setattr(AmazonCloudWatchEMFProvider, name, locked)

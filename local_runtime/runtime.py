@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from cost_engine import settings
 from local_runtime.api_concurrency import give_each_thread_its_own_request
 from local_runtime.api_server import ApiServer
-from local_runtime.dispatch import Dispatcher, FunctionOutput
+from local_runtime.dispatch import Dispatcher, FunctionOutput, one_metric_flush_at_a_time
 from local_runtime.emulations import install_all as install_emulations
 from local_runtime.emulations.aws_requests import AwsRequests
 from local_runtime.provision import create_tables
@@ -138,6 +138,7 @@ class LocalRuntime:
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         self._patch_lambda_invoke()
         install_emulations(self)
+        one_metric_flush_at_a_time()
         self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._moto_server.start()
         self._provision()
