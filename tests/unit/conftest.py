@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import botocore.loaders
@@ -12,6 +13,8 @@ import botocore.session
 import pytest
 from moto import mock_aws
 
+from cost_engine.settings import Settings
+from cost_engine.topology import AUDIT_TABLE, EXECUTIONS_TABLE, LIMITS_TABLE, RECOMMENDATIONS_TABLE
 from local_runtime.provision import create_tables
 
 # moto gives every test a new default boto3 session (mock_aws patches boto3.DEFAULT_SESSION), and a
@@ -53,3 +56,15 @@ def aws() -> Iterator[None]:
 def tables(aws: None) -> None:
     """The engine's DynamoDB tables, created from the topology as the local runtime creates them."""
     create_tables(boto3.client("dynamodb", region_name=REGION))
+
+
+def engine_settings(**fields: Any) -> Settings:
+    """The engine's settings over the tables the `tables` fixture creates, in this region, with `fields`."""
+    return Settings(
+        executions_table=EXECUTIONS_TABLE.local_name,
+        audit_table=AUDIT_TABLE.local_name,
+        recommendations_table=RECOMMENDATIONS_TABLE.local_name,
+        limits_table=LIMITS_TABLE.local_name,
+        region=REGION,
+        **fields,
+    )

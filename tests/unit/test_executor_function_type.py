@@ -7,30 +7,21 @@ import pytest
 from cost_engine.context import EngineContext
 from cost_engine.errors import UnsupportedType
 from cost_engine.models import ExecutionRecord, ExecutionStatus, RecommendationType, new_execution_id
-from cost_engine.settings import Settings, load_settings
+from cost_engine.settings import load_settings
 from cost_engine.steps import Step, StepRequest, StepRunner
 from cost_engine.topology import (
-    AUDIT_TABLE,
-    EXECUTIONS_TABLE,
-    LIMITS_TABLE,
-    RECOMMENDATIONS_TABLE,
     TABLES,
     EnvVar,
     executor_function,
     functions,
 )
-from tests.unit.conftest import ACCOUNT_ID, REGION
+from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings
 
 T = RecommendationType
 
 
 def runner(own_type: RecommendationType | None) -> StepRunner:
-    settings = Settings(
-        executions_table=EXECUTIONS_TABLE.local_name,
-        audit_table=AUDIT_TABLE.local_name,
-        recommendations_table=RECOMMENDATIONS_TABLE.local_name,
-        limits_table=LIMITS_TABLE.local_name,
-        region=REGION,
+    settings = engine_settings(
         recommendation_type=own_type,
     )
     return StepRunner(EngineContext.from_settings(settings))

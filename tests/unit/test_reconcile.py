@@ -20,9 +20,7 @@ from cost_engine.reconcile import (
     reconcile_run_ended,
 )
 from cost_engine.service import ExecutionService
-from cost_engine.settings import Settings
-from cost_engine.topology import AUDIT_TABLE, EXECUTIONS_TABLE, LIMITS_TABLE, RECOMMENDATIONS_TABLE
-from tests.unit.conftest import ACCOUNT_ID, REGION
+from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings
 
 S = ExecutionStatus
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/state-machine"
@@ -34,14 +32,9 @@ def service(tables: None) -> ExecutionService:
     """Given the engine's tables and the terminate_instance state machine (moto records its runs)."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
     machine = sfn.create_state_machine(name="cost-engine-terminate", definition=json.dumps(WAITS), roleArn=ROLE_ARN)
-    settings = Settings(
-        executions_table=EXECUTIONS_TABLE.local_name,
-        audit_table=AUDIT_TABLE.local_name,
-        recommendations_table=RECOMMENDATIONS_TABLE.local_name,
-        limits_table=LIMITS_TABLE.local_name,
+    settings = engine_settings(
         state_machine_arns={RecommendationType.TERMINATE_INSTANCE.value: machine["stateMachineArn"]},
         poll_interval_seconds=0,
-        region=REGION,
     )
     return ExecutionService(EngineContext.from_settings(settings))
 

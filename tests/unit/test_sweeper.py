@@ -15,10 +15,8 @@ from cost_engine.context import EngineContext
 from cost_engine.errors import Conflict
 from cost_engine.models import ExecutionRecord, ExecutionStatus, RecommendationType, new_execution_id, utc_now
 from cost_engine.service import ExecutionService
-from cost_engine.settings import Settings
 from cost_engine.sweeper import SWEEPER_ACTOR, SWEPT, Decision, is_sweep_event, sweep
-from cost_engine.topology import AUDIT_TABLE, EXECUTIONS_TABLE, LIMITS_TABLE, RECOMMENDATIONS_TABLE
-from tests.unit.conftest import ACCOUNT_ID, REGION
+from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings
 
 S = ExecutionStatus
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/state-machine"
@@ -37,14 +35,9 @@ def service(tables: None) -> ExecutionService:
         ]
         for t in TYPES
     }
-    settings = Settings(
-        executions_table=EXECUTIONS_TABLE.local_name,
-        audit_table=AUDIT_TABLE.local_name,
-        recommendations_table=RECOMMENDATIONS_TABLE.local_name,
-        limits_table=LIMITS_TABLE.local_name,
+    settings = engine_settings(
         state_machine_arns=machines,
         poll_interval_seconds=0,
-        region=REGION,
     )
     return ExecutionService(EngineContext.from_settings(settings))
 
