@@ -24,10 +24,10 @@ help:
 	@echo "make prices    refresh the price catalog from the AWS Price List API (needs AWS credentials)"
 	@echo "make bench     time and memory of executions on the local runtime, against the targets"
 
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements-bootstrap.txt requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-bootstrap.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt
 	touch $@
 
 # The approval-page tests open the emailed link in a real headless Chromium: Debian's chromium and
@@ -88,15 +88,15 @@ integration: $(VENV_STAMP) browser $(CLI)
 	$(PY) -m pytest -n $(WORKERS) --dist loadfile tests/integration
 
 # The same two suites, the same way, with line and branch coverage (configured in pyproject.toml: the
-# shared package, the functions, the local runtime and the stack), each into its own data file, then
-# combined and reported per file (and written to coverage.json).
+# shared package, the functions, the local runtime and the stack), each into its own data file (and
+# the processes the tests start into theirs), then combined and reported per file (and coverage.json).
 coverage: lint typecheck browser $(CLI) $(NODE_STAMP)
-	rm -f .coverage .coverage.unit .coverage.integration
+	rm -f .coverage .coverage.*
 	COVERAGE_FILE=.coverage.unit $(PY) -m pytest -n $(WORKERS) --dist loadfile --cov --cov-report= \
 		tests/unit tests/statemachines tests/infrastructure
 	COVERAGE_FILE=.coverage.integration $(PY) -m pytest -n $(WORKERS) --dist loadfile --cov --cov-report= \
 		tests/integration
-	$(VENV)/bin/coverage combine -q .coverage.unit .coverage.integration
+	$(VENV)/bin/coverage combine -q
 	$(VENV)/bin/coverage report --skip-covered --sort=cover
 	$(VENV)/bin/coverage json -q -o coverage.json
 
