@@ -13,7 +13,8 @@ from cost_engine import topology
 from cost_engine.access import routes_of
 from cost_engine.executors import executor_class
 from cost_engine.prechecks import precheck_permissions
-from infra.stack import CostExecutionEngineStack, route_resource
+from infra.constructs.api import route_resource
+from infra.stack import CostExecutionEngineStack
 
 ANY_RESOURCE = "Resource::*"
 TRACING_REASON = "X-Ray PutTraceSegments and PutTelemetryRecords support no resource-level permissions."
@@ -106,7 +107,7 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
     )
     # On the queue itself, not on its queue policy.
     _suppress(
-        stack.trigger_dead_letter_queue,
+        stack.trigger.dead_letter_queue,
         "SQS3",
         "This queue is itself the dead-letter queue: of the targets of the Recommendation Approved and state "
         "machine run ended rules, and of the trigger function's failed asynchronous invocations. What lands here "
@@ -114,8 +115,8 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         "step further.",
         apply_to_children=False,
     )
-    for api_role, policy in stack.api_role_policies.items():
-        api = f"<{stack.logical_id(stack.api)}>"
+    for api_role, policy in stack.api.role_policies.items():
+        api = f"<{stack.logical_id(stack.api.rest_api)}>"
         _suppress(
             policy,
             "IAM5",
@@ -129,7 +130,7 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
             ],
         )
     _suppress(
-        stack.api_gateway_logging_role,
+        stack.api.gateway_logging_role,
         "IAM5",
         "API Gateway's logging role is a regional account setting shared by every REST API of the account, "
         "which creates its own execution log groups (API-Gateway-Execution-Logs_<api>/<stage>); it is limited "
@@ -137,15 +138,15 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         ["Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:*"],
     )
     _suppress(
-        stack.scheduler_role,
+        stack.events.scheduler_role,
         "IAM5",
         "EventBridge Scheduler stops and starts whichever instances schedule_instance puts on a schedule, known "
         "only at run time; the role can do nothing else, on instances of this account and region only.",
         ["Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*"],
     )
     # On each method itself, not on its children (the Lambda permissions of its integration).
-    approval_page_paths = {method.node.path for method in stack.approval_page_methods}
-    for method in stack.api.methods:
+    approval_page_paths = {method.node.path for method in stack.api.approval_page_methods}
+    for method in stack.api.rest_api.methods:
         if method.node.path in approval_page_paths:
             _suppress(method, "APIG4", APPROVAL_PAGE_REASON, apply_to_children=False)
             _suppress(method, "COG4", APPROVAL_PAGE_REASON, apply_to_children=False)
@@ -158,7 +159,7 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
                 apply_to_children=False,
             )
     _suppress(
-        stack.api.deployment_stage,
+        stack.api.rest_api.deployment_stage,
         "APIG3",
         "Every method but the approval pages requires a SigV4 signature from an IAM principal. The approval pages "
         "act only on a link with a valid HMAC-SHA256 signature and have their own throttling, below the stage's, "
@@ -166,7 +167,7 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
         "Attach one where the API is exposed to untrusted networks at scale.",
     )
     _suppress(
-        stack.approval_secret,
+        stack.approvals.link_secret,
         "SMG4",
         "Rotating the approval link key would invalidate the links already emailed and still inside their "
         "approval window (24 hours at most). Rotation can come once the API function also accepts the previous "

@@ -18,38 +18,35 @@ from constructs import IConstruct
 from cost_engine import spine, topology
 from cost_engine.access import AccessPolicy, Role
 from cost_engine.approval_policy import ApprovalPolicy
+from cost_engine.environment import POWERTOOLS_LOG_LEVEL, POWERTOOLS_SERVICE, POWERTOOLS_TRACE_DISABLED
 from cost_engine.executors import executor_class
 from cost_engine.models import RecommendationType
 from cost_engine.prechecks import precheck_permissions
 from cost_engine.settings import Settings
 from cost_engine.topology import EnvVar
-from infra.nag import suppress_accepted_findings
-from infra.stack import (
+from infra.constructs.api import (
     APPROVAL_PAGE_BURST_LIMIT,
     APPROVAL_PAGE_METHODS,
     APPROVAL_PAGE_RATE_LIMIT,
     APPROVAL_PAGE_RESOURCE,
-    APPROVAL_TOPIC_KEY_ID,
     DECISION_RESOURCES,
-    EXECUTOR_BASE_ACTIONS,
-    POWERTOOLS_ENVIRONMENT,
-    POWERTOOLS_LAYER_PARAMETER,
-    POWERTOOLS_VERSION,
-    RUNTIME,
-    SCHEDULER_ACTIONS,
-    SCHEDULER_ROLE_ID,
-    SHARED_LAYER_ID,
-    TRIGGER_DLQ_RETENTION,
-    TRIGGER_MAX_EVENT_AGE,
-    CostExecutionEngineStack,
-    DeploymentContext,
 )
+from infra.constructs.approvals import APPROVAL_TOPIC_KEY_ID
+from infra.constructs.events import SCHEDULER_ROLE_ID
+from infra.constructs.functions import POWERTOOLS_LAYER_PARAMETER, POWERTOOLS_VERSION, RUNTIME, SHARED_LAYER_ID
+from infra.constructs.trigger import TRIGGER_DLQ_RETENTION, TRIGGER_MAX_EVENT_AGE
+from infra.context import DeploymentContext
+from infra.nag import suppress_accepted_findings
+from infra.permissions import EXECUTOR_BASE_ACTIONS, SCHEDULER_ACTIONS
+from infra.stack import CostExecutionEngineStack
+from local_runtime.runtime import LocalRuntime
 
 APPROVERS = ("finops@example.com", "platform@example.com")
 APPROVAL_POLICY = {
     "default": {"max_auto_approve_risk": "low", "high_risk_monthly_savings_usd": 500.0},
     "customers": {"acme": {"auto_approve_types": ["delete_volume"]}},
 }
+ACCESS = {"principals": {"arn:aws:iam::123456789012:role/FinOpsApprover": {"customers": {"acme": ["approver"]}}}}
 PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
 
@@ -130,8 +127,15 @@ EXECUTORS = [sm.executor for sm in topology.state_machines()]
 
 @pytest.fixture(scope="module")
 def synthesized() -> Synthesized:
-    """Given the app as app.py builds it, with cdk-nag, and approvers and a policy as `cdk -c` gives them."""
-    app = App(context={"approver_emails": ", ".join(APPROVERS), "approval_policy": json.dumps(APPROVAL_POLICY)})
+    """Given the app as app.py builds it, with cdk-nag, and approvers, an approval policy and an access
+    policy as `cdk -c` gives them."""
+    app = App(
+        context={
+            "approver_emails": ", ".join(APPROVERS),
+            "approval_policy": json.dumps(APPROVAL_POLICY),
+            "access": json.dumps(ACCESS),
+        }
+    )
     stack = CostExecutionEngineStack(app, "CostExecutionEngineTest")
     suppress_accepted_findings(stack)
     Aspects.of(app).add(AwsSolutionsChecks())
@@ -147,7 +151,7 @@ def synthesized() -> Synthesized:
 def test_each_table_is_on_demand_encrypted_recoverable_and_kept_with_the_topology_keys(
     synthesized: Synthesized, table: topology.Table
 ) -> None:
-    resource = synthesized.resource(table.construct_id, synthesized.stack.tables[table.construct_id])
+    resource = synthesized.resource(table.construct_id, synthesized.stack.data.tables[table.construct_id])
     props = resource["Properties"]
 
     assert props["BillingMode"] == "PAY_PER_REQUEST"
@@ -201,7 +205,7 @@ def test_each_function_runs_its_handler_traced_with_the_shared_and_powertools_la
     assert props["Timeout"] == function.timeout_seconds
     assert props["MemorySize"] == function.memory_mb
     assert props["TracingConfig"] == {"Mode": "Active"}
-    shared_layer = stack.node.find_child(SHARED_LAYER_ID)
+    shared_layer = stack.engine_functions.node.find_child(SHARED_LAYER_ID)
     parameters = synthesized.template.to_json()["Parameters"]
     powertools = [name for name, p in parameters.items() if p.get("Default") == POWERTOOLS_LAYER_PARAMETER]
     assert props["Layers"] == [{"Ref": stack.logical_id(shared_layer)}, {"Ref": powertools[0]}]
@@ -219,10 +223,31 @@ def test_each_function_is_told_the_tables_the_topic_and_the_powertools_settings(
     variables = props["Environment"]["Variables"]
 
     for table in topology.TABLES:
-        assert variables[table.env_var] == {"Ref": stack.logical_id(stack.tables[table.construct_id])}
-    assert variables[EnvVar.APPROVAL_TOPIC_ARN] == {"Ref": stack.logical_id(stack.approval_topic)}
-    assert variables[EnvVar.SCHEDULER_ROLE_ARN] == {"Fn::GetAtt": [stack.logical_id(stack.scheduler_role), "Arn"]}
-    assert POWERTOOLS_ENVIRONMENT.items() <= variables.items()
+        assert variables[table.env_var] == {"Ref": stack.logical_id(stack.data.tables[table.construct_id])}
+    assert variables[EnvVar.APPROVAL_TOPIC_ARN] == {"Ref": stack.logical_id(stack.approvals.topic)}
+    assert variables[EnvVar.SCHEDULER_ROLE_ARN] == {
+        "Fn::GetAtt": [stack.logical_id(stack.events.scheduler_role), "Arn"]
+    }
+    assert {**POWERTOOLS_SERVICE, POWERTOOLS_LOG_LEVEL: "INFO"}.items() <= variables.items()
+
+
+@pytest.mark.parametrize("function", topology.functions(), ids=lambda f: f.construct_id)
+def test_the_stack_and_the_local_runtime_tell_each_function_the_same_variables(
+    synthesized: Synthesized, function: topology.Function
+) -> None:
+    # Given a local runtime that chooses what the synthesized deployment chose (its API keys stand for
+    # the access policy's principals); both build each environment with cost_engine.environment
+    runtime = LocalRuntime(approval_policy=APPROVAL_POLICY, approver_emails=APPROVERS)
+
+    deployed = set(function_environment(synthesized.stack, synthesized.template.to_json(), function))
+    local = set(runtime.function_environments()[function.local_name])
+
+    # Then the names are the same, but for what one side has no use for: locally every function shares
+    # one role, so an executor's pre-checks ask about the caller's; and locally waits take no time and
+    # nothing is traced.
+    assert deployed - local == ({EnvVar.OWN_ROLE_ARN} if function.recommendation_type else set())
+    local_only = {EnvVar.SLOT_WAIT_SECONDS, POWERTOOLS_TRACE_DISABLED}
+    assert local - deployed == local_only | ({EnvVar.MAX_POLL_ATTEMPTS} if function.recommendation_type else set())
 
 
 @pytest.mark.parametrize("function", [topology.API_FUNCTION, topology.TRIGGER_FUNCTION], ids=lambda f: f.construct_id)
@@ -240,9 +265,9 @@ def test_each_function_that_starts_executions_knows_every_state_machine_and_the_
         sm.recommendation_type.value: stack.logical_id(stack.state_machines[sm.recommendation_type])
         for sm in topology.state_machines()
     }
-    assert variables[EnvVar.POLL_INTERVAL_SECONDS] == "15"
     assert variables[EnvVar.APPROVAL_TIMEOUT_SECONDS] == "86400"
-    assert variables[EnvVar.MAX_POLL_ATTEMPTS] == "120"
+    # Each type polls within its own budget (its executor's `polling`): no deployment-wide one.
+    assert EnvVar.MAX_POLL_ATTEMPTS not in variables
 
 
 # -- permissions ------------------------------------------------------------------------------
@@ -426,8 +451,8 @@ def test_approve_and_reject_are_served_by_the_api_function(synthesized: Synthesi
     stack = synthesized.stack
     api_function = stack.logical_id(stack.functions[topology.API_FUNCTION.construct_id])
 
-    assert len(stack.decision_methods) == len(DECISION_RESOURCES) == 2
-    for method in stack.decision_methods:
+    assert len(stack.api.decision_methods) == len(DECISION_RESOURCES) == 2
+    for method in stack.api.decision_methods:
         integration = synthesized.resource(method.node.path, method)["Properties"]["Integration"]
         assert integration["Type"] == "AWS_PROXY"
         assert api_function in set(referenced(integration["Uri"]))
@@ -436,7 +461,7 @@ def test_approve_and_reject_are_served_by_the_api_function(synthesized: Synthesi
 def invoked_routes(synthesized: Synthesized, policy: IConstruct) -> set[str]:
     """The "METHOD/path" each execute-api:Invoke statement of a managed policy names, on this API's stage."""
     document = synthesized.resource(policy.node.path, policy)["Properties"]["PolicyDocument"]
-    api = synthesized.stack.logical_id(synthesized.stack.api)
+    api = synthesized.stack.logical_id(synthesized.stack.api.rest_api)
     routes = set()
     for statement in document["Statement"]:
         assert (statement["Effect"], statement["Action"]) == ("Allow", "execute-api:Invoke")
@@ -451,7 +476,7 @@ def test_each_role_has_a_managed_policy_that_invokes_exactly_its_routes_and_only
     synthesized: Synthesized,
 ) -> None:
     reads = {"GET/recommendations/*", "GET/executions", "GET/executions/*", "GET/executions/*/logs"}
-    policies = synthesized.stack.api_role_policies
+    policies = synthesized.stack.api.role_policies
 
     assert invoked_routes(synthesized, policies[Role.VIEWER]) == reads
     assert invoked_routes(synthesized, policies[Role.OPERATOR]) == reads | {
@@ -468,12 +493,11 @@ def test_each_role_has_a_managed_policy_that_invokes_exactly_its_routes_and_only
 
 
 def test_the_api_function_is_told_the_access_policy_and_the_approval_policy_of_the_context() -> None:
-    access = {"principals": {"arn:aws:iam::123456789012:role/FinOpsApprover": {"customers": {"acme": ["approver"]}}}}
-    stack, template = synthesize({"access": json.dumps(access), "approval_policy": APPROVAL_POLICY})
+    stack, template = synthesize({"access": json.dumps(ACCESS), "approval_policy": APPROVAL_POLICY})
     bare_stack, bare_template = synthesize({})
 
     variables = function_environment(stack, template, topology.API_FUNCTION)
-    assert AccessPolicy.model_validate_json(variables[EnvVar.ACCESS_POLICY]) == AccessPolicy.model_validate(access)
+    assert AccessPolicy.model_validate_json(variables[EnvVar.ACCESS_POLICY]) == AccessPolicy.model_validate(ACCESS)
     # Four eyes: the API reads the customers' allow_self_approval from the approval policy.
     assert json.loads(variables[EnvVar.APPROVAL_POLICY]) == APPROVAL_POLICY
     # Unset: nobody is granted anything (the functions' default), and nothing else is told.
@@ -486,7 +510,7 @@ def test_the_approval_pages_are_served_by_the_api_function(synthesized: Synthesi
     stack = synthesized.stack
     api_function = stack.logical_id(stack.functions[topology.API_FUNCTION.construct_id])
 
-    for method in stack.approval_page_methods:
+    for method in stack.api.approval_page_methods:
         integration = synthesized.resource(method.node.path, method)["Properties"]["Integration"]
         assert integration["Type"] == "AWS_PROXY"
         assert api_function in set(referenced(integration["Uri"]))
@@ -509,7 +533,7 @@ def test_the_approval_pages_have_their_own_throttling_below_the_stages(synthesiz
 
 def test_the_approval_link_key_is_a_generated_secret(synthesized: Synthesized) -> None:
     stack = synthesized.stack
-    secret = synthesized.resource(topology.APPROVAL_SECRET_CONSTRUCT_ID, stack.approval_secret)["Properties"]
+    secret = synthesized.resource(topology.APPROVAL_SECRET_CONSTRUCT_ID, stack.approvals.link_secret)["Properties"]
 
     # Long enough for the functions, which refuse a key shorter than 32 characters.
     assert secret["GenerateSecretString"] == {"PasswordLength": 64, "ExcludePunctuation": True}
@@ -521,7 +545,7 @@ def test_each_function_is_told_the_approval_link_key_and_may_only_read_that_one_
     synthesized: Synthesized, function: topology.Function
 ) -> None:
     stack = synthesized.stack
-    secret_ref = {"Ref": stack.logical_id(stack.approval_secret)}
+    secret_ref = {"Ref": stack.logical_id(stack.approvals.link_secret)}
     variables = synthesized.resource(function.construct_id, stack.functions[function.construct_id])["Properties"][
         "Environment"
     ]["Variables"]
@@ -554,7 +578,7 @@ def test_each_executor_builds_approval_links_from_the_api_id_not_from_its_stage(
     variables = function_environment(stack, synthesized.template.to_json(), executor)
     base_url = variables[EnvVar.API_BASE_URL]
 
-    assert set(referenced(base_url)) == {stack.logical_id(stack.api), "AWS::Region", "AWS::URLSuffix"}
+    assert set(referenced(base_url)) == {stack.logical_id(stack.api.rest_api), "AWS::Region", "AWS::URLSuffix"}
     parts = base_url["Fn::Join"][1]
     assert parts[0] == "https://"
     assert parts[-1] == f"/{topology.API_STAGE_NAME}"
@@ -580,7 +604,7 @@ def test_each_executor_is_told_the_approvers_and_the_approval_policy_of_the_cont
 
 def test_executions_can_be_found_by_the_approval_id_of_their_link(synthesized: Synthesized) -> None:
     stack = synthesized.stack
-    table = synthesized.resource("ExecutionsTable", stack.tables[topology.EXECUTIONS_TABLE.construct_id])
+    table = synthesized.resource("ExecutionsTable", stack.data.tables[topology.EXECUTIONS_TABLE.construct_id])
     indexes = {i["IndexName"]: i["KeySchema"] for i in table["Properties"]["GlobalSecondaryIndexes"]}
 
     assert indexes[topology.IndexName.APPROVAL] == [
@@ -598,7 +622,7 @@ def test_executions_can_be_found_by_the_approval_id_of_their_link(synthesized: S
 
 def test_the_unfinished_executions_index_is_sparse_and_holds_their_keys_only(synthesized: Synthesized) -> None:
     stack = synthesized.stack
-    table = synthesized.resource("ExecutionsTable", stack.tables[topology.EXECUTIONS_TABLE.construct_id])
+    table = synthesized.resource("ExecutionsTable", stack.data.tables[topology.EXECUTIONS_TABLE.construct_id])
     indexes = {i["IndexName"]: i for i in table["Properties"]["GlobalSecondaryIndexes"]}
 
     unfinished = indexes[topology.IndexName.UNFINISHED]
@@ -768,10 +792,10 @@ def test_the_approval_topic_is_encrypted_with_a_rotating_key_requires_tls_and_ma
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    topic = synthesized.resource(topology.APPROVAL_TOPIC_CONSTRUCT_ID, stack.approval_topic)
-    key = synthesized.resource(APPROVAL_TOPIC_KEY_ID, stack.approval_topic_key)
+    topic = synthesized.resource(topology.APPROVAL_TOPIC_CONSTRUCT_ID, stack.approvals.topic)
+    key = synthesized.resource(APPROVAL_TOPIC_KEY_ID, stack.approvals.topic_key)
 
-    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [stack.logical_id(stack.approval_topic_key), "Arn"]}
+    assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [stack.logical_id(stack.approvals.topic_key), "Arn"]}
     assert key["Properties"]["EnableKeyRotation"] is True
     synthesized.template.has_resource_properties(
         "AWS::SNS::TopicPolicy",
@@ -804,12 +828,12 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
     rules = synthesized.template.find_resources("AWS::Events::Rule")
 
     assert set(rules) == {
-        stack.logical_id(stack.trigger_rule),
-        stack.logical_id(stack.run_ended_rule),
-        stack.logical_id(stack.sweep_rule),
+        stack.logical_id(stack.trigger.rule),
+        stack.logical_id(stack.trigger.run_ended_rule),
+        stack.logical_id(stack.trigger.sweep_rule),
     }
-    props = synthesized.resource(topology.TRIGGER_RULE_CONSTRUCT_ID, stack.trigger_rule)["Properties"]
-    assert props["EventBusName"] == {"Ref": stack.logical_id(stack.event_bus)}
+    props = synthesized.resource(topology.TRIGGER_RULE_CONSTRUCT_ID, stack.trigger.rule)["Properties"]
+    assert props["EventBusName"] == {"Ref": stack.logical_id(stack.events.bus)}
     assert props["State"] == "ENABLED"
     assert props["EventPattern"] == topology.trigger_event_pattern()
     assert props["EventPattern"] == {"detail-type": [topology.RECOMMENDATION_APPROVED_DETAIL_TYPE]}
@@ -817,7 +841,7 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
     assert topology.STATUS_CHANGED_DETAIL_TYPE not in props["EventPattern"]["detail-type"]
     [target] = props["Targets"]
     assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger_dead_letter_queue)}
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
     assert target["RetryPolicy"] == {
         "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
         "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
@@ -829,7 +853,7 @@ def test_the_rule_on_the_default_bus_sends_the_ends_of_the_engines_runs_that_its
 ) -> None:
     stack = synthesized.stack
     trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
-    props = synthesized.resource(topology.RUN_ENDED_RULE_CONSTRUCT_ID, stack.run_ended_rule)["Properties"]
+    props = synthesized.resource(topology.RUN_ENDED_RULE_CONSTRUCT_ID, stack.trigger.run_ended_rule)["Properties"]
 
     # Step Functions puts its events on the account's default bus.
     assert "EventBusName" not in props
@@ -847,7 +871,7 @@ def test_the_rule_on_the_default_bus_sends_the_ends_of_the_engines_runs_that_its
     assert len(machines) == len(topology.state_machines())
     [target] = props["Targets"]
     assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger_dead_letter_queue)}
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
     assert target["RetryPolicy"] == {
         "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
         "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
@@ -859,7 +883,7 @@ def test_the_sweep_schedule_invokes_the_trigger_every_five_minutes_with_its_retr
 ) -> None:
     stack = synthesized.stack
     trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
-    props = synthesized.resource(topology.SWEEP_RULE_CONSTRUCT_ID, stack.sweep_rule)["Properties"]
+    props = synthesized.resource(topology.SWEEP_RULE_CONSTRUCT_ID, stack.trigger.sweep_rule)["Properties"]
 
     assert props["ScheduleExpression"] == f"rate({topology.SWEEP_INTERVAL_MINUTES} minutes)" == "rate(5 minutes)"
     assert props["State"] == "ENABLED"
@@ -868,7 +892,7 @@ def test_the_sweep_schedule_invokes_the_trigger_every_five_minutes_with_its_retr
     assert "EventPattern" not in props
     [target] = props["Targets"]
     assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger_dead_letter_queue)}
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
 
 
 def test_only_the_engines_three_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
@@ -885,7 +909,7 @@ def test_only_the_engines_three_rules_may_invoke_the_trigger(synthesized: Synthe
                 "Principal": "events.amazonaws.com",
                 "SourceArn": arn_of(synthesized, rule),
             }
-            for rule in (stack.trigger_rule, stack.run_ended_rule, stack.sweep_rule)
+            for rule in (stack.trigger.rule, stack.trigger.run_ended_rule, stack.trigger.sweep_rule)
         ),
         key=json.dumps,
     )
@@ -896,7 +920,7 @@ def test_failed_asynchronous_invocations_of_the_trigger_go_to_the_same_dlq_after
 ) -> None:
     stack = synthesized.stack
     trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
-    dead_letter_queue = arn_of(synthesized, stack.trigger_dead_letter_queue)
+    dead_letter_queue = arn_of(synthesized, stack.trigger.dead_letter_queue)
     configs = synthesized.template.find_resources("AWS::Lambda::EventInvokeConfig").values()
 
     assert [c["Properties"] for c in configs] == [
@@ -986,7 +1010,7 @@ def test_the_trigger_role_reads_and_writes_the_tables_and_deletes_only_in_the_li
     deleting = [s for s in dynamodb if "dynamodb:DeleteItem" in as_list(s["Action"])]
     # The sweeper queries one index: the unfinished executions' keys.
     [sweeping] = [s for s in read_write if as_list(s["Action"]) == ["dynamodb:Query"]]
-    executions_table = arn_of(synthesized, stack.tables[topology.EXECUTIONS_TABLE.construct_id])
+    executions_table = arn_of(synthesized, stack.data.tables[topology.EXECUTIONS_TABLE.construct_id])
     assert as_list(sweeping["Resource"]) == [
         {"Fn::Join": ["", [executions_table, f"/index/{topology.IndexName.UNFINISHED}"]]}
     ]
@@ -999,10 +1023,12 @@ def test_the_trigger_role_reads_and_writes_the_tables_and_deletes_only_in_the_li
         "dynamodb:UpdateItem",
     }
     assert as_list(read_write[0]["Resource"]) == [
-        arn_of(synthesized, stack.tables[table.construct_id]) for table in topology.TABLES
+        arn_of(synthesized, stack.data.tables[table.construct_id]) for table in topology.TABLES
     ]
     assert [as_list(s["Action"]) for s in deleting] == [["dynamodb:DeleteItem"]]
-    assert as_list(deleting[0]["Resource"]) == [arn_of(synthesized, stack.tables[topology.LIMITS_TABLE.construct_id])]
+    assert as_list(deleting[0]["Resource"]) == [
+        arn_of(synthesized, stack.data.tables[topology.LIMITS_TABLE.construct_id])
+    ]
     assert not [a for s in dynamodb for a in as_list(s["Action"]) if a in ("dynamodb:Scan", "dynamodb:DeleteTable")]
 
 
@@ -1010,7 +1036,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    queue = stack.trigger_dead_letter_queue
+    queue = stack.trigger.dead_letter_queue
     props = synthesized.resource(topology.TRIGGER_DLQ_CONSTRUCT_ID, queue)["Properties"]
 
     assert props["SqsManagedSseEnabled"] is True
@@ -1032,7 +1058,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
             "sqs:SendMessage",
             {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, rule)}},
         )
-        for rule in (stack.trigger_rule, stack.run_ended_rule, stack.sweep_rule)
+        for rule in (stack.trigger.rule, stack.trigger.run_ended_rule, stack.trigger.sweep_rule)
     ]
 
 
@@ -1049,9 +1075,9 @@ def test_cdk_nag_leaves_no_unsuppressed_error_or_warning(synthesized: Synthesize
 @pytest.mark.parametrize(
     ("rule", "suppressed_on"),
     [
-        ("AwsSolutions-APIG4", lambda stack: stack.approval_page_methods),
-        ("AwsSolutions-SMG4", lambda stack: [stack.approval_secret]),
-        ("AwsSolutions-SQS3", lambda stack: [stack.trigger_dead_letter_queue]),
+        ("AwsSolutions-APIG4", lambda stack: stack.api.approval_page_methods),
+        ("AwsSolutions-SMG4", lambda stack: [stack.approvals.link_secret]),
+        ("AwsSolutions-SQS3", lambda stack: [stack.trigger.dead_letter_queue]),
     ],
     ids=["public-approval-pages", "approval-key-rotation", "dead-letter-queue-without-its-own"],
 )
@@ -1080,8 +1106,8 @@ def test_the_scheduler_role_can_only_stop_and_start_instances_for_eventbridge_sc
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    role = synthesized.resource(SCHEDULER_ROLE_ID, stack.scheduler_role)["Properties"]
-    statements = synthesized.statements_of(stack.scheduler_role)
+    role = synthesized.resource(SCHEDULER_ROLE_ID, stack.events.scheduler_role)["Properties"]
+    statements = synthesized.statements_of(stack.events.scheduler_role)
 
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
     assert {a for s in statements for a in as_list(s["Action"])} == set(SCHEDULER_ACTIONS)
@@ -1091,7 +1117,7 @@ def test_every_function_publishes_status_events_to_the_engines_own_bus_only(synt
     stack = synthesized.stack
     template = synthesized.template.to_json()
     buses = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::Events::EventBus"]
-    assert buses == [stack.logical_id(stack.event_bus)]
+    assert buses == [stack.logical_id(stack.events.bus)]
     for function in topology.functions():
         publishing = [
             s for s in synthesized.role_statements(function.construct_id) if "events:PutEvents" in as_list(s["Action"])

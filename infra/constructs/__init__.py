@@ -1,0 +1,1 @@
+"""The stack's constructs, one per concern; `infra.stack` composes them."""
