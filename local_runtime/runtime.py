@@ -21,7 +21,10 @@ import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from cost_engine import settings
+from cost_engine import settings, topology
+from cost_engine.access import AccessPolicy, api_key_principal, full_access
+from cost_engine.approval_policy import ApprovalPolicy
+from cost_engine.environment import ENGINE_VARIABLES, Deployment, function_environment
 from local_runtime.api_concurrency import give_each_thread_its_own_request
 from local_runtime.api_server import ApiServer
 from local_runtime.dispatch import Dispatcher, FunctionOutput, one_metric_flush_at_a_time
@@ -35,6 +38,11 @@ LOCAL_ROLE_NAME = "cost-engine-local"
 # The principal of the default API key ("apikey:local-dev"): every role for every customer, and
 # exempt from four eyes, so that one person can run everything locally.
 DEFAULT_KEY_NAME = "local-dev"
+# What the local functions are told besides the deployment's choices: polling waits here take no time
+# (emulations/poll_waits), so an execution's checks are counted against this budget rather than its
+# type's (made for AWS's pace), and a waiting execution asks again for an acting slot every second.
+MAX_POLL_ATTEMPTS = 200
+SLOT_WAIT_SECONDS = 1
 
 
 def free_port() -> int:
@@ -101,6 +109,8 @@ class LocalRuntime:
         # Each function's handler module, by function name (each function has its own: _load_handlers).
         self.function_modules: dict[str, Any] = {}
         self.approval_topic_arn = ""
+        self.approval_secret_arn = ""
+        self.scheduler_role_arn = ""
         self.trigger_dlq_url = ""
         self._moto_server: Any = None
         self._api: ApiServer | None = None
@@ -125,7 +135,9 @@ class LocalRuntime:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> LocalRuntime:
-        self._set_environment()
+        # A wrong option (an approval policy, an API key given twice) fails before anything starts.
+        self.deployment()
+        self._point_at_emulated_aws()
         # moto reads its port and settings from the environment: import it only now.
         from moto.core.config import default_user_config
         from moto.server import ThreadedMotoServer
@@ -142,11 +154,13 @@ class LocalRuntime:
         self._moto_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._moto_server.start()
         self._provision()
+        environments = self.function_environments()
+        self._set_shared_environment(environments)
         # Installed before the handlers are imported, so their loggers write to it too.
         self._real_stdout = sys.stdout
         self.dispatcher.output = FunctionOutput(sys.stdout)
         sys.stdout = self.dispatcher.output
-        self._load_handlers()
+        self._load_handlers(environments)
         api_name = self._api_function_name()
         self._api = ApiServer(
             lambda event: self.dispatcher.run(api_name, event),
@@ -163,8 +177,6 @@ class LocalRuntime:
 
     def sweep(self) -> dict[str, Any]:
         """One sweep now, as the schedule runs it: the trigger function given a Scheduled Event."""
-        from cost_engine import topology
-
         event = {
             "version": "0",
             "id": secrets.token_hex(16),
@@ -232,50 +244,68 @@ class LocalRuntime:
 
     # -- set-up ----------------------------------------------------------------------------------
 
-    def _set_environment(self) -> None:
-        from cost_engine import topology
+    def _point_at_emulated_aws(self) -> None:
+        os.environ.update(
+            {
+                "MOTO_PORT": str(self.aws_port),
+                "AWS_ENDPOINT_URL": self.aws_endpoint,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_SESSION_TOKEN": "local",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
 
-        env = {
-            "MOTO_PORT": str(self.aws_port),
-            "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_SESSION_TOKEN": "local",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "POWERTOOLS_SERVICE_NAME": "cost-execution-engine",
-            "POWERTOOLS_METRICS_NAMESPACE": "CostExecutionEngine",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": self.log_level,
-            topology.EnvVar.POLL_INTERVAL_SECONDS: "0",
-            topology.EnvVar.APPROVAL_TIMEOUT_SECONDS: str(self.approval_timeout_seconds),
-            topology.EnvVar.MAX_POLL_ATTEMPTS: "200",
-            topology.EnvVar.API_BASE_URL: self.api_url,
-            topology.EnvVar.APPROVER_EMAILS: ",".join(self.approver_emails),
-            topology.EnvVar.MAX_CONCURRENT_ACTING: str(self.max_concurrent_acting),
-            topology.EnvVar.RESOURCE_COOLDOWN_SECONDS: str(self.resource_cooldown_seconds),
-            topology.EnvVar.MAX_ACTING_SECONDS: str(self.max_acting_seconds),
-            # A waiting execution asks again for an acting slot every second.
-            topology.EnvVar.SLOT_WAIT_SECONDS: "1",
-        }
-        env[topology.EnvVar.ACCESS_POLICY] = self._access_policy()
-        os.environ.pop(topology.EnvVar.APPROVAL_POLICY, None)
-        if self.approval_policy is not None:
-            env[topology.EnvVar.APPROVAL_POLICY] = json.dumps(self.approval_policy)
-        for table in topology.TABLES:
-            env[table.env_var] = table.local_name
-        os.environ.update(env)
+    def deployment(self) -> Deployment:
+        """What the local functions are told (cost_engine.environment, as the stack tells its own): the
+        emulated resources, once provisioned, and this runtime's options."""
+        return Deployment(
+            table_names={table: table.local_name for table in topology.TABLES},
+            approval_topic_arn=self.approval_topic_arn,
+            approval_secret_arn=self.approval_secret_arn,
+            event_bus_name=topology.EVENT_BUS_LOCAL_NAME,
+            scheduler_role_arn=self.scheduler_role_arn,
+            state_machine_arns=json.dumps(self.state_machine_arns),
+            api_base_url=self.api_url,
+            max_poll_attempts=MAX_POLL_ATTEMPTS,
+            approval_timeout_seconds=self.approval_timeout_seconds,
+            max_concurrent_acting=self.max_concurrent_acting,
+            resource_cooldown_seconds=self.resource_cooldown_seconds,
+            max_acting_seconds=self.max_acting_seconds,
+            approver_emails=self.approver_emails,
+            approval_policy=(
+                ApprovalPolicy.model_validate(self.approval_policy) if self.approval_policy is not None else None
+            ),
+            access_policy=self._access_policy(),
+            slot_wait_seconds=SLOT_WAIT_SECONDS,
+            log_level=self.log_level,
+            tracing=False,
+        )
 
-    def _access_policy(self) -> str:
+    def function_environments(self) -> dict[str, dict[str, str]]:
+        """Each function's environment, by function name."""
+        deployment = self.deployment()
+        return {function.local_name: function_environment(function, deployment) for function in topology.functions()}
+
+    @staticmethod
+    def _set_shared_environment(environments: Mapping[str, Mapping[str, str]]) -> None:
+        """The functions share this process, so each variable that has one value in every function that
+        has it is set for the process; the others (each executor's type) are set while that function's
+        module loads (`_load_handlers`). None of the engine's variables from the shell or from a runtime
+        started before in this process is kept."""
+        for name in ENGINE_VARIABLES:
+            os.environ.pop(name, None)
+        os.environ.update(_shared(environments))
+
+    def _access_policy(self) -> AccessPolicy:
         """The API keys' grants, as a deployment's access policy names its IAM principals'."""
-        from cost_engine.access import AccessPolicy, api_key_principal, full_access
-
         principals: dict[str, Any] = {api_key_principal(DEFAULT_KEY_NAME): full_access()}
         for key, grant in self.api_keys.items():
             if key == self.api_key or api_key_principal(str(grant["name"])) in principals:
                 raise ValueError(f"API key {grant['name']!r} is given twice, or is the default key")
             principals[api_key_principal(str(grant["name"]))] = {k: v for k, v in grant.items() if k != "name"}
-        return AccessPolicy.model_validate({"principals": principals}).model_dump_json()
+        return AccessPolicy.model_validate({"principals": principals})
 
     def _patch_lambda_invoke(self) -> None:
         from moto.awslambda.models import LambdaFunction
@@ -289,16 +319,14 @@ class LocalRuntime:
         LambdaFunction._invoke_lambda = invoke_in_process  # type: ignore[method-assign,assignment]
 
     def _provision(self) -> None:
-        from cost_engine import spine, topology
+        from cost_engine import spine
 
         create_tables(self.client("dynamodb"))
 
         self.approval_topic_arn = self.client("sns").create_topic(Name=topology.APPROVAL_TOPIC_LOCAL_NAME)["TopicArn"]
-        os.environ[topology.EnvVar.APPROVAL_TOPIC_ARN] = self.approval_topic_arn
         self.client("events").create_event_bus(Name=topology.EVENT_BUS_LOCAL_NAME)
-        os.environ[topology.EnvVar.EVENT_BUS_NAME] = topology.EVENT_BUS_LOCAL_NAME
         # The local secret that signs approval links, kept where the deployed engine keeps its own.
-        os.environ[topology.EnvVar.APPROVAL_SECRET_ARN] = self.client("secretsmanager").create_secret(
+        self.approval_secret_arn = self.client("secretsmanager").create_secret(
             Name=topology.APPROVAL_SECRET_LOCAL_NAME, SecretString=secrets.token_urlsafe(48)
         )["ARN"]
 
@@ -317,7 +345,7 @@ class LocalRuntime:
                 }
             ),
         )["Role"]["Arn"]
-        scheduler_role = self.client("iam").create_role(
+        self.scheduler_role_arn = self.client("iam").create_role(
             RoleName=f"{LOCAL_ROLE_NAME}-scheduler",
             AssumeRolePolicyDocument=json.dumps(
                 {
@@ -332,7 +360,6 @@ class LocalRuntime:
                 }
             ),
         )["Role"]["Arn"]
-        os.environ[topology.EnvVar.SCHEDULER_ROLE_ARN] = scheduler_role
 
         lambda_client = self.client("lambda")
         function_arns: dict[str, str] = {}
@@ -355,7 +382,6 @@ class LocalRuntime:
                 "stateMachineArn"
             ]
             self.state_machine_arns[machine.recommendation_type.value] = arn
-        os.environ[topology.EnvVar.STATE_MACHINE_ARNS] = json.dumps(self.state_machine_arns)
         # Its pattern names the state machines, so it comes after them.
         self._provision_run_ended_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
         self._provision_sweep_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
@@ -364,8 +390,6 @@ class LocalRuntime:
         """The Recommendation Approved rule on the engine's bus, as the stack builds it: the trigger
         function as its target, Lambda's retries, then the dead-letter queue (delivered by the
         eventbridge_lambda_targets emulation)."""
-        from cost_engine import topology
-
         sqs = self.client("sqs")
         self.trigger_dlq_url = sqs.create_queue(QueueName=topology.TRIGGER_DLQ_LOCAL_NAME)["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -392,8 +416,6 @@ class LocalRuntime:
         """The rule on the default bus that sends the ends of the engine's state machine runs that its
         steps did not write (stopped, timed out, failed) to the trigger, as the stack builds it, with
         the trigger's dead-letter queue (the stepfunctions_status_events emulation puts the events)."""
-        from cost_engine import topology
-
         dlq_arn = self.client("sqs").get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -410,8 +432,6 @@ class LocalRuntime:
     def _provision_sweep_rule(self, trigger_arn: str) -> None:
         """The sweep schedule on the default bus, as the stack builds it (the runtime's sweeper thread
         fires it: moto keeps schedule rules but never fires them)."""
-        from cost_engine import topology
-
         events = self.client("events")
         events.put_rule(
             Name=topology.SWEEP_RULE_LOCAL_NAME,
@@ -420,23 +440,20 @@ class LocalRuntime:
         events.put_targets(Rule=topology.SWEEP_RULE_LOCAL_NAME, Targets=[{"Id": "trigger", "Arn": trigger_arn}])
 
     def _api_function_name(self) -> str:
-        from cost_engine import topology
-
         return topology.API_FUNCTION.local_name
 
-    def _load_handlers(self) -> None:
+    def _load_handlers(self, environments: Mapping[str, Mapping[str, str]]) -> None:
         """Load each function's handler once the environment is complete (they read it at import).
 
         As on Lambda, where each function runs in its own process, a function with an environment of
         its own (an executor function's type) gets a module of its own, loaded with that environment:
         the ten executor functions share their code, not their module state. The API and the trigger
         are the modules tests import."""
-        from cost_engine import topology
-
+        shared = _shared(environments)
         for function in topology.functions():
             module_name, attribute = function.handler.rsplit(".", 1)
             name = f"functions.{function.code_dir}.{module_name}"
-            own = function.own_environment()
+            own = {k: v for k, v in environments[function.local_name].items() if k not in shared}
             if not own:
                 module = importlib.import_module(name)
             else:
@@ -462,3 +479,12 @@ class LocalRuntime:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module
+
+
+def _shared(environments: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The variables that have one value in every function's environment that has them."""
+    values: dict[str, set[str]] = {}
+    for environment in environments.values():
+        for name, value in environment.items():
+            values.setdefault(name, set()).add(value)
+    return {name: next(iter(found)) for name, found in values.items() if len(found) == 1}

@@ -1,7 +1,8 @@
 """Small emulations of the AWS behaviour moto lacks, installed into the local runtime.
 
-Each module here emulates exactly one missing call or behaviour, has tests of its own, and exposes
-`install(runtime)`; the engine's code stays the same as on AWS.
+Each module here emulates exactly one missing call or behaviour (or, in `poll_waits`, the one change of
+time the local runtime makes), has tests of its own, and exposes `install(runtime)`; the engine's code
+stays the same as on AWS.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cost_engine import spine, topology
+from cost_engine.executors import EXECUTORS
 from cost_engine.spine import SPINE_FILE
 from cost_engine.steps import Step
 
@@ -124,7 +125,9 @@ def test_every_task_calls_a_known_step_of_its_executor_and_retries_transient_err
         assert retry["MaxAttempts"] <= 3
         assert retry["JitterStrategy"] == "FULL"
 
-    assert steps_called == set(Step), f"steps no state calls: {set(Step) - steps_called}"
+    # Every step is called, but CheckBackup by a type whose backup is a record (its Backup checks it).
+    expected = set(Step) - (set() if EXECUTORS[machine.recommendation_type].backup_waits else {Step.CHECK_BACKUP})
+    assert steps_called == expected, f"steps no state calls: {expected - steps_called}"
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
@@ -132,6 +135,8 @@ def test_every_acting_state_catches_any_error_into_rollback(machine: topology.St
     tasks = _tasks(_definition(machine))
 
     for name in ACTING_STATES:
+        if name == "CheckBackup" and not EXECUTORS[machine.recommendation_type].backup_waits:
+            continue
         catches = tasks[name]["Catch"]
         assert any(c["ErrorEquals"] == ["States.ALL"] and c["Next"] == "Rollback" for c in catches), name
 
@@ -158,11 +163,37 @@ def _without_comments(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
-def test_every_state_machine_is_the_spine_and_differs_from_it_only_in_comments(
+def test_every_state_machine_is_the_spine_with_only_its_type_s_own_settings(
     machine: topology.StateMachine,
 ) -> None:
-    # One spine for every type: the differences between types live in their executors.
-    spine = json.loads(SPINE_FILE.read_text())
+    # One spine for every type: a type changes its comments, its poll interval, and whether it
+    # waits for its backup; all else is the spine's.
+    executor = EXECUTORS[machine.recommendation_type]
+    spine_states = json.loads(SPINE_FILE.read_text())["States"]
+    states = json.loads(spine.template(machine))["States"]
+    backup_wait = {"WaitBackup", "CheckBackup", "BackupDone"}
 
-    assert _without_comments(_definition(machine)["States"]).keys() == spine["States"].keys()
-    assert _without_comments(_definition(machine)) == _without_comments(_definition(MACHINES[0]))
+    assert states.keys() == (spine_states.keys() if executor.backup_waits else spine_states.keys() - backup_wait)
+    for name in ("WaitBackup", "WaitAction", "WaitRollback"):
+        if name in states:
+            assert states[name]["Seconds"] == executor.polling.interval_seconds
+    assert states["Backup"]["Next"] == ("WaitBackup" if executor.backup_waits else "Act")
+
+    def as_spine(states: dict[str, Any]) -> dict[str, Any]:
+        settings_free = {
+            name: {k: v for k, v in state.items() if k not in ("Comment", "Seconds", "Retry")}
+            for name, state in states.items()
+            if name not in backup_wait
+        }
+        settings_free["Backup"] = {k: v for k, v in settings_free["Backup"].items() if k != "Next"}
+        return settings_free
+
+    assert as_spine(states) == as_spine(spine_states)
+
+
+def test_the_types_that_wait_for_their_backup_are_those_whose_backup_is_made_by_aws() -> None:
+    # A snapshot or an image is made in the background; a recorded configuration is complete at once.
+    records_only = {t.value for t, executor in EXECUTORS.items() if not executor.backup_waits}
+
+    assert records_only == {"rightsize_instance", "purchase_reserved_instances", "optimize_storage"}
+    assert all(machine.recommendation_type in EXECUTORS for machine in MACHINES)

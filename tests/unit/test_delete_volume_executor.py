@@ -12,7 +12,7 @@ import pytest
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.delete_volume import SOURCE_VOLUME_TAG, DeleteVolumeExecutor
+from cost_engine.executors.delete_volume import SOURCE_VOLUME_TAG, DeleteVolumeExecutor, VolumeDeletion
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from local_runtime.emulations import cloudtrail_volume_events
@@ -266,11 +266,11 @@ def test_backup_delete_verify_and_savings(ec2: EC2Client, executor: DeleteVolume
 
     # Then one snapshot, tagged with the execution, holds the volume, and its settings are recorded
     snapshots = snapshots_of(ec2, execution_id)
-    assert [s["SnapshotId"] for s in snapshots] == [backup["snapshot_id"]] == [again["snapshot_id"]]
+    assert [s["SnapshotId"] for s in snapshots] == [backup.snapshot_id] == [again.snapshot_id]
     tags = {t["Key"]: t["Value"] for t in snapshots[0]["Tags"]}
     assert tags[EXECUTION_TAG] == execution_id
     assert tags[SOURCE_VOLUME_TAG] == volume_id
-    assert backup["volume"] == {
+    assert executor.stored(backup)["volume"] == {
         "volume_type": "gp3",
         "size_gb": 100,
         "iops": 4000,
@@ -283,8 +283,8 @@ def test_backup_delete_verify_and_savings(ec2: EC2Client, executor: DeleteVolume
     }
     # and the volume is gone, the retry having found nothing left to do
     assert not volume_exists(ec2, volume_id)
-    assert action["state_before"] == "available"
-    assert retried["state_before"] == "gone"
+    assert action.state_before == "available"
+    assert retried.state_before == "gone"
     assert executor.apply_done(recommendation, action)
     verification = executor.verify(recommendation, action)
     assert verification.passed, verification.failures
@@ -310,7 +310,10 @@ def test_verification_fails_while_the_volume_still_exists(ec2: EC2Client, execut
     recommendation = recommendation_for(volume_id)
     backup = executor.backup(recommendation, new_execution_id())
 
-    result = executor.verify(recommendation, {"deleted_volume_id": volume_id, "snapshot_id": backup["snapshot_id"]})
+    result = executor.verify(
+        recommendation,
+        VolumeDeletion(deleted_volume_id=volume_id, state_before="available", snapshot_id=backup.snapshot_id),
+    )
 
     assert not result.passed
     assert result.failures == [f"volume {volume_id} is available"]
@@ -336,13 +339,13 @@ def test_rollback_recreates_the_volume_with_the_recorded_settings_once(
 
     # Then one volume is created from the snapshot, with the original's settings and tags
     assert rollback == retried
-    assert rollback["recreated"] is True
-    assert rollback["replaces_volume_id"] == volume_id
+    assert rollback.recreated is True
+    assert rollback.replaces_volume_id == volume_id
     assert executor.rollback_done(recommendation, rollback)
     restored = ec2.describe_volumes(Filters=[{"Name": f"tag:{RESTORED_FOR_TAG}", "Values": [execution_id]}])["Volumes"]
-    assert [v["VolumeId"] for v in restored] == [rollback["volume_id"]]
+    assert [v["VolumeId"] for v in restored] == [rollback.volume_id]
     volume = restored[0]
-    assert volume["SnapshotId"] == backup["snapshot_id"]
+    assert volume["SnapshotId"] == backup.snapshot_id
     for field in ("VolumeType", "Size", "Iops", "Throughput", "Encrypted", "KmsKeyId", "AvailabilityZone"):
         assert volume.get(field) == original.get(field), field
     tags = {t["Key"]: t["Value"] for t in volume["Tags"]}
@@ -360,7 +363,7 @@ def test_rollback_of_a_gp2_volume_does_not_ask_for_iops(ec2: EC2Client, executor
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert describe(ec2, rollback["volume_id"])["VolumeType"] == "gp2"
+    assert describe(ec2, rollback.volume_id)["VolumeType"] == "gp2"
 
 
 def test_rollback_before_the_deletion_leaves_the_original_as_it_is(
@@ -372,6 +375,6 @@ def test_rollback_before_the_deletion_leaves_the_original_as_it_is(
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert rollback == {"volume_id": volume_id, "recreated": False}
+    assert executor.stored(rollback) == {"volume_id": volume_id, "recreated": False}
     assert executor.rollback_done(recommendation, rollback)
     assert [v["VolumeId"] for v in ec2.describe_volumes()["Volumes"]] == [volume_id]

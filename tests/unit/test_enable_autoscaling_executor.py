@@ -223,12 +223,12 @@ def test_the_plan_names_what_will_be_created_and_uses_the_recommendations_estima
     plan = executor.plan(recommendation_for(instance_id), "exec-1")
 
     names = names_for(instance_id, "exec-1")
-    assert names["group"] in plan.summary
+    assert names.group in plan.summary
     assert plan.estimated_monthly_savings == 42.0
     assert plan.savings_basis.startswith("the recommendation's own estimate")
     assert plan.resource["group_at_desired_monthly_usd"] == pytest.approx(2 * plan.resource["instance_monthly_usd"])
     assert plan.resource["subnets"] == [account.subnet_id]
-    assert any(names["policy"] in step for step in plan.rollback_plan.rollback_steps)
+    assert any(names.policy in step for step in plan.rollback_plan.rollback_steps)
 
 
 # -- backup, apply, verify ------------------------------------------------------------------------
@@ -249,9 +249,9 @@ def test_the_group_is_built_from_the_instance_and_verified_healthy(
     # Then the launch template carries the instance's configuration and the backup AMI
     names = names_for(instance_id, execution_id)
     version = account.ec2.describe_launch_template_versions(
-        LaunchTemplateName=names["launch_template"], Versions=["$Default"]
+        LaunchTemplateName=names.launch_template, Versions=["$Default"]
     )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
-    assert version["ImageId"] == done["backup"]["image_id"]
+    assert version["ImageId"] == done["backup"].image_id
     assert version["InstanceType"] == "t3.medium"
     assert version["SecurityGroupIds"] == [account.security_group_id]
     assert base64.b64decode(version["UserData"]).decode() == USER_DATA
@@ -263,9 +263,9 @@ def test_the_group_is_built_from_the_instance_and_verified_healthy(
         SOURCE_INSTANCE_TAG: instance_id,
     }
     # and the group has the asked sizes, its instances and the target-tracking policy
-    group = account.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[names["group"]])[
-        "AutoScalingGroups"
-    ][0]
+    group = account.autoscaling.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[names.group],
+    )["AutoScalingGroups"][0]
     assert (group["MinSize"], group["DesiredCapacity"], group["MaxSize"]) == (1, 2, 4)
     assert group["VPCZoneIdentifier"] == account.subnet_id
     assert executor.apply_done(recommendation, action) is True
@@ -287,11 +287,11 @@ def test_a_repeated_backup_and_apply_create_nothing_twice(
 
     second = enable(executor, recommendation, execution_id)
 
-    assert second["backup"]["image_id"] == first["backup"]["image_id"]
-    assert second["action"]["launch_template_id"] == first["action"]["launch_template_id"]
+    assert second["backup"].image_id == first["backup"].image_id
+    assert second["action"].launch_template_id == first["action"].launch_template_id
     assert len(own_images(account)) == 1
     assert len(templates(account)) == 1
-    assert groups(account) == [names_for(instance_id, execution_id)["group"]]
+    assert groups(account) == [names_for(instance_id, execution_id).group]
     assert len(account.autoscaling.describe_policies()["ScalingPolicies"]) == 1
 
 
@@ -307,7 +307,7 @@ def test_a_group_with_desired_zero_is_done_at_once(account: Account, executor: E
 def test_verification_fails_when_the_policy_is_missing(account: Account, executor: EnableAutoscalingExecutor) -> None:
     recommendation = recommendation_for(launch_web_server(account))
     action = enable(executor, recommendation, new_execution_id())["action"]
-    account.autoscaling.delete_policy(AutoScalingGroupName=action["group"], PolicyName=action["policy"])
+    account.autoscaling.delete_policy(AutoScalingGroupName=action.group, PolicyName=action.policy)
 
     verification = executor.verify(recommendation, action)
 
@@ -325,7 +325,7 @@ def test_rollback_removes_everything_created_and_the_original_runs(
     instance_id = launch_web_server(account)
     recommendation = recommendation_for(instance_id)
     done = enable(executor, recommendation, new_execution_id())
-    image_id = done["backup"]["image_id"]
+    image_id = done["backup"].image_id
     snapshots = [
         m["Ebs"]["SnapshotId"]
         for m in account.ec2.describe_images(ImageIds=[image_id])["Images"][0]["BlockDeviceMappings"]
@@ -348,7 +348,7 @@ def test_rollback_removes_everything_created_and_the_original_runs(
     assert remaining.isdisjoint(snapshots)
     assert {state(account, m) for m in members} == {"terminated"}
     assert state(account, instance_id) == "running"
-    assert len(rollback["removed"]) == 2
+    assert len(rollback.removed) == 2
 
 
 def test_rollback_after_a_crash_inside_apply_finds_what_was_made_by_name(
@@ -392,7 +392,7 @@ def test_rollback_before_the_backup_has_nothing_to_remove(
     rollback = executor.rollback(recommendation, None, None)
 
     assert executor.rollback_done(recommendation, rollback) is True
-    assert rollback["removed"] == []
+    assert rollback.removed == []
 
 
 def test_rollback_says_so_when_the_original_was_terminated_by_something_else(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cost_engine.context import EngineContext
+from cost_engine.environment import Deployment, function_environment
 from cost_engine.errors import UnsupportedType
 from cost_engine.models import ExecutionRecord, ExecutionStatus, RecommendationType, new_execution_id
 from cost_engine.settings import load_settings
@@ -66,13 +67,21 @@ def test_a_step_of_its_own_type_runs(tables: None) -> None:
 
 
 def test_each_executor_function_is_given_its_own_type_and_the_others_none() -> None:
+    deployment = Deployment(
+        table_names={table: table.local_name for table in TABLES},
+        approval_topic_arn="topic",
+        approval_secret_arn="secret",
+        event_bus_name="bus",
+        scheduler_role_arn="role",
+        state_machine_arns="{}",
+        api_base_url="https://example.com",
+    )
+
     for function in functions():
-        environment = function.own_environment()
-        if function.recommendation_type is None:
-            assert environment == {}
-        else:
-            assert environment == {EnvVar.RECOMMENDATION_TYPE: function.recommendation_type.value}
-    assert executor_function(T.FIX_CONFIG).own_environment() == {EnvVar.RECOMMENDATION_TYPE: "fix_config"}
+        own_type = function_environment(function, deployment).get(EnvVar.RECOMMENDATION_TYPE)
+        assert own_type == (function.recommendation_type.value if function.recommendation_type else None)
+    fix_config = function_environment(executor_function(T.FIX_CONFIG), deployment)
+    assert fix_config[EnvVar.RECOMMENDATION_TYPE] == "fix_config"
 
 
 def test_the_type_is_read_from_the_environment_and_an_unknown_one_stops_the_function() -> None:

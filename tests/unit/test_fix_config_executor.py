@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from cost_engine.aws import AwsClients
-from cost_engine.executors.fix_config import LOG_RETENTION_DAYS, FixConfigExecutor, FixConfigParameters
+from cost_engine.executors.fix_config import LOG_RETENTION_DAYS, ConfigBackup, FixConfigExecutor, FixConfigParameters
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from local_runtime.emulations import ec2_detailed_monitoring
 from tests.unit.conftest import ACCOUNT_ID, REGION
@@ -83,7 +83,7 @@ def monitoring(ec2: EC2Client, instance_id: str) -> str:
     return str(instance["Monitoring"]["State"])
 
 
-def run_to_completion(executor: FixConfigExecutor, recommendation: Recommendation) -> dict[str, Any]:
+def run_to_completion(executor: FixConfigExecutor, recommendation: Recommendation) -> ConfigBackup:
     """backup → apply → verify, as the state machine calls them; returns the backup."""
     backup = executor.backup(recommendation, new_execution_id())
     assert executor.backup_ready(recommendation, backup)
@@ -94,7 +94,7 @@ def run_to_completion(executor: FixConfigExecutor, recommendation: Recommendatio
     return backup
 
 
-def roll_back(executor: FixConfigExecutor, recommendation: Recommendation, backup: dict[str, Any]) -> None:
+def roll_back(executor: FixConfigExecutor, recommendation: Recommendation, backup: ConfigBackup) -> None:
     rollback = executor.rollback(recommendation, backup, None)
     assert executor.rollback_done(recommendation, rollback)
 
@@ -186,7 +186,7 @@ def test_log_retention_is_set_and_a_rollback_makes_the_group_never_expire_again(
     assert plan.summary == f"Set the retention of CloudWatch Logs group {LOG_GROUP} from never expire to 30 days"
     assert plan.estimated_monthly_savings == 12.5
     assert "recommendation's own estimate" in plan.savings_basis
-    assert backup["previous"] == {"retention_in_days": None}
+    assert executor.stored(backup)["previous"] == {"retention_in_days": None}
     assert retention(logs) == 30
     assert executor.measure_savings(recommendation, backup) == 12.5
 
@@ -257,8 +257,8 @@ def test_a_retried_apply_does_not_change_anything_twice(executor: FixConfigExecu
     first = executor.apply(recommendation, backup)
     second = executor.apply(recommendation, backup)
 
-    assert first["changed"] is True
-    assert second["changed"] is False
+    assert first.changed is True
+    assert second.changed is False
     assert retention(logs) == 7
 
 
@@ -280,7 +280,7 @@ def test_detailed_monitoring_is_turned_off_and_a_rollback_turns_it_on_again(
 
     # Then it is off, "on" was recorded, and a rollback turns it on again
     assert "about $2.10 per instance-month" in plan.savings_basis
-    assert backup["previous"] == {"detailed_monitoring": True}
+    assert executor.stored(backup)["previous"] == {"detailed_monitoring": True}
     assert monitoring(ec2, instance_id) == "disabled"
     roll_back(executor, recommendation, backup)
     assert monitoring(ec2, instance_id) == "enabled"
@@ -330,7 +330,7 @@ def test_required_tags_are_set_on_an_instance_and_a_rollback_restores_exactly_wh
 
     # Then they are set, saving nothing directly, and what was there is recorded (absent included)
     assert instance_tags(ec2, instance_id) == {"Name": "web-1", "cost-center": "cc-42", "owner": "payments"}
-    assert backup["previous"] == {"tags": {"cost-center": "unknown", "owner": None}}
+    assert executor.stored(backup)["previous"] == {"tags": {"cost-center": "unknown", "owner": None}}
     assert plan.estimated_monthly_savings == 0.0
     assert "cost attributable" in plan.savings_basis
     assert executor.measure_savings(recommendation, backup) == 0.0
@@ -436,6 +436,6 @@ def test_a_rollback_before_anything_was_recorded_changes_nothing(executor: FixCo
 
     rollback = executor.rollback(recommendation, None, None)
 
-    assert rollback == {"resource_id": LOG_GROUP, "restored": False}
+    assert executor.stored(rollback) == {"resource_id": LOG_GROUP, "restored": False}
     assert executor.rollback_done(recommendation, rollback)
     assert retention(logs) is None

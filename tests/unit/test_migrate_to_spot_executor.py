@@ -14,7 +14,7 @@ import pytest
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.migrate_to_spot import SPOT_FOR_TAG, MigrateToSpotExecutor
+from cost_engine.executors.migrate_to_spot import SPOT_FOR_TAG, MigrateToSpotExecutor, SpotBackup, SpotMigration
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION
@@ -372,21 +372,21 @@ def test_backup_creates_an_ami_tagged_with_the_execution_and_reuses_it_on_retry(
     first = executor.backup(recommendation, execution_id)
     second = executor.backup(recommendation, execution_id)
 
-    assert second["image_id"] == first["image_id"]
+    assert second.image_id == first.image_id
     [image] = ec2.describe_images(Owners=["self"])["Images"]
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags[EXECUTION_TAG] == execution_id
     assert tags[SOURCE_INSTANCE_TAG] == worker
-    assert first["launch_config"]["tags"] == {"Name": "batch-1", "team": "data"}
-    assert first["launch_config"]["user_data_base64"]
+    assert first.launch_config.tags == {"Name": "batch-1", "team": "data"}
+    assert first.launch_config.user_data_base64
     assert executor.backup_ready(recommendation, first) is True
 
 
 @dataclass
 class Migration:
     recommendation: Recommendation
-    backup: dict[str, Any]
-    action: dict[str, Any]
+    backup: SpotBackup
+    action: SpotMigration
 
 
 @pytest.fixture
@@ -401,10 +401,10 @@ def launched(executor: MigrateToSpotExecutor, worker: str, execution_id: str) ->
 def test_apply_launches_a_spot_instance_with_the_original_configuration(
     ec2: EC2Client, network: Network, worker: str, launched: Migration
 ) -> None:
-    spot = describe(ec2, launched.action["spot_instance_id"])
+    spot = describe(ec2, launched.action.spot_instance_id)
 
     assert spot["InstanceLifecycle"] == "spot"
-    assert spot["ImageId"] == launched.backup["image_id"]
+    assert spot["ImageId"] == launched.backup.image_id
     assert spot["InstanceType"] == "m5.large"
     assert spot["SubnetId"] == network.subnet_id
     assert [g["GroupId"] for g in spot["SecurityGroups"]] == [network.security_group_id]
@@ -413,7 +413,7 @@ def test_apply_launches_a_spot_instance_with_the_original_configuration(
     assert tags["team"] == "data"
     assert tags[SOURCE_INSTANCE_TAG] == worker
     user_data = ec2.describe_instance_attribute(InstanceId=spot["InstanceId"], Attribute="userData")
-    assert user_data["UserData"]["Value"] == launched.backup["launch_config"]["user_data_base64"]
+    assert user_data["UserData"]["Value"] == launched.backup.launch_config.user_data_base64
     # The original keeps running until the spot instance has taken over.
     assert state(ec2, worker) == "running"
 
@@ -423,7 +423,7 @@ def test_a_repeated_apply_does_not_launch_a_second_spot_instance(
 ) -> None:
     again = executor.apply(launched.recommendation, launched.backup)
 
-    assert again["spot_instance_id"] == launched.action["spot_instance_id"]
+    assert again.spot_instance_id == launched.action.spot_instance_id
     assert len(tagged(ec2, SPOT_FOR_TAG, execution_id)) == 1
 
 
@@ -453,7 +453,7 @@ def test_verification_fails_while_the_original_still_runs(
 def test_an_interrupted_spot_instance_fails_the_action_and_keeps_the_original(
     ec2: EC2Client, executor: MigrateToSpotExecutor, worker: str, launched: Migration
 ) -> None:
-    ec2.terminate_instances(InstanceIds=[launched.action["spot_instance_id"]])
+    ec2.terminate_instances(InstanceIds=[launched.action.spot_instance_id])
 
     with pytest.raises(ActionFailed, match="is terminated before it was verified"):
         executor.apply_done(launched.recommendation, launched.action)
@@ -469,9 +469,16 @@ def test_finalize_terminates_the_original_and_says_so(
     ended = executor.finalize(launched.recommendation, launched.action)
     again = executor.finalize(launched.recommendation, launched.action)  # a retried record step
 
-    assert ended == again == {"ended_instance_ids": [worker]}
+    # The action record, with the one change the `finalized` event shows: the original it ended.
+    assert ended is not None
+    assert again is not None
+    assert (
+        executor.stored(ended)
+        == executor.stored(again)
+        == {**executor.stored(launched.action), "ended_instance_ids": [worker]}
+    )
     assert state(ec2, worker) == "terminated"
-    assert state(ec2, launched.action["spot_instance_id"]) == "running"
+    assert state(ec2, launched.action.spot_instance_id) == "running"
 
 
 def test_measured_savings_fall_back_to_the_estimate_without_a_usable_spot_price(
@@ -488,13 +495,13 @@ def test_rollback_before_completion_starts_the_original_and_then_ends_the_spot_i
 ) -> None:
     # Given the original was stopped for the spot instance, and verification then failed
     poll(lambda: executor.apply_done(launched.recommendation, launched.action))
-    spot_id = launched.action["spot_instance_id"]
+    spot_id = launched.action.spot_instance_id
 
     rollback = executor.rollback(launched.recommendation, launched.backup, launched.action)
 
     # Then the original runs again, and the spot instance is ended only after that
-    assert rollback["relaunched"] is False
-    assert rollback["instance_id"] == worker
+    assert rollback.relaunched is False
+    assert rollback.instance_id == worker
     assert state(ec2, worker) == "running"
     assert state(ec2, spot_id) == "running"
     assert poll(lambda: executor.rollback_done(launched.recommendation, rollback)) == [False, True]
@@ -507,8 +514,8 @@ def test_rollback_finds_a_spot_instance_launched_by_a_step_that_crashed_before_r
     rollback = executor.rollback(launched.recommendation, launched.backup, None)
     poll(lambda: executor.rollback_done(launched.recommendation, rollback))
 
-    assert rollback["spot_instance_ids"] == [launched.action["spot_instance_id"]]
-    assert state(ec2, launched.action["spot_instance_id"]) == "terminated"
+    assert rollback.spot_instance_ids == [launched.action.spot_instance_id]
+    assert state(ec2, launched.action.spot_instance_id) == "terminated"
     assert state(ec2, worker) == "running"
 
 
@@ -520,7 +527,12 @@ def test_rollback_without_a_backup_leaves_the_untouched_instance_as_it_is(
 
     rollback = executor.rollback(recommendation, None, None)
 
-    assert rollback == {"instance_id": worker, "relaunched": False, "target_state": "stopped", "spot_instance_ids": []}
+    assert executor.stored(rollback) == {
+        "instance_id": worker,
+        "relaunched": False,
+        "target_state": "stopped",
+        "spot_instance_ids": [],
+    }
     assert executor.rollback_done(recommendation, rollback) is True
     assert state(ec2, worker) == "stopped"
 
@@ -530,7 +542,9 @@ def completed(executor: MigrateToSpotExecutor, launched: Migration) -> Migration
     """The migration carried through: spot instance verified, original terminated."""
     poll(lambda: executor.apply_done(launched.recommendation, launched.action))
     assert executor.verify(launched.recommendation, launched.action).passed
-    launched.action |= executor.finalize(launched.recommendation, launched.action)
+    finalized = executor.finalize(launched.recommendation, launched.action)
+    assert finalized is not None
+    launched.action = finalized
     return launched
 
 
@@ -546,12 +560,12 @@ def test_rollback_after_completion_relaunches_on_demand_from_the_ami_and_ends_th
     repeated = executor.rollback(completed.recommendation, completed.backup, completed.action)
     polls = poll(lambda: executor.rollback_done(completed.recommendation, rollback))
 
-    assert rollback["relaunched"] is True
-    assert repeated["instance_id"] == rollback["instance_id"]
+    assert rollback.relaunched is True
+    assert repeated.instance_id == rollback.instance_id
     [restored] = tagged(ec2, RESTORED_FOR_TAG, execution_id)
-    assert restored["InstanceId"] == rollback["instance_id"]
+    assert restored["InstanceId"] == rollback.instance_id
     assert "InstanceLifecycle" not in restored  # on-demand again
-    assert restored["ImageId"] == completed.backup["image_id"]
+    assert restored["ImageId"] == completed.backup.image_id
     assert restored["InstanceType"] == "m5.large"
     assert restored["SubnetId"] == network.subnet_id
     assert [g["GroupId"] for g in restored["SecurityGroups"]] == [network.security_group_id]
@@ -559,7 +573,7 @@ def test_rollback_after_completion_relaunches_on_demand_from_the_ami_and_ends_th
     assert (tags["Name"], tags["team"], tags[SOURCE_INSTANCE_TAG]) == ("batch-1", "data", worker)
     assert polls == [False, True]
     assert state(ec2, restored["InstanceId"]) == "running"
-    assert state(ec2, completed.action["spot_instance_id"]) == "terminated"
+    assert state(ec2, completed.action.spot_instance_id) == "terminated"
 
 
 def test_ending_a_spot_instance_of_a_persistent_request_cancels_the_request_first(
@@ -571,7 +585,7 @@ def test_ending_a_spot_instance_of_a_persistent_request_cancels_the_request_firs
     request_id = ec2.request_spot_instances(
         Type="persistent", LaunchSpecification={"ImageId": AMI_ID, "InstanceType": "m5.large"}
     )["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
-    spot_id = completed.action["spot_instance_id"]
+    spot_id = completed.action.spot_instance_id
     describe_instances = executor.clients.ec2.describe_instances
 
     def with_request_id(**request: Any) -> Any:

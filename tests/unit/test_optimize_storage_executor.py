@@ -16,8 +16,11 @@ from botocore.exceptions import ClientError
 from cost_engine.aws import AwsClients
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.optimize_storage import (
+    EbsBackup,
+    EbsChange,
     OptimizeStorageExecutor,
     OptimizeStorageParameters,
+    S3Backup,
     gp3_target,
     rule_problems,
 )
@@ -296,17 +299,20 @@ def test_with_gp3_performance_prices_the_savings_come_from_the_catalog(
 
 
 @pytest.fixture
-def modified(ec2: EC2Client, executor: OptimizeStorageExecutor) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def modified(ec2: EC2Client, executor: OptimizeStorageExecutor) -> tuple[str, EbsBackup, EbsChange]:
     """A 500 GiB gp2 volume, backed up and modified by the executor: (volume id, backup, action)."""
     volume_id = create_volume(ec2, size_gb=500)
     recommendation = recommendation_for(volume_id)
     backup = executor.backup(recommendation, new_execution_id())
+    assert isinstance(backup, EbsBackup)
     assert executor.backup_ready(recommendation, backup)
-    return volume_id, backup, executor.apply(recommendation, backup)
+    action = executor.apply(recommendation, backup)
+    assert isinstance(action, EbsChange)
+    return volume_id, backup, action
 
 
 def test_apply_waits_for_the_modification_then_verify_finds_gp3_with_the_performance(
-    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, EbsBackup, EbsChange]
 ) -> None:
     volume_id, backup, action = modified
     recommendation = recommendation_for(volume_id)
@@ -319,22 +325,28 @@ def test_apply_waits_for_the_modification_then_verify_finds_gp3_with_the_perform
     assert verification.passed, verification.failures
     described = volume(ec2, volume_id)
     assert (described["VolumeType"], described["Iops"], described["Throughput"]) == ("gp3", 3000, 250)
-    assert backup["original"] == {"volume_type": "gp2", "size_gb": 500, "iops": None, "throughput": None}
+    assert executor.stored(backup)["original"] == {
+        "volume_type": "gp2",
+        "size_gb": 500,
+        "iops": None,
+        "throughput": None,
+    }
 
 
 def test_a_repeated_apply_does_not_modify_twice(
-    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, EbsBackup, EbsChange]
 ) -> None:
     volume_id, backup, _ = modified
 
     again = executor.apply(recommendation_for(volume_id), backup)
 
-    assert again["already_requested"] is True
+    assert isinstance(again, EbsChange)
+    assert again.already_requested is True
     assert len(ec2.describe_volumes_modifications(VolumeIds=[volume_id])["VolumesModifications"]) == 1
 
 
 def test_a_rollback_within_six_hours_fails_and_says_when_to_ask_again(
-    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, EbsBackup, EbsChange]
 ) -> None:
     volume_id, backup, action = modified
     recommendation = recommendation_for(volume_id)
@@ -351,7 +363,7 @@ def test_a_rollback_within_six_hours_fails_and_says_when_to_ask_again(
 
 
 def test_after_six_hours_the_rollback_returns_the_volume_to_gp2(
-    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    ec2: EC2Client, executor: OptimizeStorageExecutor, modified: tuple[str, EbsBackup, EbsChange]
 ) -> None:
     volume_id, backup, action = modified
     recommendation = recommendation_for(volume_id)
@@ -360,7 +372,7 @@ def test_after_six_hours_the_rollback_returns_the_volume_to_gp2(
     rollback = executor.rollback(recommendation, backup, action)
     done = [executor.rollback_done(recommendation, rollback) for _ in range(2)]
 
-    assert rollback["restored"] is True
+    assert rollback.restored is True
     assert done == [False, True]  # 'modifying', then 'optimizing'
     assert volume(ec2, volume_id)["VolumeType"] == "gp2"
     assert volume(ec2, volume_id)["Size"] == 500
@@ -373,13 +385,13 @@ def test_a_rollback_before_any_change_touches_nothing(ec2: EC2Client, executor: 
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert rollback["restored"] is False
+    assert rollback.restored is False
     assert executor.rollback_done(recommendation, rollback) is True
     assert ec2.describe_volumes_modifications(VolumeIds=[volume_id])["VolumesModifications"] == []
 
 
 def test_the_measured_savings_of_a_volume_match_the_plan(
-    executor: OptimizeStorageExecutor, modified: tuple[str, dict[str, Any], dict[str, Any]]
+    executor: OptimizeStorageExecutor, modified: tuple[str, EbsBackup, EbsChange]
 ) -> None:
     volume_id, backup, _ = modified
     recommendation = recommendation_for(volume_id, savings=9.0)
@@ -598,7 +610,8 @@ def test_rollback_deletes_the_lifecycle_configuration_when_there_was_none(
 
     rollback = executor.rollback(recommendation, backup, action)
 
-    assert backup["lifecycle"] is None
+    assert isinstance(backup, S3Backup)
+    assert backup.lifecycle is None
     assert lifecycle_rules(s3) is None
     assert tiering_ids(s3) == []
     assert executor.rollback_done(recommendation, rollback) is True
@@ -629,7 +642,7 @@ def test_a_rollback_before_the_apply_changes_nothing(s3: Any, bucket: str, execu
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert rollback["restored"] is False
+    assert rollback.restored is False
     assert lifecycle_rules(s3) is None
 
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from cost_engine.aws import AwsClients
 from cost_engine.business_rules import BusinessRules, BusinessRulesConfig, DependencyRule
 from cost_engine.errors import ActionFailed, TransientError
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import AnyExecutor, Permission
 from cost_engine.executors.schedule_instance import ScheduleInstanceExecutor
 from cost_engine.executors.terminate_instance import TerminateInstanceExecutor
 from cost_engine.models import Recommendation, RecommendationType
@@ -860,7 +860,7 @@ def test_a_denied_simulation_refuses_the_execution_in_run_prechecks(clients: Aws
     instance_id = launch(ec2)
     instance_arn = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}:instance/{instance_id}"
     decisions = dict.fromkeys(TERMINATE_INSTANCE_ACTIONS, "allowed") | {"ec2:TerminateInstances": "implicitDeny"}
-    executor: BaseExecutor = TerminateInstanceExecutor(clients)
+    executor: AnyExecutor = TerminateInstanceExecutor(clients)
     with stubbed(clients.sts) as sts, stubbed(clients.iam) as iam:
         answer_caller(sts, ASSUMED_ROLE_CALLER)
         answer_simulation(iam, decisions, resource_arn=instance_arn)

@@ -12,7 +12,12 @@ from botocore.exceptions import ClientError
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.purchase_reserved_instances import RECOMMENDATION_TAG, PurchaseReservedInstancesExecutor
+from cost_engine.executors.purchase_reserved_instances import (
+    RECOMMENDATION_TAG,
+    PurchaseBackup,
+    PurchaseReservedInstancesExecutor,
+    ReservationBought,
+)
 from cost_engine.models import (
     ExecutionRecord,
     ExecutionStatus,
@@ -94,7 +99,7 @@ def approval_of(
 
 def approved(
     executor: PurchaseReservedInstancesExecutor, recommendation: Recommendation, execution_id: str | None = None
-) -> dict[str, Any]:
+) -> PurchaseBackup:
     """The backup of an execution a person approved (which reserved its cost under the limit per period)."""
     execution_id = execution_id or new_execution_id()
     executor.before_approval(recommendation, approval_of(executor, recommendation, execution_id))
@@ -250,7 +255,7 @@ def test_a_second_execution_of_a_recommendation_that_already_bought_is_refused(
 ) -> None:
     recommendation = recommendation_for()
     backup = approved(executor, recommendation)
-    reserved_id = executor.apply(recommendation, backup)["reserved_instances_id"]
+    reserved_id = executor.apply(recommendation, backup).reserved_instances_id
 
     result = executor.validate(recommendation)
 
@@ -299,10 +304,12 @@ def test_a_platform_the_catalog_cannot_compare_falls_back_to_the_recommendation(
     executor: PurchaseReservedInstancesExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recommendation = recommendation_for()
-    offering = executor._the_offering(executor.parameters(recommendation))[0]  # type: ignore[arg-type]
+    offering = executor._the_offering(executor.parameters(recommendation))[0]
     assert offering is not None
 
-    savings, basis = executor._monthly_savings(recommendation, {**offering, "product_description": "Windows"}, 2)
+    savings, basis = executor._monthly_savings(
+        recommendation, offering.model_copy(update={"product_description": "Windows"}), 2
+    )
 
     assert savings == 50.0
     assert "the recommendation's own estimate" in basis
@@ -316,9 +323,9 @@ def test_backup_records_the_offering_and_the_price_and_touches_nothing(
 ) -> None:
     backup = executor.backup(recommendation_for(), "exec-1")
 
-    assert backup["offering"]["instance_type"] == "m5.large"
-    assert backup["cost"]["instance_count"] == 2
-    assert "nothing_to_back_up" in backup
+    assert backup.offering.instance_type == "m5.large"
+    assert backup.cost.instance_count == 2
+    assert "nothing_to_back_up" in executor.stored(backup)
     assert executor.backup_ready(recommendation_for(), backup) is True
     assert bought() == []
 
@@ -339,10 +346,10 @@ def test_the_purchase_is_bought_once_tagged_waited_for_and_verified(
 
     # Then exactly one purchase of the recorded offering exists, tagged, active and verified
     [purchase] = bought()
-    assert purchase["ReservedInstancesId"] == action["reserved_instances_id"]
-    assert purchase["_OfferingId"] == backup["offering"]["offering_id"]
+    assert purchase["ReservedInstancesId"] == action.reserved_instances_id
+    assert purchase["_OfferingId"] == backup.offering.offering_id
     assert purchase["InstanceCount"] == 2
-    assert action["purchased_now"] is True
+    assert action.purchased_now is True
     assert (first_check, second_check) == (False, True)
     assert verification.passed, verification.failures
     assert f"tagged {EXECUTION_TAG}={execution_id}" in verification.checks
@@ -360,9 +367,9 @@ def test_a_retried_purchase_step_does_not_buy_twice(executor: PurchaseReservedIn
     second = executor.apply(recommendation, backup)
 
     assert len(bought()) == 1
-    assert second["reserved_instances_id"] == first["reserved_instances_id"]
-    assert second["purchased_now"] is False
-    assert second["found_by"] == "tag"
+    assert second.reserved_instances_id == first.reserved_instances_id
+    assert second.purchased_now is False
+    assert second.found_by == "tag"
 
 
 def test_a_crash_between_the_purchase_and_its_tag_does_not_lead_to_a_second_purchase(
@@ -376,7 +383,8 @@ def test_a_crash_between_the_purchase_and_its_tag_does_not_lead_to_a_second_purc
     fail_on(untagged_client, "CreateTags", "InternalError")
     executor.clients.__dict__["ec2"] = untagged_client
     first = executor.apply(recommendation, backup)
-    assert "InternalError" in first["tag_error"]
+    assert first.tag_error is not None
+    assert "InternalError" in first.tag_error
 
     # When the step is retried with no record of it
     executor.clients.__dict__["ec2"] = boto3.client("ec2", region_name=REGION)
@@ -384,9 +392,10 @@ def test_a_crash_between_the_purchase_and_its_tag_does_not_lead_to_a_second_purc
 
     # Then the untagged purchase is recognised and tagged; nothing more is bought
     [purchase] = bought()
-    assert retried["reserved_instances_id"] == purchase["ReservedInstancesId"] == first["reserved_instances_id"]
-    assert retried["purchased_now"] is False
-    assert "untagged purchase" in retried["found_by"]
+    assert retried.reserved_instances_id == purchase["ReservedInstancesId"] == first.reserved_instances_id
+    assert retried.purchased_now is False
+    assert retried.found_by is not None
+    assert "untagged purchase" in retried.found_by
     tags = {t["Key"]: t["Value"] for t in executor._reservation(purchase["ReservedInstancesId"])["Tags"]}
     assert tags == {EXECUTION_TAG: execution_id, RECOMMENDATION_TAG: recommendation.recommendation_id}
 
@@ -397,15 +406,13 @@ def test_a_purchase_made_before_the_backup_is_not_taken_for_this_executions(
     # Given an identical, untagged reservation bought earlier by someone else
     recommendation = recommendation_for()
     earlier = executor.backup(recommendation, "exec-earlier")
-    ec2.purchase_reserved_instances_offering(
-        ReservedInstancesOfferingId=earlier["offering"]["offering_id"], InstanceCount=2
-    )
+    ec2.purchase_reserved_instances_offering(ReservedInstancesOfferingId=earlier.offering.offering_id, InstanceCount=2)
     backup = approved(executor, recommendation)
-    backup["not_before"] = "2999-01-01T00:00:00+00:00"  # i.e. that one started before this backup
+    backup.not_before = "2999-01-01T00:00:00+00:00"  # i.e. that one started before this backup
 
     action = executor.apply(recommendation, backup)
 
-    assert action["purchased_now"] is True
+    assert action.purchased_now is True
     assert len(bought()) == 2
 
 
@@ -423,9 +430,7 @@ def test_a_refused_dry_run_buys_nothing(executor: PurchaseReservedInstancesExecu
 def test_a_failed_payment_fails_the_step(executor: PurchaseReservedInstancesExecutor) -> None:
     recommendation = recommendation_for()
     action = executor.apply(recommendation, approved(executor, recommendation))
-    reserved_instances.set_state(
-        action["reserved_instances_id"], "payment-failed", account_id=ACCOUNT_ID, region=REGION
-    )
+    reserved_instances.set_state(action.reserved_instances_id, "payment-failed", account_id=ACCOUNT_ID, region=REGION)
 
     with pytest.raises(ActionFailed, match=r"payment .* failed"):
         executor.apply_done(recommendation, action)
@@ -460,9 +465,9 @@ def test_an_approval_that_would_pass_the_limit_per_period_is_refused_and_reserve
         executor.before_approval(recommendation, second)
 
     # Then it is refused naming the execution that holds the limit, and only the first is counted
-    assert f"already committed by {first['execution_id']}" in refused.value.message
+    assert f"already committed by {first.execution_id}" in refused.value.message
     _, ledger = PurchaseLimits.from_settings(executor.settings).ledger(ACCOUNT_ID)
-    assert [e.execution_id for e in ledger.entries] == [first["execution_id"]]
+    assert [e.execution_id for e in ledger.entries] == [first.execution_id]
 
 
 def test_a_purchase_without_a_reservation_under_the_limit_per_period_buys_nothing(
@@ -487,12 +492,12 @@ def test_a_purchase_is_counted_as_bought_in_the_period_it_was_bought_in(
     action = executor.apply(recommendation, backup)
 
     period, ledger = PurchaseLimits.from_settings(executor.settings).ledger(ACCOUNT_ID)
-    assert action["limit_period"] == period.key
+    assert action.limit_period == period.key
     [entry] = ledger.entries
     assert (entry.execution_id, entry.state, entry.cents) == (
-        backup["execution_id"],
+        backup.execution_id,
         EntryState.BOUGHT,
-        round(backup["cost"]["total_usd"] * 100),
+        round(backup.cost.total_usd * 100),
     )
 
 
@@ -518,9 +523,9 @@ def test_a_rollback_before_any_purchase_has_nothing_to_do(executor: PurchaseRese
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert rollback["purchased"] is False
+    assert rollback.purchased is False
     assert executor.rollback_done(recommendation, rollback) is True
-    assert executor.rollback(recommendation, None, None)["purchased"] is False
+    assert executor.rollback(recommendation, None, None).purchased is False
 
 
 def test_a_rollback_after_the_purchase_records_the_manual_step_and_does_not_pretend(
@@ -529,16 +534,17 @@ def test_a_rollback_after_the_purchase_records_the_manual_step_and_does_not_pret
     # Given a purchase whose action was never recorded (the crash came right after buying)
     recommendation = recommendation_for()
     backup = approved(executor, recommendation)
-    reserved_id = executor.apply(recommendation, backup)["reserved_instances_id"]
+    reserved_id = executor.apply(recommendation, backup).reserved_instances_id
 
     # When it is rolled back
     rollback = executor.rollback(recommendation, backup, None)
 
     # Then the purchase is found, kept, and the manual step names it
-    assert rollback["purchased"] is True
-    assert rollback["reversible"] is False
-    assert rollback["reserved_instances_id"] == reserved_id
-    assert f"--reserved-instances-id {reserved_id}" in rollback["manual_step"]
+    assert isinstance(rollback, ReservationBought)
+    assert rollback.purchased is True
+    assert rollback.reversible is False
+    assert rollback.reserved_instances_id == reserved_id
+    assert f"--reserved-instances-id {reserved_id}" in rollback.manual_step
     with pytest.raises(ActionFailed) as still_held:
         executor.rollback_done(recommendation, rollback)
     assert "the engine cannot undo a purchase" in str(still_held.value)
@@ -551,7 +557,7 @@ def test_once_the_reservation_is_sold_the_rollback_completes(executor: PurchaseR
     recommendation = recommendation_for()
     backup = approved(executor, recommendation)
     action = executor.apply(recommendation, backup)
-    reserved_instances.set_state(action["reserved_instances_id"], "retired", account_id=ACCOUNT_ID, region=REGION)
+    reserved_instances.set_state(action.reserved_instances_id, "retired", account_id=ACCOUNT_ID, region=REGION)
 
     rollback = executor.rollback(recommendation, backup, action)
 

@@ -34,7 +34,6 @@ def service(tables: None) -> ExecutionService:
     machine = sfn.create_state_machine(name="cost-engine-terminate", definition=json.dumps(WAITS), roleArn=ROLE_ARN)
     settings = engine_settings(
         state_machine_arns={RecommendationType.TERMINATE_INSTANCE.value: machine["stateMachineArn"]},
-        poll_interval_seconds=0,
     )
     return ExecutionService(EngineContext.from_settings(settings))
 
@@ -161,7 +160,6 @@ def test_a_run_ending_while_the_resource_may_be_half_changed_starts_a_rollback_r
     assert json.loads(started["input"]) == {
         "execution_id": record.execution_id,
         "mode": "rollback",
-        "poll_seconds": 0,
         "error": None,
     }
     assert [event for event, _ in audit(service, record.execution_id)] == [

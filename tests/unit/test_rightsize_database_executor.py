@@ -12,7 +12,12 @@ import pytest
 
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG
-from cost_engine.executors.rightsize_database import RightsizeDatabaseExecutor
+from cost_engine.executors.rightsize_database import (
+    DatabaseClassBackup,
+    DatabaseClassChange,
+    DatabaseClassRestore,
+    RightsizeDatabaseExecutor,
+)
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from local_runtime.emulations.rds_pending_modifications import patch, run_maintenance_window, unpatch
@@ -209,16 +214,16 @@ def test_backup_takes_a_tagged_snapshot_once_and_records_the_original_class(
     backup = executor.backup(recommendation, execution_id)
     again = executor.backup(recommendation, execution_id)
 
-    assert again["snapshot_id"] == backup["snapshot_id"]
+    assert again.snapshot_id == backup.snapshot_id
     [snapshot] = rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
     assert {"Key": EXECUTION_TAG, "Value": execution_id} in snapshot.get("TagList", [])
-    assert backup["original_instance_class"] == "db.m5.xlarge"
+    assert backup.original_instance_class == "db.m5.xlarge"
     assert executor.backup_ready(recommendation, backup) is True
 
 
 def changed(
     executor: RightsizeDatabaseExecutor, recommendation: Recommendation
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[DatabaseClassBackup, DatabaseClassChange]:
     backup = executor.backup(recommendation, new_execution_id())
     assert executor.backup_ready(recommendation, backup)
     return backup, executor.apply(recommendation, backup)
@@ -231,7 +236,7 @@ def test_applied_immediately_the_class_changes_now(rds: RDSClient, executor: Rig
     _, action = changed(executor, recommendation)
 
     assert describe(rds, identifier)["DBInstanceClass"] == "db.m5.large"
-    assert action["takes_effect"] == "immediately"
+    assert action.takes_effect == "immediately"
     assert executor.apply_done(recommendation, action) is True
     verification = executor.verify(recommendation, action)
     assert verification.passed, verification.failures
@@ -248,7 +253,7 @@ def test_by_default_the_change_is_pending_until_the_maintenance_window(
     # Then AWS shows it pending, the class is unchanged until the window, and the record says when
     assert describe(rds, identifier)["DBInstanceClass"] == "db.m5.xlarge"
     assert pending_class(rds, identifier) == "db.m5.large"
-    assert action["takes_effect"] == f"in the maintenance window {WINDOW} (UTC)"
+    assert action.takes_effect == f"in the maintenance window {WINDOW} (UTC)"
     assert executor.apply_done(recommendation, action) is True
     verification = executor.verify(recommendation, action)
     assert verification.passed, verification.failures
@@ -301,7 +306,8 @@ def test_rollback_of_an_immediate_change_returns_to_the_original_class(
 
     rollback = executor.rollback(recommendation, backup, action)
 
-    assert rollback["takes_effect"] == "immediately"
+    assert isinstance(rollback, DatabaseClassRestore)
+    assert rollback.takes_effect == "immediately"
     assert executor.rollback_done(recommendation, rollback) is True
     assert describe(rds, identifier)["DBInstanceClass"] == "db.m5.xlarge"
 
@@ -329,7 +335,8 @@ def test_rollback_after_the_window_schedules_the_original_class_for_the_next_win
 
     rollback = executor.rollback(recommendation, backup, action)
 
-    assert rollback["takes_effect"] == f"in the maintenance window {WINDOW} (UTC)"
+    assert isinstance(rollback, DatabaseClassRestore)
+    assert rollback.takes_effect == f"in the maintenance window {WINDOW} (UTC)"
     assert executor.rollback_done(recommendation, rollback) is True
     assert pending_class(rds, identifier) == "db.m5.xlarge"
     run_maintenance_window(identifier)
@@ -343,7 +350,8 @@ def test_rollback_before_any_change_changes_nothing(rds: RDSClient, executor: Ri
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert rollback["takes_effect"] == "nothing to undo: already db.m5.xlarge"
+    assert isinstance(rollback, DatabaseClassRestore)
+    assert rollback.takes_effect == "nothing to undo: already db.m5.xlarge"
     assert executor.rollback_done(recommendation, rollback) is True
     assert describe(rds, identifier)["DBInstanceClass"] == "db.m5.xlarge"
     assert pending_class(rds, identifier) is None

@@ -11,7 +11,11 @@ import pytest
 
 from cost_engine.aws import AwsClients
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.rightsize_instance import RightsizeInstanceExecutor
+from cost_engine.executors.rightsize_instance import (
+    InstanceTypeBackup,
+    InstanceTypeChange,
+    RightsizeInstanceExecutor,
+)
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from local_runtime.emulations import ec2_capacity
@@ -402,7 +406,7 @@ def test_without_a_catalog_price_the_plan_falls_back_to_the_recommendations_esti
 
 def change(
     executor: RightsizeInstanceExecutor, recommendation: Recommendation
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[InstanceTypeBackup, InstanceTypeChange]:
     """Backup and apply as the state machine would run them: (backup, action)."""
     backup = executor.backup(recommendation, new_execution_id())
     assert executor.backup_ready(recommendation, backup) is True
@@ -419,8 +423,8 @@ def test_a_running_instance_is_stopped_changed_and_started_again(
     stopped = type_and_state(ec2, instance_id)
     poll(lambda: executor.apply_done(recommendation, action))
 
-    assert backup["original_type"] == "m5.2xlarge"
-    assert backup["original_state"] == "running"
+    assert backup.original_type == "m5.2xlarge"
+    assert backup.original_state == "running"
     assert stopped == ("m5.2xlarge", "stopped")
     assert type_and_state(ec2, instance_id) == ("m5.large", "running")
     verification = executor.verify(recommendation, action)
@@ -440,7 +444,7 @@ def test_a_repeated_apply_does_not_stop_the_instance_twice(
     again = executor.apply(recommendation, backup)
 
     assert stops == []
-    assert again["state_before"] == "stopped"
+    assert again.state_before == "stopped"
 
 
 def test_a_stopped_instance_gets_the_new_type_and_stays_stopped(
@@ -612,7 +616,7 @@ def test_rollback_before_anything_was_recorded_touches_nothing(
 
     rollback = executor.rollback(recommendation, None, None)
 
-    assert rollback == {"instance_id": instance_id, "restore": False}
+    assert executor.stored(rollback) == {"instance_id": instance_id, "restore": False}
     assert executor.rollback_done(recommendation, rollback) is True
     assert type_and_state(ec2, instance_id) == ("m5.2xlarge", "running")
 

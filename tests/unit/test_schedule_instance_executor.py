@@ -17,6 +17,8 @@ from cost_engine.errors import ActionFailed
 from cost_engine.executors.schedule_instance import (
     START_TARGET_ARN,
     STOP_TARGET_ARN,
+    ScheduleBackup,
+    ScheduleCreation,
     ScheduleInstanceExecutor,
     ScheduleInstanceParameters,
     cron_expression,
@@ -409,7 +411,7 @@ def dev_box(ec2: EC2Client) -> str:
 @pytest.fixture
 def scheduled(
     executor: ScheduleInstanceExecutor, dev_box: str, execution_id: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[ScheduleBackup, ScheduleCreation]:
     """The dev box put on office hours by the executor: (backup, action)."""
     recommendation = recommendation_for(dev_box)
     backup = executor.backup(recommendation, execution_id)
@@ -424,9 +426,9 @@ def test_backup_records_the_state_and_is_ready_at_once(
 
     backup = executor.backup(recommendation, execution_id)
 
-    assert backup["original_state"] == "running"
-    assert backup["instance_type"] == "t3.large"
-    assert backup["hibernate"] is False
+    assert backup.original_state == "running"
+    assert backup.instance_type == "t3.large"
+    assert backup.hibernate is False
     assert executor.backup_ready(recommendation, backup) is True
 
 
@@ -435,7 +437,7 @@ def test_apply_creates_both_schedules_in_the_instances_time_zone(
     executor: ScheduleInstanceExecutor,
     dev_box: str,
     execution_id: str,
-    scheduled: tuple[dict[str, Any], dict[str, Any]],
+    scheduled: tuple[ScheduleBackup, ScheduleCreation],
 ) -> None:
     _, action = scheduled
     names = schedule_names(dev_box, execution_id)
@@ -476,13 +478,13 @@ def test_a_repeated_apply_does_not_create_the_schedules_twice(
     scheduler: EventBridgeSchedulerClient,
     executor: ScheduleInstanceExecutor,
     dev_box: str,
-    scheduled: tuple[dict[str, Any], dict[str, Any]],
+    scheduled: tuple[ScheduleBackup, ScheduleCreation],
 ) -> None:
     backup, _ = scheduled
 
     again = executor.apply(recommendation_for(dev_box), backup)
 
-    assert again["created_now"] == []
+    assert again.created_now == []
     assert schedule_count(scheduler) == 2
 
 
@@ -507,7 +509,7 @@ def test_verify_catches_a_schedule_changed_behind_the_engines_back(
     executor: ScheduleInstanceExecutor,
     dev_box: str,
     execution_id: str,
-    scheduled: tuple[dict[str, Any], dict[str, Any]],
+    scheduled: tuple[ScheduleBackup, ScheduleCreation],
 ) -> None:
     _, action = scheduled
     name = schedule_names(dev_box, execution_id)["stop"]
@@ -534,7 +536,7 @@ def test_rollback_deletes_the_schedules_and_starts_a_stopped_instance(
     scheduler: EventBridgeSchedulerClient,
     executor: ScheduleInstanceExecutor,
     dev_box: str,
-    scheduled: tuple[dict[str, Any], dict[str, Any]],
+    scheduled: tuple[ScheduleBackup, ScheduleCreation],
 ) -> None:
     # Given the schedule has stopped the instance
     backup, action = scheduled
@@ -549,7 +551,7 @@ def test_rollback_deletes_the_schedules_and_starts_a_stopped_instance(
         assert polls < 5
 
     # Then no schedule is left and the instance runs
-    assert sorted(rollback["deleted_schedules"]) == sorted(schedule_names(dev_box, backup["execution_id"]).values())
+    assert sorted(rollback.deleted_schedules) == sorted(schedule_names(dev_box, backup.execution_id).values())
     assert schedule_count(scheduler) == 0
     assert state_of(ec2, dev_box) == "running"
 
@@ -559,7 +561,7 @@ def test_rollback_leaves_other_schedules_alone(
     scheduler: EventBridgeSchedulerClient,
     executor: ScheduleInstanceExecutor,
     dev_box: str,
-    scheduled: tuple[dict[str, Any], dict[str, Any]],
+    scheduled: tuple[ScheduleBackup, ScheduleCreation],
 ) -> None:
     # Given another execution's schedules for the same instance
     other = recommendation_for(dev_box, stop_time="21:00")
@@ -571,7 +573,7 @@ def test_rollback_leaves_other_schedules_alone(
     assert executor.rollback_done(recommendation_for(dev_box), rollback)
     remaining = scheduler.list_schedules()["Schedules"]
     assert len(remaining) == 2
-    assert all(backup["execution_id"].removeprefix("exec-") not in s["Name"] for s in remaining)
+    assert all(backup.execution_id.removeprefix("exec-") not in s["Name"] for s in remaining)
 
 
 def test_rollback_before_any_backup_only_makes_sure_the_instance_runs(
@@ -579,7 +581,7 @@ def test_rollback_before_any_backup_only_makes_sure_the_instance_runs(
 ) -> None:
     rollback = executor.rollback(recommendation_for(dev_box), None, None)
 
-    assert rollback["deleted_schedules"] == []
+    assert rollback.deleted_schedules == []
     assert executor.rollback_done(recommendation_for(dev_box), rollback)
     assert state_of(ec2, dev_box) == "running"
 
@@ -588,7 +590,7 @@ def test_measured_savings_are_those_of_the_plan(
     executor: ScheduleInstanceExecutor,
     dev_box: str,
     execution_id: str,
-    scheduled: tuple[dict[str, Any], dict[str, Any]],
+    scheduled: tuple[ScheduleBackup, ScheduleCreation],
 ) -> None:
     backup, _ = scheduled
     plan = executor.plan(recommendation_for(dev_box), execution_id)

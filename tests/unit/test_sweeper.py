@@ -37,7 +37,6 @@ def service(tables: None) -> ExecutionService:
     }
     settings = engine_settings(
         state_machine_arns=machines,
-        poll_interval_seconds=0,
     )
     return ExecutionService(EngineContext.from_settings(settings))
 

@@ -4,7 +4,7 @@ backup → terminate → verify → roll back called step by step, without a sta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import pytest
@@ -14,6 +14,7 @@ from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG, SOURCE_INSTANCE_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.terminate_instance import TerminateInstanceExecutor
+from cost_engine.executors.terminate_instance.ec2 import Ec2Backup, Ec2Restore, Ec2Termination
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from tests.unit.conftest import ACCOUNT_ID, REGION
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 AMI_ID = "ami-12c6146b"  # an EBS-backed Amazon Linux image moto registers in every region
 ROOT_GB = 20
 ROOT_VOLUME_TYPE: VolumeTypeType = "gp3"
+
+RecordT = TypeVar("RecordT")
+
+
+def ec2_record(kind: type[RecordT], record: object) -> RecordT:
+    """A step's record, which for an instance id is the EC2 strategy's (the executor answers either)."""
+    assert isinstance(record, kind)
+    return record
 
 
 def recommendation_for(instance_id: str, **parameters: Any) -> Recommendation:
@@ -293,9 +302,9 @@ def test_backup_creates_an_ami_tagged_with_the_execution(
 ) -> None:
     recommendation = recommendation_for(web_server)
 
-    backup = executor.backup(recommendation, execution_id)
+    backup = ec2_record(Ec2Backup, executor.backup(recommendation, execution_id))
 
-    [image] = ec2.describe_images(ImageIds=[backup["image_id"]])["Images"]
+    [image] = ec2.describe_images(ImageIds=[backup.image_id])["Images"]
     tags = {t["Key"]: t["Value"] for t in image["Tags"]}
     assert tags[EXECUTION_TAG] == execution_id
     assert tags[SOURCE_INSTANCE_TAG] == web_server
@@ -306,10 +315,10 @@ def test_a_backup_ami_that_is_gone_fails_the_wait_and_leaves_the_instance_untouc
     ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
 ) -> None:
     recommendation = recommendation_for(web_server)
-    backup = executor.backup(recommendation, execution_id)
-    ec2.deregister_image(ImageId=backup["image_id"])
+    backup = ec2_record(Ec2Backup, executor.backup(recommendation, execution_id))
+    ec2.deregister_image(ImageId=backup.image_id)
 
-    with pytest.raises(ActionFailed, match=rf"backup AMI {backup['image_id']} is 'missing': the instance is left"):
+    with pytest.raises(ActionFailed, match=rf"backup AMI {backup.image_id} is 'missing': the instance is left"):
         executor.backup_ready(recommendation, backup)
     [instance] = ec2.describe_instances(InstanceIds=[web_server])["Reservations"][0]["Instances"]
     assert instance["State"]["Name"] == "running"
@@ -320,10 +329,10 @@ def test_a_repeated_backup_reuses_the_ami_it_already_made(
 ) -> None:
     recommendation = recommendation_for(web_server)
 
-    first = executor.backup(recommendation, execution_id)
-    second = executor.backup(recommendation, execution_id)
+    first = ec2_record(Ec2Backup, executor.backup(recommendation, execution_id))
+    second = ec2_record(Ec2Backup, executor.backup(recommendation, execution_id))
 
-    assert second["image_id"] == first["image_id"]
+    assert second.image_id == first.image_id
     assert len(ec2.describe_images(Owners=["self"])["Images"]) == 1
 
 
@@ -347,30 +356,30 @@ def test_backup_works_with_tag_on_create_permission_only(
 ) -> None:
     recommendation = recommendation_for(web_server)
 
-    backup = executor.backup(recommendation, execution_id)
+    backup = ec2_record(Ec2Backup, executor.backup(recommendation, execution_id))
     executor.backup(recommendation, execution_id)  # a retried step
 
     [image] = ec2.describe_images(Owners=["self"])["Images"]
-    assert image["ImageId"] == backup["image_id"]
+    assert image["ImageId"] == backup.image_id
     assert {"Key": EXECUTION_TAG, "Value": execution_id} in image["Tags"]
 
 
 @pytest.fixture
 def terminated(
     ec2: EC2Client, executor: TerminateInstanceExecutor, web_server: str, execution_id: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Ec2Backup, Ec2Termination]:
     """The web server backed up and terminated by the executor: (backup, action)."""
     recommendation = recommendation_for(web_server)
-    backup = executor.backup(recommendation, execution_id)
+    backup = ec2_record(Ec2Backup, executor.backup(recommendation, execution_id))
     assert executor.backup_ready(recommendation, backup)
-    return backup, executor.apply(recommendation, backup)
+    return backup, ec2_record(Ec2Termination, executor.apply(recommendation, backup))
 
 
 def test_apply_terminates_the_instance_and_verify_confirms_it(
     ec2: EC2Client,
     executor: TerminateInstanceExecutor,
     web_server: str,
-    terminated: tuple[dict[str, Any], dict[str, Any]],
+    terminated: tuple[Ec2Backup, Ec2Termination],
 ) -> None:
     _, action = terminated
     recommendation = recommendation_for(web_server)
@@ -383,13 +392,13 @@ def test_apply_terminates_the_instance_and_verify_confirms_it(
 
 
 def test_a_repeated_apply_does_not_act_twice(
-    executor: TerminateInstanceExecutor, web_server: str, terminated: tuple[dict[str, Any], dict[str, Any]]
+    executor: TerminateInstanceExecutor, web_server: str, terminated: tuple[Ec2Backup, Ec2Termination]
 ) -> None:
     backup, _ = terminated
 
-    again = executor.apply(recommendation_for(web_server), backup)
+    again = ec2_record(Ec2Termination, executor.apply(recommendation_for(web_server), backup))
 
-    assert again["state_before"] == "terminated"
+    assert again.state_before == "terminated"
 
 
 def test_rollback_relaunches_the_instance_from_the_ami_as_it_was(
@@ -398,19 +407,19 @@ def test_rollback_relaunches_the_instance_from_the_ami_as_it_was(
     network: Network,
     web_server: str,
     execution_id: str,
-    terminated: tuple[dict[str, Any], dict[str, Any]],
+    terminated: tuple[Ec2Backup, Ec2Termination],
 ) -> None:
     backup, action = terminated
     recommendation = recommendation_for(web_server)
 
     # When the terminated instance is rolled back
-    rollback = executor.rollback(recommendation, backup, action)
+    rollback = ec2_record(Ec2Restore, executor.rollback(recommendation, backup, action))
 
     # Then a new instance runs from the backup AMI with the recorded configuration
-    assert rollback["relaunched"] is True
-    restored = describe(ec2, rollback["instance_id"])
+    assert rollback.relaunched is True
+    restored = describe(ec2, rollback.instance_id)
     assert restored["InstanceId"] != web_server
-    assert restored["ImageId"] == backup["image_id"]
+    assert restored["ImageId"] == backup.image_id
     assert restored["InstanceType"] == "m5.large"
     assert restored["SubnetId"] == network.subnet_id
     assert [g["GroupId"] for g in restored["SecurityGroups"]] == [network.security_group_id]
@@ -419,8 +428,8 @@ def test_rollback_relaunches_the_instance_from_the_ami_as_it_was(
     assert tags["team"] == "shop"
     assert tags[RESTORED_FOR_TAG] == execution_id
     assert tags[SOURCE_INSTANCE_TAG] == web_server
-    user_data = ec2.describe_instance_attribute(InstanceId=rollback["instance_id"], Attribute="userData")
-    assert user_data["UserData"]["Value"] == backup["launch_config"]["user_data_base64"]
+    user_data = ec2.describe_instance_attribute(InstanceId=rollback.instance_id, Attribute="userData")
+    assert user_data["UserData"]["Value"] == backup.launch_config.user_data_base64
     assert executor.rollback_done(recommendation, rollback) is True
 
 
@@ -429,16 +438,16 @@ def test_a_repeated_rollback_does_not_launch_a_second_instance(
     executor: TerminateInstanceExecutor,
     web_server: str,
     execution_id: str,
-    terminated: tuple[dict[str, Any], dict[str, Any]],
+    terminated: tuple[Ec2Backup, Ec2Termination],
 ) -> None:
     backup, action = terminated
     recommendation = recommendation_for(web_server)
 
-    first = executor.rollback(recommendation, backup, action)
-    second = executor.rollback(recommendation, backup, action)
+    first = ec2_record(Ec2Restore, executor.rollback(recommendation, backup, action))
+    second = ec2_record(Ec2Restore, executor.rollback(recommendation, backup, action))
 
-    assert second["instance_id"] == first["instance_id"]
-    assert [i["InstanceId"] for i in instances_restored_for(ec2, execution_id)] == [first["instance_id"]]
+    assert second.instance_id == first.instance_id
+    assert [i["InstanceId"] for i in instances_restored_for(ec2, execution_id)] == [first.instance_id]
 
 
 def test_rollback_before_termination_keeps_the_original_instance(
@@ -451,7 +460,7 @@ def test_rollback_before_termination_keeps_the_original_instance(
     rollback = executor.rollback(recommendation, backup, None)
 
     # Then nothing is relaunched: the original is still there, running
-    assert rollback == {"instance_id": web_server, "relaunched": False, "target_state": "running"}
+    assert executor.stored(rollback) == {"instance_id": web_server, "relaunched": False, "target_state": "running"}
     assert instances_restored_for(ec2, execution_id) == []
     assert executor.rollback_done(recommendation, rollback) is True
 
@@ -466,9 +475,9 @@ def test_rollback_of_a_stopped_instance_leaves_the_relaunched_one_stopped(
     action = executor.apply(recommendation, backup)
 
     # When it is rolled back and the rollback is polled until done
-    rollback = executor.rollback(recommendation, backup, action)
+    rollback = ec2_record(Ec2Restore, executor.rollback(recommendation, backup, action))
     polls = [executor.rollback_done(recommendation, rollback) for _ in range(2)]
 
     # Then the relaunched instance ends up stopped, as the original was
     assert polls == [False, True]
-    assert describe(ec2, rollback["instance_id"])["State"]["Name"] == "stopped"
+    assert describe(ec2, rollback.instance_id)["State"]["Name"] == "stopped"

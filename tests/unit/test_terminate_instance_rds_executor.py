@@ -3,7 +3,7 @@ snapshot → delete → verify → restore called step by step, without a state 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from cost_engine.aws import AwsClients
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.executors.terminate_instance import TerminateInstanceExecutor
+from cost_engine.executors.terminate_instance.rds import RdsBackup, RdsDeletion, RdsRestore
 from cost_engine.models import Recommendation, RecommendationType, new_execution_id
 from cost_engine.pricing import price_catalog
 from cost_engine.rds_databases import SOURCE_DB_INSTANCE_TAG
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
     from mypy_boto3_rds.type_defs import DBInstanceTypeDef
 
 STORAGE_GB = 50
+
+RecordT = TypeVar("RecordT")
+
+
+def rds_record(kind: type[RecordT], record: object) -> RecordT:
+    """A step's record, which for a DB identifier is the RDS strategy's (the executor answers either)."""
+    assert isinstance(record, kind)
+    return record
 
 
 def recommendation_for(identifier: str, **parameters: Any) -> Recommendation:
@@ -241,20 +250,20 @@ def test_backup_takes_a_tagged_snapshot_and_records_the_restore_configuration(
 ) -> None:
     recommendation = recommendation_for(configured_database)
 
-    backup = executor.backup(recommendation, execution_id)
+    backup = rds_record(RdsBackup, executor.backup(recommendation, execution_id))
 
-    [snapshot] = rds.describe_db_snapshots(DBSnapshotIdentifier=backup["snapshot_id"])["DBSnapshots"]
+    [snapshot] = rds.describe_db_snapshots(DBSnapshotIdentifier=backup.snapshot_id)["DBSnapshots"]
     tags = {t["Key"]: t["Value"] for t in snapshot.get("TagList", [])}
     assert tags[EXECUTION_TAG] == execution_id
     assert tags[SOURCE_DB_INSTANCE_TAG] == configured_database
-    config = backup["restore_config"]
-    assert config["instance_class"] == "db.m5.large"
-    assert config["db_subnet_group_name"] == "analytics"
-    assert config["db_parameter_group_name"] == "analytics-pg"
-    assert config["port"] == 6543
-    assert config["multi_az"] is True
-    assert config["storage_type"] == "gp3"
-    assert config["tags"] == {"Name": configured_database, "team": "analytics"}
+    config = backup.restore_config
+    assert config.instance_class == "db.m5.large"
+    assert config.db_subnet_group_name == "analytics"
+    assert config.db_parameter_group_name == "analytics-pg"
+    assert config.port == 6543
+    assert config.multi_az is True
+    assert config.storage_type == "gp3"
+    assert config.tags == {"Name": configured_database, "team": "analytics"}
     assert executor.backup_ready(recommendation, backup) is True
 
 
@@ -263,29 +272,29 @@ def test_a_repeated_backup_reuses_the_snapshot_it_already_made(
 ) -> None:
     recommendation = recommendation_for(create_database(rds))
 
-    first = executor.backup(recommendation, execution_id)
-    second = executor.backup(recommendation, execution_id)
+    first = rds_record(RdsBackup, executor.backup(recommendation, execution_id))
+    second = rds_record(RdsBackup, executor.backup(recommendation, execution_id))
 
-    assert second["snapshot_id"] == first["snapshot_id"]
+    assert second.snapshot_id == first.snapshot_id
     assert len(rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]) == 1
 
 
 @pytest.fixture
 def deleted(
     rds: RDSClient, executor: TerminateInstanceExecutor, configured_database: str, execution_id: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[RdsBackup, RdsDeletion]:
     """The configured DB backed up and deleted by the executor: (backup, action)."""
     recommendation = recommendation_for(configured_database)
-    backup = executor.backup(recommendation, execution_id)
+    backup = rds_record(RdsBackup, executor.backup(recommendation, execution_id))
     assert executor.backup_ready(recommendation, backup)
-    return backup, executor.apply(recommendation, backup)
+    return backup, rds_record(RdsDeletion, executor.apply(recommendation, backup))
 
 
 def test_apply_deletes_the_database_with_a_final_snapshot_and_verify_confirms_it(
     rds: RDSClient,
     executor: TerminateInstanceExecutor,
     configured_database: str,
-    deleted: tuple[dict[str, Any], dict[str, Any]],
+    deleted: tuple[RdsBackup, RdsDeletion],
 ) -> None:
     backup, action = deleted
     recommendation = recommendation_for(configured_database)
@@ -295,17 +304,17 @@ def test_apply_deletes_the_database_with_a_final_snapshot_and_verify_confirms_it
     verification = executor.verify(recommendation, action)
     assert verification.passed, verification.failures
     snapshots = {s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]}
-    assert snapshots == {backup["snapshot_id"], backup["final_snapshot_id"]}
+    assert snapshots == {backup.snapshot_id, backup.final_snapshot_id}
 
 
 def test_a_repeated_apply_does_not_act_twice(
-    executor: TerminateInstanceExecutor, configured_database: str, deleted: tuple[dict[str, Any], dict[str, Any]]
+    executor: TerminateInstanceExecutor, configured_database: str, deleted: tuple[RdsBackup, RdsDeletion]
 ) -> None:
     backup, _ = deleted
 
-    again = executor.apply(recommendation_for(configured_database), backup)
+    again = rds_record(RdsDeletion, executor.apply(recommendation_for(configured_database), backup))
 
-    assert again["status_before"] == "gone"
+    assert again.status_before == "gone"
 
 
 def test_rollback_restores_the_database_under_its_identifier_as_it_was(
@@ -313,23 +322,22 @@ def test_rollback_restores_the_database_under_its_identifier_as_it_was(
     executor: TerminateInstanceExecutor,
     configured_database: str,
     execution_id: str,
-    deleted: tuple[dict[str, Any], dict[str, Any]],
+    deleted: tuple[RdsBackup, RdsDeletion],
 ) -> None:
     backup, action = deleted
     recommendation = recommendation_for(configured_database)
 
-    rollback = executor.rollback(recommendation, backup, action)
+    rollback = rds_record(RdsRestore, executor.rollback(recommendation, backup, action))
 
-    assert rollback["restored"] is True
-    assert rollback["from_snapshot_id"] == backup["final_snapshot_id"]
+    assert rollback.restored is True
+    assert rollback.from_snapshot_id == backup.final_snapshot_id
     restored = describe(rds, configured_database)
     assert restored is not None
     assert restored["DBInstanceClass"] == "db.m5.large"
     assert restored["DBSubnetGroup"]["DBSubnetGroupName"] == "analytics"
     assert [g["DBParameterGroupName"] for g in restored["DBParameterGroups"]] == ["analytics-pg"]
-    assert [g["VpcSecurityGroupId"] for g in restored["VpcSecurityGroups"]] == backup["restore_config"][
-        "vpc_security_group_ids"
-    ]
+    security_groups = [g["VpcSecurityGroupId"] for g in restored["VpcSecurityGroups"]]
+    assert security_groups == backup.restore_config.vpc_security_group_ids
     assert restored["Endpoint"]["Port"] == 6543
     assert restored["MultiAZ"] is True
     tags = {t["Key"]: t["Value"] for t in restored.get("TagList", [])}
@@ -342,15 +350,15 @@ def test_a_repeated_rollback_does_not_restore_twice(
     rds: RDSClient,
     executor: TerminateInstanceExecutor,
     configured_database: str,
-    deleted: tuple[dict[str, Any], dict[str, Any]],
+    deleted: tuple[RdsBackup, RdsDeletion],
 ) -> None:
     backup, action = deleted
     recommendation = recommendation_for(configured_database)
 
     executor.rollback(recommendation, backup, action)
-    second = executor.rollback(recommendation, backup, action)
+    second = rds_record(RdsRestore, executor.rollback(recommendation, backup, action))
 
-    assert second["restored"] is True
+    assert second.restored is True
     assert len(rds.describe_db_instances()["DBInstances"]) == 1
     assert executor.rollback_done(recommendation, second) is True
 
@@ -364,7 +372,11 @@ def test_rollback_before_the_deletion_keeps_the_original_database(
 
     rollback = executor.rollback(recommendation, backup, None)
 
-    assert rollback == {"db_instance_identifier": identifier, "restored": False, "target_status": "available"}
+    assert executor.stored(rollback) == {
+        "db_instance_identifier": identifier,
+        "restored": False,
+        "target_status": "available",
+    }
     assert executor.rollback_done(recommendation, rollback) is True
     database = describe(rds, identifier)
     assert database is not None

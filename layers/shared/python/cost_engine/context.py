@@ -9,7 +9,7 @@ from cost_engine.audit_trail import StatusChangeLog
 from cost_engine.aws import AwsClients
 from cost_engine.events import StatusEventPublisher
 from cost_engine.executors import executor_class
-from cost_engine.executors.base import BaseExecutor
+from cost_engine.executors.base import AnyExecutor
 from cost_engine.limits import Limits
 from cost_engine.models import Recommendation
 from cost_engine.purchase_limits import PurchaseLimits
@@ -66,7 +66,7 @@ class EngineContext:
             links=links,
         )
 
-    def executor_for(self, recommendation: Recommendation) -> BaseExecutor:
+    def executor_for(self, recommendation: Recommendation) -> AnyExecutor:
         # The recommendation's own region: the resource lives there, not where the engine runs.
         region = recommendation.region
         clients = (

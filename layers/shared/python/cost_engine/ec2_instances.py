@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
+from pydantic import Field
 
 from cost_engine.aws import AwsClients, aws_failure, error_code
 from cost_engine.ec2_reads import find_instance
 from cost_engine.errors import ActionFailed
+from cost_engine.models import StepRecord
 from cost_engine.prechecks import DryRunProbe
 
 if TYPE_CHECKING:
@@ -29,6 +31,23 @@ NOT_COPIED_TAG_PREFIXES = ("aws:", "cost-engine:")
 
 def workload_tags(instance: InstanceTypeDef) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in instance.get("Tags", []) if not t["Key"].startswith(NOT_COPIED_TAG_PREFIXES)}
+
+
+class LaunchConfig(StepRecord):
+    """Everything needed to launch an instance like this one again (from an image of it), as the
+    backups of the types that replace or relaunch an instance record it."""
+
+    instance_type: str
+    subnet_id: str | None = None
+    vpc_id: str | None = None
+    availability_zone: str | None = None
+    security_group_ids: list[str] = Field(default_factory=list)
+    key_name: str | None = None
+    iam_instance_profile_arn: str | None = None
+    ebs_optimized: bool = False
+    detailed_monitoring: bool = False
+    user_data_base64: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
 
 
 class Ec2InstanceReads:
@@ -124,21 +143,20 @@ class Ec2InstanceReads:
             raise ActionFailed(f"{label} {image_id} is '{state}': {then}")
         return state == "available"
 
-    def _launch_config(self, instance: InstanceTypeDef) -> dict[str, Any]:
-        """Everything needed to launch an instance like this one again (from an image of it)."""
+    def _launch_config(self, instance: InstanceTypeDef) -> LaunchConfig:
         user_data = self.clients.ec2.describe_instance_attribute(
             InstanceId=instance["InstanceId"], Attribute="userData"
         ).get("UserData", {})
-        return {
-            "instance_type": instance["InstanceType"],
-            "subnet_id": instance.get("SubnetId"),
-            "vpc_id": instance.get("VpcId"),
-            "availability_zone": instance.get("Placement", {}).get("AvailabilityZone"),
-            "security_group_ids": [g["GroupId"] for g in instance.get("SecurityGroups", [])],
-            "key_name": instance.get("KeyName"),
-            "iam_instance_profile_arn": instance.get("IamInstanceProfile", {}).get("Arn"),
-            "ebs_optimized": bool(instance.get("EbsOptimized", False)),
-            "detailed_monitoring": instance.get("Monitoring", {}).get("State") == "enabled",
-            "user_data_base64": user_data.get("Value"),
-            "tags": workload_tags(instance),
-        }
+        return LaunchConfig(
+            instance_type=instance["InstanceType"],
+            subnet_id=instance.get("SubnetId"),
+            vpc_id=instance.get("VpcId"),
+            availability_zone=instance.get("Placement", {}).get("AvailabilityZone"),
+            security_group_ids=[g["GroupId"] for g in instance.get("SecurityGroups", [])],
+            key_name=instance.get("KeyName"),
+            iam_instance_profile_arn=instance.get("IamInstanceProfile", {}).get("Arn"),
+            ebs_optimized=bool(instance.get("EbsOptimized", False)),
+            detailed_monitoring=instance.get("Monitoring", {}).get("State") == "enabled",
+            user_data_base64=user_data.get("Value"),
+            tags=workload_tags(instance),
+        )

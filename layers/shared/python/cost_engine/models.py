@@ -97,6 +97,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StepRecord(BaseModel):
+    """What a step records for the steps after it (the backup, the action, the rollback), stored on
+    the execution as JSON. Unknown keys are ignored rather than refused: a record written by an
+    earlier release must still be readable by the rollback of this one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class Recommendation(StrictModel):
     """A recommendation as the engine is given it (DESIGN.md, "A recommendation")."""
 

@@ -37,7 +37,7 @@ from cost_engine.models import Recommendation
 from cost_engine.permissions import Permission
 
 if TYPE_CHECKING:
-    from cost_engine.executors.base import BaseExecutor
+    from cost_engine.executors.base import AnyExecutor
 
 # Never touched, whatever any rule says: the owner's own opt-out, on the resource itself.
 PROTECTED_TAG = "cost-engine:protected"
@@ -259,7 +259,7 @@ def permission_refusals(
     return refusals, f"permissions simulated for {', '.join(actions)} on {arn}"
 
 
-def precheck_permissions(executor: type[BaseExecutor]) -> tuple[Permission, ...]:
+def precheck_permissions(executor: type[AnyExecutor]) -> tuple[Permission, ...]:
     """What an executor's role needs for these checks besides what the executor declares (each
     type declares the reads of its own resource, tags included).
     The simulation itself (iam:SimulatePrincipalPolicy on the role's own ARN) is granted by the
@@ -344,7 +344,7 @@ def staleness(recommendation: Recommendation, max_age: timedelta, now: datetime)
 
 
 def run_prechecks(
-    executor: BaseExecutor,
+    executor: AnyExecutor,
     recommendation: Recommendation,
     rules: BusinessRules,
     max_age: timedelta,

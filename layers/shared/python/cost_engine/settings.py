@@ -16,7 +16,7 @@ from cost_engine.periods import Period
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
 # The bounds of what a deployment may choose, defined once: the functions' settings below, the CDK
-# context checks (infra/stack.py DeploymentContext) and the local runtime (whose values the functions
+# context checks (infra/context.py DeploymentContext) and the local runtime (whose values the functions
 # check at start) all use these, so a value the functions would refuse fails the synth instead.
 ApprovalTimeoutSeconds = Annotated[int, Field(ge=1)]
 PurchaseLimitUsd = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -41,9 +41,10 @@ class Settings(BaseModel):
     limits_table: str = Field(min_length=1)
     approval_topic_arn: str | None = None
     state_machine_arns: dict[str, str] = Field(default_factory=dict)
-    poll_interval_seconds: int = Field(default=15, ge=0)
     approval_timeout_seconds: ApprovalTimeoutSeconds = DEFAULT_APPROVAL_TIMEOUT_SECONDS
-    max_poll_attempts: int = Field(default=120, ge=1)
+    # Each type's checks have their own budget (its executor's `polling`); a value here replaces it
+    # for every type (the local runtime's waits take no time, so it counts checks its own way).
+    max_poll_attempts: int | None = Field(default=None, ge=1)
     api_base_url: str | None = None
     scheduler_role_arn: str | None = None
     ri_purchase_limit_usd: PurchaseLimitUsd = DEFAULT_RI_PURCHASE_LIMIT_USD
@@ -88,7 +89,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
     }
     for field_name, var in (
-        ("poll_interval_seconds", EnvVar.POLL_INTERVAL_SECONDS),
         ("approval_timeout_seconds", EnvVar.APPROVAL_TIMEOUT_SECONDS),
         ("max_poll_attempts", EnvVar.MAX_POLL_ATTEMPTS),
         ("ri_purchase_limit_usd", EnvVar.RI_PURCHASE_LIMIT_USD),

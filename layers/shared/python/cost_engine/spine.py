@@ -2,7 +2,9 @@
 
 `statemachines/spine.asl.json` holds the flow once: validate, plan, approval, an acting slot, backup,
 act, verify, record, and the Catch branches to rollback. A type adds what is its own: its description
-(the executor's `flow`, the definition's Comment) and what its manual rollback leaves behind. The
+(the executor's `flow`, the definition's Comment), what its manual rollback leaves behind, the interval
+its waits poll at (`polling`; the step runner holds it to the type's budget of checks), and whether it
+waits for its backup at all (`backup_waits`: a backup that is a record leaves out the backup wait). The
 timeout is the topology's, and every task retries the executor's transient errors with one policy.
 The stack deploys `template` and the local runtime runs `definition`, the same text, so they cannot
 drift apart.
@@ -53,6 +55,13 @@ def states_language(recommendation_type: RecommendationType) -> dict[str, Any]:
         if state["Type"] == "Task":
             state["Retry"] = [dict(rule) for rule in TASK_RETRY]
     states["RolledBack"]["Comment"] = executor.rolled_back_note
+    for wait in ("WaitBackup", "WaitAction", "WaitRollback"):
+        states[wait]["Seconds"] = executor.polling.interval_seconds
+    if not executor.backup_waits:
+        # A backup that is a record is complete once the Backup step wrote it: straight on to Act.
+        for name in ("WaitBackup", "CheckBackup", "BackupDone"):
+            del states[name]
+        states["Backup"]["Next"] = "Act"
     return {
         "Comment": f"{recommendation_type.value}: {executor.flow}",
         "StartAt": spine["StartAt"],

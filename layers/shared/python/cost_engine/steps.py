@@ -31,7 +31,7 @@ from cost_engine.errors import (
     UnsupportedType,
     cause_message,
 )
-from cost_engine.executors.base import BaseExecutor
+from cost_engine.executors.base import AnyExecutor
 from cost_engine.limits import ActingTimeLimitExceeded
 from cost_engine.models import (
     ApprovalState,
@@ -172,11 +172,11 @@ class StepRunner:
             )
         return record
 
-    def _load(self, execution_id: str) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
+    def _load(self, execution_id: str) -> tuple[ExecutionRecord, Recommendation, AnyExecutor]:
         record = self._get(execution_id)
         return record, *self._subject(record)
 
-    def _subject(self, record: ExecutionRecord) -> tuple[Recommendation, BaseExecutor]:
+    def _subject(self, record: ExecutionRecord) -> tuple[Recommendation, AnyExecutor]:
         """The recommendation an execution carries out, and its type's executor."""
         recommendation = self.ctx.recommendations.get(record.recommendation_id)
         return recommendation, self.ctx.executor_for(recommendation)
@@ -200,7 +200,7 @@ class StepRunner:
     def _event(self, record: ExecutionRecord, event_type: str, step: Step, **detail: Any) -> None:
         self.ctx.audit.append(record.execution_id, event_type, f"state-machine:{step.value}", detail)
 
-    def _load_acting(self, execution_id: str, step: Step) -> tuple[ExecutionRecord, Recommendation, BaseExecutor]:
+    def _load_acting(self, execution_id: str, step: Step) -> tuple[ExecutionRecord, Recommendation, AnyExecutor]:
         """`_load` for the steps after the backup began. A cancel asked for since stops here, before
         this step does anything: the Catch sends the execution to Rollback, which ends it cancelled."""
         loaded = self._load(execution_id)
@@ -223,13 +223,21 @@ class StepRunner:
         return loaded
 
     def _poll(
-        self, request: StepRequest, expected: ExecutionStatus, what: str, check: Callable[[], bool]
+        self,
+        request: StepRequest,
+        executor: AnyExecutor,
+        expected: ExecutionStatus,
+        what: str,
+        check: Callable[[], bool],
     ) -> dict[str, Any]:
         record = self._get(request.execution_id)
         done = check()
         attempts = 0 if done else record.poll_attempts + 1
-        if attempts > self.ctx.settings.max_poll_attempts:
-            raise ActionFailed(f"{what} did not finish after {self.ctx.settings.max_poll_attempts} checks")
+        # The type's budget, unless the deployment sets one for every type (the local runtime does:
+        # its waits take no time, so its checks count differently).
+        budget = self.ctx.settings.max_poll_attempts or executor.polling.max_checks
+        if attempts > budget:
+            raise ActionFailed(f"{what} did not finish after {budget} checks")
         self.ctx.executions.update(
             request.execution_id,
             expected=expected,
@@ -287,7 +295,7 @@ class StepRunner:
         return {"valid": True}
 
     def _prechecked(
-        self, recommendation: Recommendation, executor: BaseExecutor
+        self, recommendation: Recommendation, executor: AnyExecutor
     ) -> tuple[ValidationResult, PrecheckResult]:
         """The common pre-checks (cost_engine.prechecks), then the type's own validation. A refusal by
         the pre-checks is final: the type's checks are not run. Also answers what the pre-checks
@@ -314,7 +322,7 @@ class StepRunner:
         return result.model_copy(update={"warnings": [*checked.warnings, *result.warnings]}), checked
 
     def _recheck(
-        self, record: ExecutionRecord, recommendation: Recommendation, executor: BaseExecutor, step: Step, moment: str
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor, step: Step, moment: str
     ) -> None:
         """Safety judged at the moment of action, not of the request: an approval can take days, and
         meanwhile the resource may have been protected, put behind a load balancer or changed, the
@@ -517,17 +525,26 @@ class StepRunner:
         if record.backup is not None and record.status == S.EXECUTING:
             return {"started": True}  # a retry of a step that got through (its answer was lost)
         record = self._advance(record, S.EXECUTING, S.APPROVED, {"current_step": Step.BACKUP.value})
-        backup = executor.backup(recommendation, record.execution_id)
+        made = executor.backup(recommendation, record.execution_id)
+        backup = executor.stored(made)
         self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"backup": backup, "rollback_available": True}
         )
         self._event(record, "backup_started", Step.BACKUP, backup=backup)
+        if not executor.backup_waits:
+            # The type's state machine has no backup wait (cost_engine.spine): the record is the backup,
+            # and it is checked here, once, as CheckBackup would; Act follows at once.
+            if not executor.backup_ready(recommendation, made):
+                raise ActionFailed(f"the backup of {record.recommendation_type.value} was not complete once recorded")
+            self._event(record, "backup_done", Step.BACKUP)
         return {"started": True}
 
     def check_backup(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.CHECK_BACKUP)
-        backup = record.backup or {}
-        return self._poll(request, S.EXECUTING, "backup", lambda: executor.backup_ready(recommendation, backup))
+        backup = executor.read_backup(record.backup or {})
+        return self._poll(
+            request, executor, S.EXECUTING, "backup", lambda: executor.backup_ready(recommendation, backup)
+        )
 
     def act(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.ACT)
@@ -550,7 +567,7 @@ class StepRunner:
             self.ctx.executions.update(
                 record.execution_id, expected=S.EXECUTING, changes={"rechecked_before_change": True}
             )
-        action = executor.apply(recommendation, record.backup or {})
+        action = executor.stored(executor.apply(recommendation, executor.read_backup(record.backup or {})))
         self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"action": action, "current_step": Step.ACT.value}
         )
@@ -559,13 +576,13 @@ class StepRunner:
 
     def check_action(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.CHECK_ACTION)
-        action = record.action or {}
-        return self._poll(request, S.EXECUTING, "action", lambda: executor.apply_done(recommendation, action))
+        action = executor.read_action(record.action or {})
+        return self._poll(request, executor, S.EXECUTING, "action", lambda: executor.apply_done(recommendation, action))
 
     def verify(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.VERIFY)
         record = self._advance(record, S.VERIFYING, S.EXECUTING, {"current_step": Step.VERIFY.value})
-        result = executor.verify(recommendation, record.action or {})
+        result = executor.verify(recommendation, executor.read_action(record.action or {}))
         self.ctx.executions.update(record.execution_id, expected=S.VERIFYING, changes={"verification": result})
         self._event(record, "verified", Step.VERIFY, **result.model_dump(mode="json"))
         if not result.passed:
@@ -576,13 +593,17 @@ class StepRunner:
         if self._get(request.execution_id).status == S.COMPLETED:
             return {"status": S.COMPLETED.value}  # a retry of a step that got through
         record, recommendation, executor = self._load_acting(request.execution_id, Step.RECORD)
-        finalized = executor.finalize(recommendation, record.action or {})
-        if finalized:
-            record = self.ctx.executions.update(
-                record.execution_id, expected=S.VERIFYING, changes={"action": {**(record.action or {}), **finalized}}
-            )
-            self._event(record, "finalized", Step.RECORD, **finalized)
-        savings = executor.measure_savings(recommendation, record.backup or {})
+        finalized = executor.finalize(recommendation, executor.read_action(record.action or {}))
+        if finalized is not None:
+            before, after = record.action or {}, executor.stored(finalized)
+            # What finalizing added to the action record, or changed in it, logged before it is
+            # recorded: a retried step that finds the record finalized already finds the event too.
+            if finalizing := {k: v for k, v in after.items() if before.get(k) != v}:
+                self._event(record, "finalized", Step.RECORD, **finalizing)
+                record = self.ctx.executions.update(
+                    record.execution_id, expected=S.VERIFYING, changes={"action": after}
+                )
+        savings = executor.measure_savings(recommendation, executor.read_backup(record.backup or {}))
         # The outcome is in the log before the status says so: a reader who sees `completed` finds
         # the whole log (only the limits' release follows, from the status change itself).
         self._event(record, "completed", Step.RECORD, actual_savings=savings)
@@ -622,7 +643,13 @@ class StepRunner:
             # resource back to how it was at the backup, undoing what someone did to it since.
             result: dict[str, Any] = {"nothing_changed": True, "backup_kept": record.backup or {}}
         else:
-            result = executor.rollback(recommendation, record.backup, record.action)
+            result = executor.stored(
+                executor.rollback(
+                    recommendation,
+                    None if record.backup is None else executor.read_backup(record.backup),
+                    None if record.action is None else executor.read_action(record.action),
+                )
+            )
         self.ctx.executions.update(record.execution_id, expected=S.ROLLING_BACK, changes={"rollback": result})
         self._event(record, "rollback_action", Step.ROLLBACK, rollback=result)
         return {"started": True}
@@ -631,8 +658,11 @@ class StepRunner:
         record, recommendation, executor = self._load(request.execution_id)
         rollback = record.rollback or {}
         if rollback.get("nothing_changed"):
-            return self._poll(request, S.ROLLING_BACK, "rollback", lambda: True)
-        return self._poll(request, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, rollback))
+            return self._poll(request, executor, S.ROLLING_BACK, "rollback", lambda: True)
+        restored = executor.read_rollback(rollback)
+        return self._poll(
+            request, executor, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, restored)
+        )
 
     def record_rollback(self, request: StepRequest) -> dict[str, Any]:
         record = self._get(request.execution_id)

@@ -30,7 +30,6 @@ class EnvVar:
     RECOMMENDATIONS_TABLE = "RECOMMENDATIONS_TABLE_NAME"
     STATE_MACHINE_ARNS = "STATE_MACHINE_ARNS"
     APPROVAL_TOPIC_ARN = "APPROVAL_TOPIC_ARN"
-    POLL_INTERVAL_SECONDS = "POLL_INTERVAL_SECONDS"
     APPROVAL_TIMEOUT_SECONDS = "APPROVAL_TIMEOUT_SECONDS"
     MAX_POLL_ATTEMPTS = "MAX_POLL_ATTEMPTS"
     API_BASE_URL = "API_BASE_URL"
@@ -153,12 +152,8 @@ class Function:
     timeout_seconds: int
     memory_mb: int = 512
     description: str = ""
+    # An executor function's type: the one type it runs steps for (its environment names it).
     recommendation_type: RecommendationType | None = None
-
-    def own_environment(self) -> dict[str, str]:
-        """What this function's environment holds that no other function's does: an executor's type.
-        The stack and the local runtime both add it."""
-        return {EnvVar.RECOMMENDATION_TYPE: self.recommendation_type.value} if self.recommendation_type else {}
 
 
 API_FUNCTION = Function(

@@ -8,17 +8,18 @@ deleted, leaves it as it is.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import Field, StrictInt, ValidationError
+from pydantic import Field, StrictInt
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.ec2_reads import find_volume, require_volume
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -61,16 +62,62 @@ class DeleteVolumeParameters(StrictModel):
     )
 
 
+class VolumeSettings(StepRecord):
+    """What a volume recreated from the snapshot must have to be the same volume again."""
+
+    volume_type: str
+    size_gb: int
+    iops: int | None = None
+    throughput: int | None = None
+    encrypted: bool = False
+    kms_key_id: str | None = None
+    availability_zone: str
+    multi_attach_enabled: bool = False
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class VolumeBackup(StepRecord):
+    execution_id: str
+    volume_id: str
+    volume: VolumeSettings
+    snapshot_id: str
+
+
+class VolumeDeletion(StepRecord):
+    deleted_volume_id: str
+    state_before: str
+    snapshot_id: str
+
+
+class VolumeRestore(StepRecord):
+    volume_id: str
+    # False when the original was never deleted and is left as it is.
+    recreated: bool
+    from_snapshot_id: str | None = None
+    replaces_volume_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LastAttachment:
+    event_name: str
+    event_time: datetime
+    instance_id: str
+
+
 @register_executor
-class DeleteVolumeExecutor(BaseExecutor):
+class DeleteVolumeExecutor(
+    BaseExecutor[DeleteVolumeParameters, "VolumeTypeDef", VolumeBackup, VolumeDeletion, VolumeRestore]
+):
     recommendation_type = RecommendationType.DELETE_VOLUME
     flow = (
         "Validate (unattached, not attached recently) → (dry run → report) → approval → snapshot "
         "backup with the volume settings recorded → poll → delete → poll → verify → record; Catch "
         "→ rollback (recreate the volume from the snapshot)."
     )
-    parameters_model = DeleteVolumeParameters
+    resource_name = "EBS volume"
     risk_level = RiskLevel.MEDIUM
+    # The snapshot of a large volume can take hours.
+    polling = Polling(interval_seconds=30, budget_seconds=4 * 3600)
     permissions = (
         # LookupEvents, like the EC2 Describe calls, supports no resource-level permissions.
         Permission(("ec2:DescribeVolumes", "ec2:DescribeSnapshots", "cloudtrail:LookupEvents")),
@@ -95,22 +142,21 @@ class DeleteVolumeExecutor(BaseExecutor):
         return require_volume(self.clients, volume_id)
 
     @staticmethod
-    def _settings(volume: VolumeTypeDef) -> dict[str, Any]:
-        """What a volume recreated from the snapshot must have to be the same volume again."""
-        return {
-            "volume_type": volume["VolumeType"],
-            "size_gb": int(volume["Size"]),
-            "iops": volume.get("Iops"),
-            "throughput": volume.get("Throughput"),
-            "encrypted": bool(volume.get("Encrypted", False)),
-            "kms_key_id": volume.get("KmsKeyId"),
-            "availability_zone": volume["AvailabilityZone"],
-            "multi_attach_enabled": bool(volume.get("MultiAttachEnabled", False)),
+    def _settings(volume: VolumeTypeDef) -> VolumeSettings:
+        return VolumeSettings(
+            volume_type=volume["VolumeType"],
+            size_gb=int(volume["Size"]),
+            iops=volume.get("Iops"),
+            throughput=volume.get("Throughput"),
+            encrypted=bool(volume.get("Encrypted", False)),
+            kms_key_id=volume.get("KmsKeyId"),
+            availability_zone=volume["AvailabilityZone"],
+            multi_attach_enabled=bool(volume.get("MultiAttachEnabled", False)),
             # aws: tags belong to AWS and cannot be set by anyone else.
-            "tags": {t["Key"]: t["Value"] for t in volume.get("Tags", []) if not t["Key"].startswith("aws:")},
-        }
+            tags={t["Key"]: t["Value"] for t in volume.get("Tags", []) if not t["Key"].startswith("aws:")},
+        )
 
-    def _last_attachment(self, volume_id: str) -> dict[str, Any] | None:
+    def _last_attachment(self, volume_id: str) -> LastAttachment | None:
         """The newest successful AttachVolume/DetachVolume of the volume in CloudTrail's 90 days.
 
         A DetachVolume says when it was detached. An AttachVolume newer than any DetachVolume means it
@@ -134,11 +180,11 @@ class DeleteVolumeExecutor(BaseExecutor):
                             for r in event.get("Resources", [])
                             if r.get("ResourceType") == "AWS::EC2::Instance"
                         ]
-                        return {
-                            "event_name": event["EventName"],
-                            "event_time": event["EventTime"].astimezone(UTC),
-                            "instance_id": instances[0] if instances else "an instance",
-                        }
+                        return LastAttachment(
+                            event_name=event["EventName"],
+                            event_time=event["EventTime"].astimezone(UTC),
+                            instance_id=instances[0] if instances else "an instance",
+                        )
         except ClientError as error:
             raise aws_failure("CloudTrail LookupEvents", error) from error
         return None
@@ -152,16 +198,13 @@ class DeleteVolumeExecutor(BaseExecutor):
             DryRunProbe("ec2:DeleteVolume", lambda: ec2.delete_volume(VolumeId=volume_id, DryRun=True)),
         )
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
-        try:
-            params = DeleteVolumeParameters.model_validate(recommendation.parameters)
-        except ValidationError as error:
-            return self._invalid([f"invalid parameters for delete_volume: {error}"])
-        volume_id = recommendation.resource_id
-        volume = self._volume(volume_id)
-        if volume is None:
-            return self._invalid([f"EBS volume {volume_id} does not exist in {recommendation.region}"])
+    def find(self, recommendation: Recommendation, params: DeleteVolumeParameters) -> VolumeTypeDef | None:
+        return self._volume(recommendation.resource_id)
 
+    def check(
+        self, recommendation: Recommendation, params: DeleteVolumeParameters, volume: VolumeTypeDef
+    ) -> ValidationResult:
+        volume_id = recommendation.resource_id
         errors: list[str] = []
         warnings: list[str] = []
         state = volume["State"]
@@ -181,15 +224,15 @@ class DeleteVolumeExecutor(BaseExecutor):
                     f"of event history: treated as detached for at least {CLOUDTRAIL_HISTORY_DAYS} days"
                 )
             else:
-                age = datetime.now(UTC) - last["event_time"]
+                age = datetime.now(UTC) - last.event_time
                 if age < timedelta(days=params.min_days_detached):
-                    when = last["event_time"].strftime("%Y-%m-%d %H:%M UTC")
-                    allowed_from = (last["event_time"] + timedelta(days=params.min_days_detached)).strftime(
+                    when = last.event_time.strftime("%Y-%m-%d %H:%M UTC")
+                    allowed_from = (last.event_time + timedelta(days=params.min_days_detached)).strftime(
                         "%Y-%m-%d %H:%M UTC"
                     )
                     errors.append(
-                        f"volume {volume_id} was attached to instance {last['instance_id']} until {when} "
-                        f"({last['event_name']} in CloudTrail, {age.days} day(s) ago), less than "
+                        f"volume {volume_id} was attached to instance {last.instance_id} until {when} "
+                        f"({last.event_name} in CloudTrail, {age.days} day(s) ago), less than "
                         f"min_days_detached={params.min_days_detached} days: it may still be needed; retry after "
                         f"{allowed_from} or lower parameters.min_days_detached"
                     )
@@ -207,14 +250,14 @@ class DeleteVolumeExecutor(BaseExecutor):
         )
 
     @staticmethod
-    def _monthly_savings(settings: dict[str, Any]) -> float | None:
+    def _monthly_savings(settings: VolumeSettings) -> float | None:
         catalog = price_catalog()
         # Provisioned IOPS and gp3 throughput above the baseline are charged apart; the catalog has
         # only per-GB prices, so the saving is a lower bound for such volumes.
-        storage = catalog.volume_monthly(settings["volume_type"], settings["size_gb"])
+        storage = catalog.volume_monthly(settings.volume_type, settings.size_gb)
         if storage is None:
             return None
-        return round(storage - catalog.snapshot_monthly(settings["size_gb"]), 2)
+        return round(storage - catalog.snapshot_monthly(settings.size_gb), 2)
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
         volume_id = recommendation.resource_id
@@ -224,16 +267,16 @@ class DeleteVolumeExecutor(BaseExecutor):
         basis = price_catalog().basis + ": the volume's storage less its snapshot's at full size"
         if savings is None:
             savings = recommendation.estimated_monthly_savings
-            basis = f"no catalog price for {settings['volume_type']} volumes: the recommendation's own estimate"
+            basis = f"no catalog price for {settings.volume_type} volumes: the recommendation's own estimate"
         performance = ", ".join(
             part
             for part in (
-                f"{settings['iops']} IOPS" if settings["iops"] and settings["volume_type"] in IOPS_TYPES else "",
-                f"{settings['throughput']} MiB/s" if settings["throughput"] else "",
+                f"{settings.iops} IOPS" if settings.iops and settings.volume_type in IOPS_TYPES else "",
+                f"{settings.throughput} MiB/s" if settings.throughput else "",
             )
             if part
         )
-        described = f"{settings['volume_type']}, {settings['size_gb']} GiB, {settings['availability_zone']}"
+        described = f"{settings.volume_type}, {settings.size_gb} GiB, {settings.availability_zone}"
         if performance:
             described += f", {performance}"
         return ExecutionPlan(
@@ -246,11 +289,11 @@ class DeleteVolumeExecutor(BaseExecutor):
                 "Wait until the volume is gone",
                 "Verify the volume is gone and the snapshot is completed",
             ],
-            backup=[f"EBS snapshot of {volume_id} ({settings['size_gb']} GiB), kept after the deletion"],
+            backup=[f"EBS snapshot of {volume_id} ({settings.size_gb} GiB), kept after the deletion"],
             rollback_plan=RollbackPlan(
                 execution_id=execution_id,
                 rollback_steps=[
-                    f"Create a volume from the snapshot in {settings['availability_zone']} with the recorded type, "
+                    f"Create a volume from the snapshot in {settings.availability_zone} with the recorded type, "
                     "size, IOPS, throughput, encryption and tags (it gets a new volume id)",
                     "Wait until it is available",
                 ],
@@ -260,7 +303,7 @@ class DeleteVolumeExecutor(BaseExecutor):
             ),
             estimated_monthly_savings=savings,
             savings_basis=basis,
-            resource={"volume_id": volume_id, "state": volume["State"], **settings},
+            resource={"volume_id": volume_id, "state": volume["State"], **settings.model_dump(mode="json")},
         )
 
     # -- backup --------------------------------------------------------------------------------
@@ -272,14 +315,9 @@ class DeleteVolumeExecutor(BaseExecutor):
         usable = [s for s in snapshots if s.get("State") in ("pending", "completed")]
         return usable[0]["SnapshotId"] if usable else None
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> VolumeBackup:
         volume_id = recommendation.resource_id
         volume = self._require_volume(volume_id)
-        record: dict[str, Any] = {
-            "execution_id": execution_id,
-            "volume_id": volume_id,
-            "volume": self._settings(volume),
-        }
         # A retried step finds the snapshot it already started instead of taking a second one.
         snapshot_id = self._existing_snapshot(execution_id)
         if snapshot_id is None:
@@ -302,8 +340,9 @@ class DeleteVolumeExecutor(BaseExecutor):
                 )["SnapshotId"]
             except ClientError as error:
                 raise aws_failure("CreateSnapshot", error) from error
-        record["snapshot_id"] = snapshot_id
-        return record
+        return VolumeBackup(
+            execution_id=execution_id, volume_id=volume_id, volume=self._settings(volume), snapshot_id=snapshot_id
+        )
 
     def _snapshot_state(self, snapshot_id: str) -> str:
         try:
@@ -314,15 +353,15 @@ class DeleteVolumeExecutor(BaseExecutor):
             raise aws_failure("DescribeSnapshots", error) from error
         return str(snapshots[0]["State"]) if snapshots else "missing"
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        state = self._snapshot_state(backup["snapshot_id"])
+    def backup_ready(self, recommendation: Recommendation, backup: VolumeBackup) -> bool:
+        state = self._snapshot_state(backup.snapshot_id)
         if state in ("error", "missing"):
-            raise ActionFailed(f"backup snapshot {backup['snapshot_id']} is '{state}': the volume is left untouched")
+            raise ActionFailed(f"backup snapshot {backup.snapshot_id} is '{state}': the volume is left untouched")
         return state == "completed"
 
     # -- act -----------------------------------------------------------------------------------
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, backup: VolumeBackup) -> VolumeDeletion:
         volume_id = recommendation.resource_id
         volume = self._volume(volume_id)
         state = "gone" if volume is None else volume["State"]
@@ -338,28 +377,26 @@ class DeleteVolumeExecutor(BaseExecutor):
             except ClientError as error:
                 if error_code(error) != "InvalidVolume.NotFound":
                     raise aws_failure("DeleteVolume", error) from error
-        return {"deleted_volume_id": volume_id, "state_before": state, "snapshot_id": backup["snapshot_id"]}
+        return VolumeDeletion(deleted_volume_id=volume_id, state_before=state, snapshot_id=backup.snapshot_id)
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        volume = self._volume(action["deleted_volume_id"])
+    def apply_done(self, recommendation: Recommendation, action: VolumeDeletion) -> bool:
+        volume = self._volume(action.deleted_volume_id)
         return volume is None or volume["State"] == "deleted"
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: VolumeDeletion) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
-        volume = self._volume(action["deleted_volume_id"])
+        volume = self._volume(action.deleted_volume_id)
         state = "gone" if volume is None else volume["State"]
-        (checks if state in ("gone", "deleted") else failures).append(
-            f"volume {action['deleted_volume_id']} is {state}"
-        )
-        snapshot_state = self._snapshot_state(action["snapshot_id"])
+        (checks if state in ("gone", "deleted") else failures).append(f"volume {action.deleted_volume_id} is {state}")
+        snapshot_state = self._snapshot_state(action.snapshot_id)
         (checks if snapshot_state == "completed" else failures).append(
-            f"backup snapshot {action['snapshot_id']} is {snapshot_state}"
+            f"backup snapshot {action.snapshot_id} is {snapshot_state}"
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
-        savings = self._monthly_savings(backup["volume"])
+    def measure_savings(self, recommendation: Recommendation, backup: VolumeBackup) -> float | None:
+        savings = self._monthly_savings(backup.volume)
         return recommendation.estimated_monthly_savings if savings is None else savings
 
     # -- rollback ------------------------------------------------------------------------------
@@ -376,61 +413,57 @@ class DeleteVolumeExecutor(BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: VolumeBackup | None,
+        action: VolumeDeletion | None,
+    ) -> VolumeRestore:
         volume_id = recommendation.resource_id
         volume = self._volume(volume_id)
         if volume is not None and volume["State"] not in GONE_STATES:
             # Never deleted: the original is still there, as it was.
-            return {"volume_id": volume_id, "recreated": False}
-        if not backup or not backup.get("snapshot_id"):
+            return VolumeRestore(volume_id=volume_id, recreated=False)
+        if backup is None:
             raise ActionFailed(f"volume {volume_id} is gone and no backup snapshot was recorded: nothing to restore")
-        execution_id = backup["execution_id"]
-        restored = self._restored_volume(execution_id)
+        restored = self._restored_volume(backup.execution_id)
         if restored is None:
-            restored = self._recreate(backup, execution_id)
-        return {
-            "volume_id": restored,
-            "recreated": True,
-            "from_snapshot_id": backup["snapshot_id"],
-            "replaces_volume_id": volume_id,
-        }
+            restored = self._recreate(backup)
+        return VolumeRestore(
+            volume_id=restored, recreated=True, from_snapshot_id=backup.snapshot_id, replaces_volume_id=volume_id
+        )
 
-    def _recreate(self, backup: dict[str, Any], execution_id: str) -> str:
-        settings = backup["volume"]
-        tags = [{"Key": k, "Value": v} for k, v in settings["tags"].items()]
+    def _recreate(self, backup: VolumeBackup) -> str:
+        settings = backup.volume
+        tags = [{"Key": k, "Value": v} for k, v in settings.tags.items()]
         tags += [
-            {"Key": RESTORED_FOR_TAG, "Value": execution_id},
-            {"Key": SOURCE_VOLUME_TAG, "Value": backup["volume_id"]},
+            {"Key": RESTORED_FOR_TAG, "Value": backup.execution_id},
+            {"Key": SOURCE_VOLUME_TAG, "Value": backup.volume_id},
         ]
         request: dict[str, Any] = {
-            "SnapshotId": backup["snapshot_id"],
-            "AvailabilityZone": settings["availability_zone"],
-            "VolumeType": settings["volume_type"],
-            "Size": settings["size_gb"],
+            "SnapshotId": backup.snapshot_id,
+            "AvailabilityZone": settings.availability_zone,
+            "VolumeType": settings.volume_type,
+            "Size": settings.size_gb,
             "TagSpecifications": [{"ResourceType": "volume", "Tags": tags}],
         }
-        if settings["volume_type"] in IOPS_TYPES and settings.get("iops"):
-            request["Iops"] = settings["iops"]
-        if settings["volume_type"] in THROUGHPUT_TYPES and settings.get("throughput"):
-            request["Throughput"] = settings["throughput"]
-        if settings["encrypted"]:
+        if settings.volume_type in IOPS_TYPES and settings.iops:
+            request["Iops"] = settings.iops
+        if settings.volume_type in THROUGHPUT_TYPES and settings.throughput:
+            request["Throughput"] = settings.throughput
+        if settings.encrypted:
             request["Encrypted"] = True
-            if settings.get("kms_key_id"):
-                request["KmsKeyId"] = settings["kms_key_id"]
-        if settings.get("multi_attach_enabled"):
+            if settings.kms_key_id:
+                request["KmsKeyId"] = settings.kms_key_id
+        if settings.multi_attach_enabled:
             request["MultiAttachEnabled"] = True
         try:
             return str(self.clients.ec2.create_volume(**request)["VolumeId"])
         except ClientError as error:
             raise aws_failure("CreateVolume", error) from error
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        volume = self._require_volume(rollback["volume_id"])
+    def rollback_done(self, recommendation: Recommendation, rollback: VolumeRestore) -> bool:
+        volume = self._require_volume(rollback.volume_id)
         state = volume["State"]
         if state in ("error", *GONE_STATES):
-            raise ActionFailed(f"restored volume {rollback['volume_id']} is {state}")
+            raise ActionFailed(f"restored volume {rollback.volume_id} is {state}")
         return state in ("available", "in-use")
 
 

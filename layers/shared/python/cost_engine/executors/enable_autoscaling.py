@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import Field, StrictFloat, StrictInt, StringConstraints, ValidationError, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StringConstraints, model_validator
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.business_rules import DependencyRule
-from cost_engine.ec2_instances import EXECUTION_TAG, GONE_STATES, SOURCE_INSTANCE_TAG, Ec2InstanceReads
+from cost_engine.ec2_instances import EXECUTION_TAG, GONE_STATES, SOURCE_INSTANCE_TAG, Ec2InstanceReads, LaunchConfig
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -36,7 +36,7 @@ from cost_engine.pricing import price_catalog
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef, ScalingPolicyTypeDef
-    from mypy_boto3_ec2.type_defs import ImageTypeDef, TagTypeDef
+    from mypy_boto3_ec2.type_defs import ImageTypeDef, InstanceTypeDef, TagTypeDef
 
 NAME_PREFIX = "cost-engine-"
 
@@ -81,28 +81,85 @@ class EnableAutoscalingParameters(StrictModel):
         return self
 
 
-def names_for(instance_id: str, execution_id: str) -> dict[str, str]:
+class ResourceNames(StepRecord):
+    """The names of what an execution creates."""
+
+    group: str
+    launch_template: str
+    policy: str
+    image: str
+
+
+def names_for(instance_id: str, execution_id: str) -> ResourceNames:
     """What an execution creates, named after the instance and the execution: readable, unique, and
     found again by a retried step without any other record."""
     base = f"{NAME_PREFIX}{instance_id}-{execution_id}"
-    return {
-        "group": base,
-        "launch_template": base,
-        "policy": f"{NAME_PREFIX}target-tracking-{execution_id}",
-        "image": f"{NAME_PREFIX}asg-{execution_id}",
-    }
+    return ResourceNames(
+        group=base,
+        launch_template=base,
+        policy=f"{NAME_PREFIX}target-tracking-{execution_id}",
+        image=f"{NAME_PREFIX}asg-{execution_id}",
+    )
+
+
+class AutoscalingBackup(StepRecord):
+    """The instance's AMI and recorded configuration, which the launch template is made from."""
+
+    execution_id: str
+    instance_id: str
+    original_state: str
+    launch_config: LaunchConfig
+    names: ResourceNames
+    subnets: list[str]
+    image_id: str
+
+
+class AutoscalingSetup(StepRecord):
+    """The group, its launch template and its policy, as made (and as asked)."""
+
+    group: str
+    launch_template_id: str
+    launch_template: str
+    policy: str
+    image_id: str
+    instance_id: str
+    min_size: int
+    max_size: int
+    desired_capacity: int
+    metric: str
+    target_value: float
+    subnets: list[str]
+
+
+class AutoscalingRemoval(StepRecord):
+    """What a rollback removed; the launch template and the AMI go in rollback_done."""
+
+    instance_id: str
+    removed: list[str]
+    # Why nothing was to be removed, when the execution stopped before its backup.
+    note: str | None = None
+    # Recorded once there was a backup: what rollback_done deletes.
+    names: ResourceNames | None = None
+    image_id: str | None = None
 
 
 @register_executor
-class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
+class EnableAutoscalingExecutor(
+    Ec2InstanceReads,
+    BaseExecutor[
+        EnableAutoscalingParameters, "InstanceTypeDef", AutoscalingBackup, AutoscalingSetup, AutoscalingRemoval
+    ],
+):
     recommendation_type = RecommendationType.ENABLE_AUTOSCALING
     flow = (
         "Validate → (dry run → report) → approval → AMI of the instance → launch template, Auto "
         "Scaling group, target-tracking policy → poll until healthy at the desired size → verify "
         "→ record; Catch → rollback (delete what was created; the original keeps running)."
     )
-    parameters_model = EnableAutoscalingParameters
+    resource_name = "EC2 instance"
     risk_level = RiskLevel.MEDIUM
+    # The AMI of the instance comes first, and can take an hour for large volumes.
+    polling = Polling(interval_seconds=15, budget_seconds=2 * 3600)
     # The instance itself is left as it was; the group is new, made outside any stack.
     cloudformation_managed = DependencyRule.WARN
     permissions = (
@@ -232,15 +289,13 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
     def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
         return (self._backup_image_probe(recommendation.resource_id),)
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
-        try:
-            params = EnableAutoscalingParameters.model_validate(recommendation.parameters)
-        except ValidationError as error:
-            return self._invalid([f"invalid parameters for enable_autoscaling: {error}"])
+    def find(self, recommendation: Recommendation, params: EnableAutoscalingParameters) -> InstanceTypeDef | None:
+        return self._instance(recommendation.resource_id)
+
+    def check(
+        self, recommendation: Recommendation, params: EnableAutoscalingParameters, instance: InstanceTypeDef
+    ) -> ValidationResult:
         instance_id = recommendation.resource_id
-        instance = self._instance(instance_id)
-        if instance is None:
-            return self._invalid([f"EC2 instance {instance_id} does not exist in {recommendation.region}"])
         errors: list[str] = []
         warnings: list[str] = []
         state = instance["State"]["Name"]
@@ -293,9 +348,7 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
             "(e.g. a load balancer) and retire it when ready"
         )
         if errors:
-            return ValidationResult(
-                valid=False, errors=errors, warnings=warnings, risk_level=self.risk_level, estimated_duration=0
-            )
+            return self._invalid(errors, warnings)
         return ValidationResult(valid=True, warnings=warnings, risk_level=self.risk_level, estimated_duration=15)
 
     def _subnet_errors(self, subnets: list[str], vpc_id: str | None) -> list[str]:
@@ -323,7 +376,7 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         )
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
-        params = EnableAutoscalingParameters.model_validate(recommendation.parameters)
+        params = self.parameters(recommendation)
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
         instance_type = instance["InstanceType"]
@@ -333,18 +386,18 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         note, costs = self._cost_note(instance_type, params.desired_capacity)
         return ExecutionPlan(
             summary=(
-                f"Put {instance_id} ({instance_type}) behind Auto Scaling group '{names['group']}' "
+                f"Put {instance_id} ({instance_type}) behind Auto Scaling group '{names.group}' "
                 f"(min {params.min_size}, desired {params.desired_capacity}, max {params.max_size}), "
                 f"target tracking {tracking.metric} at {tracking.target_value}"
             ),
             actions=[
-                f"Record the configuration of {instance_id} and create AMI '{names['image']}' of it without reboot",
+                f"Record the configuration of {instance_id} and create AMI '{names.image}' of it without reboot",
                 "Wait until the AMI is available",
-                f"Create launch template '{names['launch_template']}' from the AMI and the recorded type, security "
+                f"Create launch template '{names.launch_template}' from the AMI and the recorded type, security "
                 "groups, key pair, instance profile, tags, user data and monitoring",
-                f"Create Auto Scaling group '{names['group']}' in {', '.join(subnets)} with min {params.min_size}, "
+                f"Create Auto Scaling group '{names.group}' in {', '.join(subnets)} with min {params.min_size}, "
                 f"desired {params.desired_capacity}, max {params.max_size}",
-                f"Add target-tracking policy '{names['policy']}': {tracking.metric} at {tracking.target_value}",
+                f"Add target-tracking policy '{names.policy}': {tracking.metric} at {tracking.target_value}",
                 f"Wait until {params.desired_capacity} instance(s) are InService and Healthy, and verify",
                 f"Leave {instance_id} running as it is",
             ],
@@ -352,10 +405,10 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
             rollback_plan=RollbackPlan(
                 execution_id=execution_id,
                 rollback_steps=[
-                    f"Delete scaling policy '{names['policy']}'",
-                    f"Force-delete group '{names['group']}' (terminating its instances) and wait until it is gone",
-                    f"Delete launch template '{names['launch_template']}'",
-                    f"Deregister AMI '{names['image']}' and delete its snapshots",
+                    f"Delete scaling policy '{names.policy}'",
+                    f"Force-delete group '{names.group}' (terminating its instances) and wait until it is gone",
+                    f"Delete launch template '{names.launch_template}'",
+                    f"Deregister AMI '{names.image}' and delete its snapshots",
                     f"Make sure {instance_id} is running, as it was",
                 ],
                 estimated_duration=10,
@@ -371,15 +424,15 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
                 "instance_id": instance_id,
                 "instance_type": instance_type,
                 "subnets": subnets,
-                "names": names,
+                "names": names.model_dump(mode="json"),
                 **costs,
             },
         )
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
-        params = EnableAutoscalingParameters.model_validate(recommendation.parameters)
+    def backup(self, recommendation: Recommendation, execution_id: str) -> AutoscalingBackup:
+        params = self.parameters(recommendation)
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
         config = self._launch_config(instance)
@@ -390,57 +443,58 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         image_id = self._backup_image(
             instance_id,
             execution_id,
-            name=names["image"],
+            name=names.image,
             description=f"Image of {instance_id} for its Auto Scaling group ({execution_id})",
         )
-        return {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "original_state": instance["State"]["Name"],
-            "launch_config": config,
-            "names": names,
-            "subnets": params.subnets or [config["subnet_id"]],
-            "image_id": image_id,
-        }
+        return AutoscalingBackup(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            original_state=instance["State"]["Name"],
+            launch_config=config,
+            names=names,
+            # Validation refuses an instance outside a VPC subnet.
+            subnets=params.subnets or [str(config.subnet_id)],
+            image_id=image_id,
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        return self._image_ready(backup["image_id"], label="AMI", then="nothing else was created")
+    def backup_ready(self, recommendation: Recommendation, backup: AutoscalingBackup) -> bool:
+        return self._image_ready(backup.image_id, label="AMI", then="nothing else was created")
 
     # -- act -----------------------------------------------------------------------------------
 
-    def _create_launch_template(self, backup: dict[str, Any]) -> str:
-        config = backup["launch_config"]
-        execution_id = backup["execution_id"]
+    def _create_launch_template(self, backup: AutoscalingBackup) -> str:
+        config = backup.launch_config
+        execution_id = backup.execution_id
         engine_tags: list[TagTypeDef] = [
             {"Key": EXECUTION_TAG, "Value": execution_id},
-            {"Key": SOURCE_INSTANCE_TAG, "Value": backup["instance_id"]},
+            {"Key": SOURCE_INSTANCE_TAG, "Value": backup.instance_id},
         ]
         instance_tags: list[TagTypeDef] = [
-            {"Key": k, "Value": v} for k, v in config["tags"].items() if not k.startswith("cost-engine:")
+            {"Key": k, "Value": v} for k, v in config.tags.items() if not k.startswith("cost-engine:")
         ]
         tag_specs = [
             {"ResourceType": "instance", "Tags": instance_tags + engine_tags},
             {"ResourceType": "volume", "Tags": engine_tags},
         ]
         data: dict[str, Any] = {
-            "ImageId": backup["image_id"],
-            "InstanceType": config["instance_type"],
-            "EbsOptimized": config["ebs_optimized"],
-            "Monitoring": {"Enabled": config["detailed_monitoring"]},
+            "ImageId": backup.image_id,
+            "InstanceType": config.instance_type,
+            "EbsOptimized": config.ebs_optimized,
+            "Monitoring": {"Enabled": config.detailed_monitoring},
             "TagSpecifications": tag_specs,
         }
-        if config.get("security_group_ids"):
-            data["SecurityGroupIds"] = config["security_group_ids"]
-        if config.get("key_name"):
-            data["KeyName"] = config["key_name"]
-        if config.get("iam_instance_profile_arn"):
-            data["IamInstanceProfile"] = {"Arn": config["iam_instance_profile_arn"]}
-        if config.get("user_data_base64"):
-            data["UserData"] = config["user_data_base64"]  # a launch template takes it base64-encoded
+        if config.security_group_ids:
+            data["SecurityGroupIds"] = config.security_group_ids
+        if config.key_name:
+            data["KeyName"] = config.key_name
+        if config.iam_instance_profile_arn:
+            data["IamInstanceProfile"] = {"Arn": config.iam_instance_profile_arn}
+        if config.user_data_base64:
+            data["UserData"] = config.user_data_base64  # a launch template takes it base64-encoded
         try:
             created = self.clients.ec2.create_launch_template(
-                LaunchTemplateName=backup["names"]["launch_template"],
-                VersionDescription=f"from {backup['instance_id']} ({execution_id})",
+                LaunchTemplateName=backup.names.launch_template,
+                VersionDescription=f"from {backup.instance_id} ({execution_id})",
                 LaunchTemplateData=data,  # type: ignore[arg-type]
                 TagSpecifications=[{"ResourceType": "launch-template", "Tags": engine_tags}],
             )
@@ -448,42 +502,42 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
             raise aws_failure("CreateLaunchTemplate", error) from error
         return created["LaunchTemplate"]["LaunchTemplateId"]
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
-        params = EnableAutoscalingParameters.model_validate(recommendation.parameters)
-        names = backup["names"]
-        execution_id = backup["execution_id"]
+    def apply(self, recommendation: Recommendation, backup: AutoscalingBackup) -> AutoscalingSetup:
+        params = self.parameters(recommendation)
+        names = backup.names
+        execution_id = backup.execution_id
         # Each piece is looked for before it is made, so a retried step carries on where it stopped.
-        template_id = self._launch_template_id(names["launch_template"]) or self._create_launch_template(backup)
-        if self._group(names["group"]) is None:
+        template_id = self._launch_template_id(names.launch_template) or self._create_launch_template(backup)
+        if self._group(names.group) is None:
             try:
                 self.clients.autoscaling.create_auto_scaling_group(
-                    AutoScalingGroupName=names["group"],
+                    AutoScalingGroupName=names.group,
                     LaunchTemplate={"LaunchTemplateId": template_id, "Version": "$Default"},
                     MinSize=params.min_size,
                     MaxSize=params.max_size,
                     DesiredCapacity=params.desired_capacity,
-                    VPCZoneIdentifier=",".join(backup["subnets"]),
+                    VPCZoneIdentifier=",".join(backup.subnets),
                     HealthCheckType="EC2",
                     Tags=[
                         {
                             "Key": key,
                             "Value": value,
                             "PropagateAtLaunch": False,
-                            "ResourceId": names["group"],
+                            "ResourceId": names.group,
                             "ResourceType": "auto-scaling-group",
                         }
-                        for key, value in ((EXECUTION_TAG, execution_id), (SOURCE_INSTANCE_TAG, backup["instance_id"]))
+                        for key, value in ((EXECUTION_TAG, execution_id), (SOURCE_INSTANCE_TAG, backup.instance_id))
                     ],
                 )
             except ClientError as error:
                 if error_code(error) != "AlreadyExists":
                     raise aws_failure("CreateAutoScalingGroup", error) from error
         tracking = params.target_tracking
-        if self._policy(names["group"], names["policy"]) is None:
+        if self._policy(names.group, names.policy) is None:
             try:
                 self.clients.autoscaling.put_scaling_policy(
-                    AutoScalingGroupName=names["group"],
-                    PolicyName=names["policy"],
+                    AutoScalingGroupName=names.group,
+                    PolicyName=names.policy,
                     PolicyType="TargetTrackingScaling",
                     TargetTrackingConfiguration={
                         "PredefinedMetricSpecification": {"PredefinedMetricType": tracking.metric},
@@ -492,20 +546,20 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
                 )
             except ClientError as error:
                 raise aws_failure("PutScalingPolicy", error) from error
-        return {
-            "group": names["group"],
-            "launch_template_id": template_id,
-            "launch_template": names["launch_template"],
-            "policy": names["policy"],
-            "image_id": backup["image_id"],
-            "instance_id": backup["instance_id"],
-            "min_size": params.min_size,
-            "max_size": params.max_size,
-            "desired_capacity": params.desired_capacity,
-            "metric": tracking.metric,
-            "target_value": tracking.target_value,
-            "subnets": backup["subnets"],
-        }
+        return AutoscalingSetup(
+            group=names.group,
+            launch_template_id=template_id,
+            launch_template=names.launch_template,
+            policy=names.policy,
+            image_id=backup.image_id,
+            instance_id=backup.instance_id,
+            min_size=params.min_size,
+            max_size=params.max_size,
+            desired_capacity=params.desired_capacity,
+            metric=tracking.metric,
+            target_value=tracking.target_value,
+            subnets=backup.subnets,
+        )
 
     @staticmethod
     def _healthy(group: AutoScalingGroupTypeDef) -> list[str]:
@@ -515,52 +569,52 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
             if i.get("LifecycleState") == "InService" and i.get("HealthStatus") == "Healthy"
         ]
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        group = self._group(action["group"])
+    def apply_done(self, recommendation: Recommendation, action: AutoscalingSetup) -> bool:
+        group = self._group(action.group)
         if group is None:
-            raise ActionFailed(f"Auto Scaling group '{action['group']}' is gone")
-        return len(self._healthy(group)) >= int(action["desired_capacity"])
+            raise ActionFailed(f"Auto Scaling group '{action.group}' is gone")
+        return len(self._healthy(group)) >= action.desired_capacity
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: AutoscalingSetup) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
 
         def check(ok: bool, text: str) -> None:
             (checks if ok else failures).append(text)
 
-        group = self._group(action["group"])
+        group = self._group(action.group)
         if group is None:
-            return VerificationResult(passed=False, failures=[f"group '{action['group']}' does not exist"])
+            return VerificationResult(passed=False, failures=[f"group '{action.group}' does not exist"])
         check(
-            (group["MinSize"], group["MaxSize"]) == (action["min_size"], action["max_size"]),
-            f"group '{action['group']}' has min {group['MinSize']} and max {group['MaxSize']} "
-            f"(asked {action['min_size']}..{action['max_size']})",
+            (group["MinSize"], group["MaxSize"]) == (action.min_size, action.max_size),
+            f"group '{action.group}' has min {group['MinSize']} and max {group['MaxSize']} "
+            f"(asked {action.min_size}..{action.max_size})",
         )
         # The policy may already have moved the desired capacity within min..max.
         desired = group["DesiredCapacity"]
         healthy = self._healthy(group)
         check(
-            action["min_size"] <= desired <= action["max_size"] and len(healthy) == desired,
+            action.min_size <= desired <= action.max_size and len(healthy) == desired,
             f"{len(healthy)} instance(s) InService and Healthy for a desired capacity of {desired}",
         )
-        policy = self._policy(action["group"], action["policy"])
+        policy = self._policy(action.group, action.policy)
         tracking = (policy or {}).get("TargetTrackingConfiguration", {})
         metric = tracking.get("PredefinedMetricSpecification", {}).get("PredefinedMetricType")
         check(
-            policy is not None and metric == action["metric"] and tracking.get("TargetValue") == action["target_value"],
-            f"target-tracking policy '{action['policy']}': {metric} at {tracking.get('TargetValue')}",
+            policy is not None and metric == action.metric and tracking.get("TargetValue") == action.target_value,
+            f"target-tracking policy '{action.policy}': {metric} at {tracking.get('TargetValue')}",
         )
         versions = self.clients.ec2.describe_launch_template_versions(
-            LaunchTemplateId=action["launch_template_id"], Versions=["$Default"]
+            LaunchTemplateId=action.launch_template_id, Versions=["$Default"]
         )["LaunchTemplateVersions"]
         image = versions[0].get("LaunchTemplateData", {}).get("ImageId") if versions else None
-        check(image == action["image_id"], f"launch template '{action['launch_template']}' launches {image}")
-        original = self._instance(action["instance_id"])
+        check(image == action.image_id, f"launch template '{action.launch_template}' launches {image}")
+        original = self._instance(action.instance_id)
         state = original["State"]["Name"] if original else "gone"
-        check(state == "running", f"the original instance {action['instance_id']} is {state}")
+        check(state == "running", f"the original instance {action.instance_id} is {state}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+    def measure_savings(self, recommendation: Recommendation, backup: AutoscalingBackup) -> float | None:
         # See the plan's savings_basis: only the recommendation can say how often the group scales in.
         return recommendation.estimated_monthly_savings
 
@@ -569,34 +623,35 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: AutoscalingBackup | None,
+        action: AutoscalingSetup | None,
+    ) -> AutoscalingRemoval:
         instance_id = recommendation.resource_id
-        result: dict[str, Any] = {"instance_id": instance_id, "removed": []}
-        if not backup:
+        if backup is None:
             # The backup step records its AMI before anything else is made: nothing was created.
-            return result | {"note": "the execution stopped before its backup: nothing was created"}
-        names = backup["names"]
-        result |= {"names": names, "image_id": backup["image_id"]}
-        group = self._group(names["group"])
+            return AutoscalingRemoval(
+                instance_id=instance_id,
+                removed=[],
+                note="the execution stopped before its backup: nothing was created",
+            )
+        names = backup.names
+        removed: list[str] = []
+        group = self._group(names.group)
         if group is not None:
             try:
-                if self._policy(names["group"], names["policy"]) is not None:
-                    self.clients.autoscaling.delete_policy(
-                        AutoScalingGroupName=names["group"], PolicyName=names["policy"]
-                    )
-                    result["removed"].append(f"scaling policy {names['policy']}")
+                if self._policy(names.group, names.policy) is not None:
+                    self.clients.autoscaling.delete_policy(AutoScalingGroupName=names.group, PolicyName=names.policy)
+                    removed.append(f"scaling policy {names.policy}")
                 if group.get("Status") != "Delete in progress":
                     self.clients.autoscaling.delete_auto_scaling_group(
-                        AutoScalingGroupName=names["group"], ForceDelete=True
+                        AutoScalingGroupName=names.group, ForceDelete=True
                     )
-                result["removed"].append(f"Auto Scaling group {names['group']} (force delete)")
+                removed.append(f"Auto Scaling group {names.group} (force delete)")
             except ClientError as error:
                 raise aws_failure("rollback of the Auto Scaling group", error) from error
         # The launch template, the AMI and its snapshots go once the group (and its instances) are
         # gone, in rollback_done: the group refers to the template until then.
-        return result
+        return AutoscalingRemoval(instance_id=instance_id, removed=removed, names=names, image_id=backup.image_id)
 
     def _snapshots_of(self, instance_id: str, image_id: str, image: ImageTypeDef | None) -> set[str]:
         mappings = image.get("BlockDeviceMappings", []) if image else []
@@ -608,25 +663,24 @@ class EnableAutoscalingExecutor(Ec2InstanceReads, BaseExecutor):
         )["Snapshots"]
         return snapshots | {s["SnapshotId"] for s in described}
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        names = rollback.get("names")
-        if names:
-            if self._group(names["group"]) is not None:
+    def rollback_done(self, recommendation: Recommendation, rollback: AutoscalingRemoval) -> bool:
+        names, image_id = rollback.names, rollback.image_id
+        if names is not None and image_id is not None:  # recorded together, once there was a backup
+            if self._group(names.group) is not None:
                 return False  # AWS is terminating its instances
             try:
-                template_id = self._launch_template_id(names["launch_template"])
+                template_id = self._launch_template_id(names.launch_template)
                 if template_id is not None:
                     self.clients.ec2.delete_launch_template(LaunchTemplateId=template_id)
-                image_id = rollback["image_id"]
                 image = self._image(image_id)
-                snapshots = self._snapshots_of(rollback["instance_id"], image_id, image)
+                snapshots = self._snapshots_of(rollback.instance_id, image_id, image)
                 if image is not None:
                     self.clients.ec2.deregister_image(ImageId=image_id)
                 for snapshot_id in sorted(snapshots):
                     self.clients.ec2.delete_snapshot(SnapshotId=snapshot_id)
             except ClientError as error:
                 raise aws_failure("rollback of the launch template and AMI", error) from error
-        return self._original_running(rollback["instance_id"])
+        return self._original_running(rollback.instance_id)
 
     def _original_running(self, instance_id: str) -> bool:
         instance = self._instance(instance_id)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from botocore.exceptions import ClientError
 from pydantic import AfterValidator, Field, RootModel, StrictBool, StrictInt, ValidationError, field_validator
@@ -20,7 +21,7 @@ from pydantic import AfterValidator, Field, RootModel, StrictBool, StrictInt, Va
 from cost_engine.aws import AwsClients, aws_failure, error_code
 from cost_engine.ec2_reads import find_instance, find_volume, tag_map
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -127,32 +128,111 @@ class FixConfigParameters(RootModel[Baseline]):
     """Parameters of `fix_config`: one baseline, told apart by `setting`."""
 
 
+SettingName = Literal["log_retention", "detailed_monitoring", "tags"]
+
+
+# -- the values and the records --------------------------------------------------------------------
+
+
+class RetentionValues(StepRecord):
+    """A log group's retention; None: its events never expire."""
+
+    retention_in_days: int | None
+
+
+class MonitoringValues(StepRecord):
+    """Whether an instance's detailed monitoring is on (and billed)."""
+
+    detailed_monitoring: bool
+
+
+class TagValues(StepRecord):
+    """The baseline's tags of a resource; None: the tag is absent (which is not empty)."""
+
+    tags: dict[str, str | None]
+
+
+# Told apart by their one field, which each requires.
+Values = RetentionValues | MonitoringValues | TagValues
+
+
+class ConfigBackup(StepRecord):
+    """The values the baseline sets as they were before the change (what a rollback writes back), and
+    the baseline's."""
+
+    execution_id: str
+    setting: SettingName
+    resource_id: str
+    previous: Values
+    target: Values
+
+
+class ConfigChange(StepRecord):
+    setting: SettingName
+    resource_id: str
+    target: Values
+    # False when the resource already held the target (a retried step).
+    changed: bool
+
+
+class ConfigRestore(StepRecord):
+    resource_id: str
+    # False when the execution stopped before the previous values were recorded: nothing was changed.
+    restored: bool
+    values: Values | None = None
+    changed: bool | None = None
+
+
 # -- the settings ----------------------------------------------------------------------------------
 
+D = TypeVar("D")  # the resource as a setting describes it: a log group, an instance, a tag set
+V = TypeVar("V", bound=StepRecord)  # the values a setting reads and writes
 
-class Setting(ABC):
+
+class Setting(ABC, Generic[D, V]):
     """One kind of configuration of one resource: read the values the baseline touches, write values.
 
-    Values are small JSON dicts of the same shape for the current state, the baseline and the record
+    Values are small models of the same shape for the current state, the baseline and the record
     kept for a rollback, so "compliant", "done" and "restored" are all an equality test.
     """
 
     describes: str
+    # The resource in a refusal or a failure ("EC2 instance i-1 does not exist").
+    name: str
 
     def __init__(self, clients: AwsClients, resource_id: str) -> None:
         self.clients = clients
         self.resource_id = resource_id
 
-    @abstractmethod
-    def problems(self) -> list[str]:
-        """Why the resource cannot be configured now (e.g. it does not exist); empty when it can."""
+    def unusable_id(self) -> str | None:
+        """Why resource_id cannot name such a resource here (checked before AWS is asked); None when it can."""
+        return None
 
     @abstractmethod
-    def read(self) -> dict[str, Any]:
+    def describe(self) -> D | None:
+        """The resource as it is now; None when it does not exist."""
+
+    def locate(self) -> Located[D] | None:
+        """The resource with this setting, when resource_id names one that exists here."""
+        if self.unusable_id() is not None:
+            return None
+        resource = self.describe()
+        return None if resource is None else Located(self, resource)
+
+    def missing(self) -> str:
+        """Why a resource that `locate` did not find is refused."""
+        return self.unusable_id() or f"{self.name} does not exist in {self.clients.region}"
+
+    def problems(self, resource: D) -> list[str]:
+        """Why the resource, which exists, cannot be configured now; empty when it can."""
+        return []
+
+    @abstractmethod
+    def read(self) -> V:
         """The current values of what the baseline sets."""
 
     @abstractmethod
-    def write(self, values: dict[str, Any], current: dict[str, Any]) -> None:
+    def write(self, values: V, current: V) -> None:
         """Make the resource hold `values`, changing only what differs from `current`."""
 
     def facts(self) -> dict[str, Any]:
@@ -160,7 +240,18 @@ class Setting(ABC):
         return {}
 
 
-class LogRetention(Setting):
+@dataclass(frozen=True)
+class Located(Generic[D]):
+    """A setting of a resource that exists, with the resource as validation described it."""
+
+    setting: Setting[D, Any]
+    resource: D
+
+    def problems(self) -> list[str]:
+        return self.setting.problems(self.resource)
+
+
+class LogRetention(Setting[dict[str, Any], RetentionValues]):
     describes = "retention of CloudWatch Logs group"
 
     def __init__(self, clients: AwsClients, resource_id: str, account_id: str, logs: Any) -> None:
@@ -168,6 +259,7 @@ class LogRetention(Setting):
         self.logs = logs
         self.account_id = account_id
         self.group_name = _log_group_name(resource_id)
+        self.name = f"CloudWatch Logs group {self.group_name}"
 
     def _group(self) -> dict[str, Any] | None:
         pages = self.clients.logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=self.group_name)
@@ -180,28 +272,29 @@ class LogRetention(Setting):
             raise aws_failure("DescribeLogGroups", error) from error
         return None
 
-    def problems(self) -> list[str]:
+    def unusable_id(self) -> str | None:
         if self.resource_id.startswith("arn:"):
             parts = self.resource_id.split(":")
             if parts[3:5] != [self.clients.region, self.account_id]:
-                return [
+                return (
                     f"log group ARN {self.resource_id} is not in {self.clients.region} of account "
                     f"{self.account_id}, where the recommendation says the group is"
-                ]
-        if self._group() is None:
-            return [f"CloudWatch Logs group {self.group_name} does not exist in {self.clients.region}"]
-        return []
+                )
+        return None
 
-    def read(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any] | None:
+        return self._group()
+
+    def read(self) -> RetentionValues:
         group = self._group()
         if group is None:
-            raise ActionFailed(f"CloudWatch Logs group {self.group_name} does not exist")
+            raise ActionFailed(f"{self.name} does not exist")
         # No retentionInDays means the events never expire.
-        return {"retention_in_days": group.get("retentionInDays")}
+        return RetentionValues(retention_in_days=group.get("retentionInDays"))
 
-    def write(self, values: dict[str, Any], current: dict[str, Any]) -> None:
-        days = values["retention_in_days"]
-        if days == current["retention_in_days"]:
+    def write(self, values: RetentionValues, current: RetentionValues) -> None:
+        days = values.retention_in_days
+        if days == current.retention_in_days:
             return
         try:
             if days is None:
@@ -216,8 +309,12 @@ class LogRetention(Setting):
         return {"log_group_name": self.group_name, "stored_bytes": group.get("storedBytes")}
 
 
-class DetailedMonitoring(Setting):
+class DetailedMonitoring(Setting[dict[str, Any], MonitoringValues]):
     describes = "detailed monitoring of EC2 instance"
+
+    def __init__(self, clients: AwsClients, resource_id: str) -> None:
+        super().__init__(clients, resource_id)
+        self.name = f"EC2 instance {resource_id}"
 
     def _instance(self) -> dict[str, Any] | None:
         instance = find_instance(self.clients, self.resource_id)
@@ -226,15 +323,18 @@ class DetailedMonitoring(Setting):
     def _monitoring_state(self) -> str:
         instance = self._instance()
         if instance is None:
-            raise ActionFailed(f"EC2 instance {self.resource_id} does not exist")
+            raise ActionFailed(f"{self.name} does not exist")
         return str(instance.get("Monitoring", {}).get("State", "disabled"))
 
-    def problems(self) -> list[str]:
+    def unusable_id(self) -> str | None:
         if not self.resource_id.startswith("i-"):
-            return [f"detailed_monitoring applies to an EC2 instance id (i-…), not to {self.resource_id}"]
-        instance = self._instance()
-        if instance is None:
-            return [f"EC2 instance {self.resource_id} does not exist in {self.clients.region}"]
+            return f"detailed_monitoring applies to an EC2 instance id (i-…), not to {self.resource_id}"
+        return None
+
+    def describe(self) -> dict[str, Any] | None:
+        return self._instance()
+
+    def problems(self, instance: dict[str, Any]) -> list[str]:
         state = instance["State"]["Name"]
         if state not in MONITORING_STATES:
             return [f"instance {self.resource_id} is '{state}': its monitoring can no longer be changed"]
@@ -243,14 +343,14 @@ class DetailedMonitoring(Setting):
             return [f"the monitoring of {self.resource_id} is changing right now ({monitoring}): retry in a minute"]
         return []
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> MonitoringValues:
         # On while AWS still bills it ("disabling"), off until it does ("pending"): so a change is done
         # only when it has settled.
-        return {"detailed_monitoring": self._monitoring_state() in ("enabled", "disabling")}
+        return MonitoringValues(detailed_monitoring=self._monitoring_state() in ("enabled", "disabling"))
 
-    def write(self, values: dict[str, Any], current: dict[str, Any]) -> None:
+    def write(self, values: MonitoringValues, current: MonitoringValues) -> None:
         state = self._monitoring_state()
-        wanted = values["detailed_monitoring"]
+        wanted = values.detailed_monitoring
         try:
             if wanted and state not in ("enabled", "pending"):
                 self.clients.ec2.monitor_instances(InstanceIds=[self.resource_id])
@@ -260,7 +360,7 @@ class DetailedMonitoring(Setting):
             raise aws_failure("MonitorInstances" if wanted else "UnmonitorInstances", error) from error
 
 
-class RequiredTags(Setting):
+class RequiredTags(Setting[dict[str, str], TagValues]):
     """Tags of an EC2 instance, an EBS volume or an S3 bucket, told apart by the resource id."""
 
     def __init__(self, clients: AwsClients, resource_id: str, keys: list[str], s3: Any) -> None:
@@ -274,6 +374,7 @@ class RequiredTags(Setting):
         else:
             self.kind = "S3 bucket"
         self.describes = f"tags of {self.kind}"
+        self.name = f"{self.kind} {resource_id}"
 
     def _all_tags(self) -> dict[str, str] | None:
         """Every tag of the resource, or None when it does not exist."""
@@ -299,15 +400,18 @@ class RequiredTags(Setting):
             raise aws_failure("GetBucketTagging", error) from error
         return {t["Key"]: t["Value"] for t in tag_set}
 
-    def problems(self) -> list[str]:
+    def unusable_id(self) -> str | None:
         if self.kind == "S3 bucket" and not BUCKET_NAME.match(self.resource_id):
-            return [
+            return (
                 f"{self.resource_id} is neither an EC2 instance id (i-…), an EBS volume id (vol-…) nor an S3 "
                 "bucket name: tags are set on those only"
-            ]
-        tags = self._all_tags()
-        if tags is None:
-            return [f"{self.kind} {self.resource_id} does not exist in {self.clients.region}"]
+            )
+        return None
+
+    def describe(self) -> dict[str, str] | None:
+        return self._all_tags()
+
+    def problems(self, tags: dict[str, str]) -> list[str]:
         problems = []
         if self.kind == "S3 bucket" and any(k.startswith(RESERVED_TAG_PREFIX) for k in tags):
             problems.append(
@@ -323,16 +427,15 @@ class RequiredTags(Setting):
             )
         return problems
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> TagValues:
         tags = self._all_tags()
         if tags is None:
-            raise ActionFailed(f"{self.kind} {self.resource_id} does not exist")
+            raise ActionFailed(f"{self.name} does not exist")
         # None: the tag is absent (which a rollback restores by removing it), not empty.
-        return {"tags": {key: tags.get(key) for key in self.keys}}
+        return TagValues(tags={key: tags.get(key) for key in self.keys})
 
-    def write(self, values: dict[str, Any], current: dict[str, Any]) -> None:
-        wanted: dict[str, str | None] = values["tags"]
-        changed = {k: v for k, v in wanted.items() if current["tags"].get(k) != v}
+    def write(self, values: TagValues, current: TagValues) -> None:
+        changed = {k: v for k, v in values.tags.items() if current.tags.get(k) != v}
         if not changed:
             return
         if self.kind == "S3 bucket":
@@ -383,27 +486,28 @@ def _log_group_name(resource_id: str) -> str:
     return resource_id
 
 
-def _shown(values: dict[str, Any]) -> str:
-    if "retention_in_days" in values:
-        days = values["retention_in_days"]
-        return "never expire" if days is None else f"{days} days"
-    if "detailed_monitoring" in values:
-        return "on" if values["detailed_monitoring"] else "off"
-    return ", ".join(f"{k}={'(absent)' if v is None else repr(v)}" for k, v in values["tags"].items())
+def _shown(values: Values) -> str:
+    match values:
+        case RetentionValues():
+            days = values.retention_in_days
+            return "never expire" if days is None else f"{days} days"
+        case MonitoringValues():
+            return "on" if values.detailed_monitoring else "off"
+        case TagValues():
+            return ", ".join(f"{k}={'(absent)' if v is None else repr(v)}" for k, v in values.tags.items())
 
 
 # -- the executor ----------------------------------------------------------------------------------
 
 
 @register_executor
-class FixConfigExecutor(BaseExecutor):
+class FixConfigExecutor(BaseExecutor[FixConfigParameters, Located[Any], ConfigBackup, ConfigChange, ConfigRestore]):
     recommendation_type = RecommendationType.FIX_CONFIG
     flow = (
         "Validate (not already compliant) → (dry run → report) → approval → record the previous "
         "values → apply the baseline → poll → verify compliance → record; Catch → rollback (write "
         "the previous values back exactly)."
     )
-    parameters_model = FixConfigParameters
     risk_level = RiskLevel.LOW
     permissions = (
         # Describe calls of EC2 support no resource-level permissions.
@@ -426,9 +530,9 @@ class FixConfigExecutor(BaseExecutor):
     )
 
     def _baseline(self, recommendation: Recommendation) -> Baseline:
-        return FixConfigParameters.model_validate(recommendation.parameters).root
+        return self.parameters(recommendation).root
 
-    def _setting(self, recommendation: Recommendation, baseline: Baseline) -> Setting:
+    def _setting(self, recommendation: Recommendation, baseline: Baseline) -> Setting[Any, Any]:
         resource_id = recommendation.resource_id
         match baseline:
             case LogRetentionBaseline():
@@ -439,14 +543,14 @@ class FixConfigExecutor(BaseExecutor):
                 return RequiredTags(self.clients, resource_id, list(baseline.tags), self.clients.s3)
 
     @staticmethod
-    def _target(baseline: Baseline) -> dict[str, Any]:
+    def _target(baseline: Baseline) -> Values:
         match baseline:
             case LogRetentionBaseline():
-                return {"retention_in_days": baseline.retention_in_days}
+                return RetentionValues(retention_in_days=baseline.retention_in_days)
             case DetailedMonitoringBaseline():
-                return {"detailed_monitoring": baseline.detailed_monitoring}
+                return MonitoringValues(detailed_monitoring=baseline.detailed_monitoring)
             case RequiredTagsBaseline():
-                return {"tags": dict(baseline.tags)}
+                return TagValues(tags=dict(baseline.tags))
 
     # -- validate and plan ---------------------------------------------------------------------
 
@@ -485,16 +589,31 @@ class FixConfigExecutor(BaseExecutor):
         return ()
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
+        # The base's opening, but a refused baseline says each problem where it is, without pydantic's
+        # header and links: a baseline is written by hand, and this is what its author reads.
         try:
-            baseline = self._baseline(recommendation)
+            self.parameters(recommendation)
         except ValidationError as error:
-            return self._invalid([f"invalid parameters for fix_config: {_readable(error)}"])
-        setting = self._setting(recommendation, baseline)
-        problems = setting.problems()
+            return self._invalid([f"invalid parameters for {self.recommendation_type.value}: {_readable(error)}"])
+        return super().validate(recommendation)
+
+    def find(self, recommendation: Recommendation, params: FixConfigParameters) -> Located[Any] | None:
+        return self._setting(recommendation, params.root).locate()
+
+    def not_found(self, recommendation: Recommendation) -> str:
+        # What the resource is depends on the setting (and on the resource id, for tags), and an id
+        # that cannot name one here is refused as such.
+        return self._setting(recommendation, self._baseline(recommendation)).missing()
+
+    def check(
+        self, recommendation: Recommendation, params: FixConfigParameters, located: Located[Any]
+    ) -> ValidationResult:
+        problems = located.problems()
         if problems:
             return self._invalid(problems)
+        setting = located.setting
         current = setting.read()
-        if current == self._target(baseline):
+        if current == self._target(params.root):
             what = f"{setting.describes} {recommendation.resource_id}"
             return self._invalid([f"{what} already matches the baseline ({_shown(current)}): nothing to change"])
         return ValidationResult(valid=True, risk_level=self.risk_level, estimated_duration=1)
@@ -542,55 +661,55 @@ class FixConfigExecutor(BaseExecutor):
             resource={
                 "resource_id": recommendation.resource_id,
                 "setting": baseline.setting,
-                "current": current,
-                "target": target,
+                "current": current.model_dump(mode="json"),
+                "target": target.model_dump(mode="json"),
                 **setting.facts(),
             },
         )
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> ConfigBackup:
         baseline = self._baseline(recommendation)
         setting = self._setting(recommendation, baseline)
         # Recorded before anything changes; a retried backup step reads the same untouched values.
-        return {
-            "execution_id": execution_id,
-            "setting": baseline.setting,
-            "resource_id": recommendation.resource_id,
-            "previous": setting.read(),
-            "target": self._target(baseline),
-        }
+        return ConfigBackup(
+            execution_id=execution_id,
+            setting=baseline.setting,
+            resource_id=recommendation.resource_id,
+            previous=setting.read(),
+            target=self._target(baseline),
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
+    def backup_ready(self, recommendation: Recommendation, backup: ConfigBackup) -> bool:
         return True  # the record is the backup: nothing to wait for
 
     # -- act -----------------------------------------------------------------------------------
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, backup: ConfigBackup) -> ConfigChange:
         setting = self._setting(recommendation, self._baseline(recommendation))
         current = setting.read()
-        setting.write(backup["target"], current)
-        return {
-            "setting": backup["setting"],
-            "resource_id": recommendation.resource_id,
-            "target": backup["target"],
-            "changed": current != backup["target"],
-        }
+        setting.write(backup.target, current)
+        return ConfigChange(
+            setting=backup.setting,
+            resource_id=recommendation.resource_id,
+            target=backup.target,
+            changed=current != backup.target,
+        )
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
+    def apply_done(self, recommendation: Recommendation, action: ConfigChange) -> bool:
         setting = self._setting(recommendation, self._baseline(recommendation))
-        return bool(setting.read() == action["target"])
+        return bool(setting.read() == action.target)
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: ConfigChange) -> VerificationResult:
         setting = self._setting(recommendation, self._baseline(recommendation))
         current = setting.read()
         line = f"{setting.describes} {recommendation.resource_id} is {_shown(current)}"
-        if current == action["target"]:
+        if current == action.target:
             return VerificationResult(passed=True, checks=[line])
-        return VerificationResult(passed=False, failures=[f"{line}, not {_shown(action['target'])}"])
+        return VerificationResult(passed=False, failures=[f"{line}, not {_shown(action.target)}"])
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+    def measure_savings(self, recommendation: Recommendation, backup: ConfigBackup) -> float | None:
         return self._savings(recommendation, self._baseline(recommendation))[0]
 
     # -- rollback ------------------------------------------------------------------------------
@@ -598,27 +717,27 @@ class FixConfigExecutor(BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        if not backup or "previous" not in backup:
+        backup: ConfigBackup | None,
+        action: ConfigChange | None,
+    ) -> ConfigRestore:
+        if backup is None:
             # The change is made only after the previous values are recorded: nothing was changed.
-            return {"resource_id": recommendation.resource_id, "restored": False}
+            return ConfigRestore(resource_id=recommendation.resource_id, restored=False)
         setting = self._setting(recommendation, self._baseline(recommendation))
         current = setting.read()
-        setting.write(backup["previous"], current)
-        return {
-            "resource_id": recommendation.resource_id,
-            "restored": True,
-            "values": backup["previous"],
-            "changed": current != backup["previous"],
-        }
+        setting.write(backup.previous, current)
+        return ConfigRestore(
+            resource_id=recommendation.resource_id,
+            restored=True,
+            values=backup.previous,
+            changed=current != backup.previous,
+        )
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        if not rollback.get("restored"):
+    def rollback_done(self, recommendation: Recommendation, rollback: ConfigRestore) -> bool:
+        if not rollback.restored or rollback.values is None:
             return True
         setting = self._setting(recommendation, self._baseline(recommendation))
-        return bool(setting.read() == rollback["values"])
+        return bool(setting.read() == rollback.values)
 
 
 def _readable(error: ValidationError) -> str:

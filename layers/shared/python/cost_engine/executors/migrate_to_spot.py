@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import Field, StrictFloat, ValidationError
+from pydantic import Field, StrictFloat
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.business_rules import DependencyRule
@@ -24,10 +24,11 @@ from cost_engine.ec2_instances import (
     RESTORED_FOR_TAG,
     SOURCE_INSTANCE_TAG,
     Ec2InstanceReads,
+    LaunchConfig,
     workload_tags,
 )
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -61,6 +62,9 @@ _NETWORK_INTERFACE_ARN = "arn:{partition}:ec2:{region}:{account}:network-interfa
 _SPOT_REQUEST_ARN = "arn:{partition}:ec2:{region}:{account}:spot-instances-request/*"
 
 
+InterruptionBehavior = Literal["terminate", "stop", "hibernate"]
+
+
 class MigrateToSpotParameters(StrictModel):
     """Parameters of `migrate_to_spot`."""
 
@@ -70,7 +74,53 @@ class MigrateToSpotParameters(StrictModel):
         allow_inf_nan=False,
         description="USD per hour; none means the on-demand price is the cap",
     )
-    instance_interruption_behavior: Literal["terminate", "stop", "hibernate"] = "terminate"
+    instance_interruption_behavior: InterruptionBehavior = "terminate"
+
+
+class SpotBackup(StepRecord):
+    """The original's state and launch configuration, and the AMI a replacement is launched from."""
+
+    execution_id: str
+    instance_id: str
+    original_state: str
+    launch_config: LaunchConfig
+    image_id: str
+
+
+class SpotExpectation(StepRecord):
+    """What verification compares the spot instance with: the original's configuration."""
+
+    instance_type: str
+    subnet_id: str | None
+    security_group_ids: list[str]
+    tags: dict[str, str]
+
+
+class SpotMigration(StepRecord):
+    """The spot instance launched in place of the original, which is kept until verification."""
+
+    execution_id: str
+    original_instance_id: str
+    original_state: str
+    spot_instance_id: str
+    image_id: str
+    max_price: float | None
+    instance_interruption_behavior: InterruptionBehavior
+    expected: SpotExpectation
+    # Added by finalize, once the original is terminated.
+    ended_instance_ids: list[str] | None = None
+
+
+class SpotRestore(StepRecord):
+    """The instance that serves again (the original, or an on-demand relaunch from the AMI), and the
+    spot instances ended once it does."""
+
+    instance_id: str
+    relaunched: bool
+    from_image_id: str | None = None
+    replaces_instance_id: str | None = None
+    target_state: str
+    spot_instance_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -85,42 +135,43 @@ def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": key, "Value": value} for key, value in tags.items()]
 
 
-def _run_request(
-    config: dict[str, Any], image_id: str, engine_tags: dict[str, str], client_token: str
-) -> dict[str, Any]:
+def _run_request(config: LaunchConfig, image_id: str, engine_tags: dict[str, str], client_token: str) -> dict[str, Any]:
     """A RunInstances request for the recorded launch configuration: the instance carries the original's
     tags and the engine's, its volumes the engine's, all tagged on create. The client token makes AWS
     answer a repeated request with the instance it already launched."""
     request: dict[str, Any] = {
         "ImageId": image_id,
-        "InstanceType": config["instance_type"],
+        "InstanceType": config.instance_type,
         "MinCount": 1,
         "MaxCount": 1,
         "ClientToken": client_token,
-        "EbsOptimized": config["ebs_optimized"],
-        "Monitoring": {"Enabled": config["detailed_monitoring"]},
+        "EbsOptimized": config.ebs_optimized,
+        "Monitoring": {"Enabled": config.detailed_monitoring},
         "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": _tag_list({**config["tags"], **engine_tags})},
+            {"ResourceType": "instance", "Tags": _tag_list({**config.tags, **engine_tags})},
             {"ResourceType": "volume", "Tags": _tag_list(engine_tags)},
         ],
     }
-    if config.get("subnet_id"):
-        request["SubnetId"] = config["subnet_id"]
-    elif config.get("availability_zone"):
-        request["Placement"] = {"AvailabilityZone": config["availability_zone"]}
-    if config.get("security_group_ids"):
-        request["SecurityGroupIds"] = config["security_group_ids"]
-    if config.get("key_name"):
-        request["KeyName"] = config["key_name"]
-    if config.get("iam_instance_profile_arn"):
-        request["IamInstanceProfile"] = {"Arn": config["iam_instance_profile_arn"]}
-    if config.get("user_data_base64"):
-        request["UserData"] = base64.b64decode(config["user_data_base64"]).decode("utf-8", "replace")
+    if config.subnet_id:
+        request["SubnetId"] = config.subnet_id
+    elif config.availability_zone:
+        request["Placement"] = {"AvailabilityZone": config.availability_zone}
+    if config.security_group_ids:
+        request["SecurityGroupIds"] = config.security_group_ids
+    if config.key_name:
+        request["KeyName"] = config.key_name
+    if config.iam_instance_profile_arn:
+        request["IamInstanceProfile"] = {"Arn": config.iam_instance_profile_arn}
+    if config.user_data_base64:
+        request["UserData"] = base64.b64decode(config.user_data_base64).decode("utf-8", "replace")
     return request
 
 
 @register_executor
-class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
+class MigrateToSpotExecutor(
+    Ec2InstanceReads,
+    BaseExecutor[MigrateToSpotParameters, "InstanceTypeDef", SpotBackup, SpotMigration, SpotRestore],
+):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
     flow = (
         "Validate → (dry run → report) → approval → AMI backup → launch the spot instance → poll "
@@ -128,8 +179,10 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
         "Catch → rollback (start the original, or relaunch on-demand from the AMI, then end the "
         "spot instance)."
     )
-    parameters_model = MigrateToSpotParameters
+    resource_name = "EC2 instance"
     risk_level = RiskLevel.HIGH
+    # The AMI of the original comes first, and can take an hour for large volumes.
+    polling = Polling(interval_seconds=15, budget_seconds=2 * 3600)
     # The spot instance that replaces it has a new id: the load balancer would lose its target.
     load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True
@@ -272,18 +325,15 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
         # The backup image, and the original's termination once the spot instance is verified.
         return (self._backup_image_probe(recommendation.resource_id), self._terminate_probe(recommendation.resource_id))
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
+    def find(self, recommendation: Recommendation, params: MigrateToSpotParameters) -> InstanceTypeDef | None:
+        return self._instance(recommendation.resource_id)
+
+    def check(
+        self, recommendation: Recommendation, params: MigrateToSpotParameters, instance: InstanceTypeDef
+    ) -> ValidationResult:
         errors: list[str] = []
         warnings: list[str] = []
-        try:
-            params = MigrateToSpotParameters.model_validate(recommendation.parameters)
-        except ValidationError as error:
-            return self._invalid([f"invalid parameters for migrate_to_spot: {error}"])
         instance_id = recommendation.resource_id
-        instance = self._instance(instance_id)
-        if instance is None:
-            return self._invalid([f"EC2 instance {instance_id} does not exist in {recommendation.region}"])
-
         state = instance["State"]["Name"]
         instance_type = instance["InstanceType"]
         if state not in MIGRATABLE_STATES:
@@ -350,7 +400,7 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
         )
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
-        params = MigrateToSpotParameters.model_validate(recommendation.parameters)
+        params = self.parameters(recommendation)
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
         instance_type = instance["InstanceType"]
@@ -404,59 +454,61 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> SpotBackup:
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
-        record = {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "original_state": instance["State"]["Name"],
-            "launch_config": self._launch_config(instance),
-        }
-        record["image_id"] = self._backup_image(
+        original_state = instance["State"]["Name"]
+        launch_config = self._launch_config(instance)
+        image_id = self._backup_image(
             instance_id,
             execution_id,
             name=f"cost-engine-{execution_id}",
             description=f"Backup of {instance_id} before migrate_to_spot ({execution_id})",
         )
-        return record
+        return SpotBackup(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            original_state=original_state,
+            launch_config=launch_config,
+            image_id=image_id,
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        return self._image_ready(backup["image_id"], label="backup AMI", then="the instance is left untouched")
+    def backup_ready(self, recommendation: Recommendation, backup: SpotBackup) -> bool:
+        return self._image_ready(backup.image_id, label="backup AMI", then="the instance is left untouched")
 
     # -- act -----------------------------------------------------------------------------------
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
-        params = MigrateToSpotParameters.model_validate(recommendation.parameters)
+    def apply(self, recommendation: Recommendation, backup: SpotBackup) -> SpotMigration:
+        params = self.parameters(recommendation)
         instance_id = recommendation.resource_id
-        execution_id = backup["execution_id"]
+        execution_id = backup.execution_id
         original = self._require_instance(instance_id)
         if original["State"]["Name"] in GONE_STATES:
             raise ActionFailed(f"instance {instance_id} is {original['State']['Name']}: there is nothing to migrate")
-        config = backup["launch_config"]
+        config = backup.launch_config
         # A retried step finds the spot instance it already launched instead of launching a second one.
         launched = self._tagged_instances(SPOT_FOR_TAG, execution_id)
         spot_id = launched[0] if launched else self._launch_spot(backup, params)
-        return {
-            "execution_id": execution_id,
-            "original_instance_id": instance_id,
-            "original_state": backup["original_state"],
-            "spot_instance_id": spot_id,
-            "image_id": backup["image_id"],
-            "max_price": params.max_price,
-            "instance_interruption_behavior": params.instance_interruption_behavior,
-            "expected": {
-                "instance_type": config["instance_type"],
-                "subnet_id": config.get("subnet_id"),
-                "security_group_ids": sorted(config.get("security_group_ids") or []),
-                "tags": config["tags"],
-            },
-        }
+        return SpotMigration(
+            execution_id=execution_id,
+            original_instance_id=instance_id,
+            original_state=backup.original_state,
+            spot_instance_id=spot_id,
+            image_id=backup.image_id,
+            max_price=params.max_price,
+            instance_interruption_behavior=params.instance_interruption_behavior,
+            expected=SpotExpectation(
+                instance_type=config.instance_type,
+                subnet_id=config.subnet_id,
+                security_group_ids=sorted(config.security_group_ids),
+                tags=config.tags,
+            ),
+        )
 
-    def _launch_spot(self, backup: dict[str, Any], params: MigrateToSpotParameters) -> str:
-        execution_id = backup["execution_id"]
-        tags = {SPOT_FOR_TAG: execution_id, SOURCE_INSTANCE_TAG: backup["instance_id"]}
-        request = _run_request(backup["launch_config"], backup["image_id"], tags, f"{execution_id}-spot")
+    def _launch_spot(self, backup: SpotBackup, params: MigrateToSpotParameters) -> str:
+        execution_id = backup.execution_id
+        tags = {SPOT_FOR_TAG: execution_id, SOURCE_INSTANCE_TAG: backup.instance_id}
+        request = _run_request(backup.launch_config, backup.image_id, tags, f"{execution_id}-spot")
         behavior = params.instance_interruption_behavior
         # Only a persistent request can stop or hibernate an interrupted instance (and resume it later).
         spot_options: dict[str, Any] = {
@@ -486,8 +538,8 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
             raise ActionFailed(f"spot instance {instance_id} fails its {' and '.join(impaired)} status checks")
         return all(status == "ok" for status in checks.values())
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        spot_id = action["spot_instance_id"]
+    def apply_done(self, recommendation: Recommendation, action: SpotMigration) -> bool:
+        spot_id = action.spot_instance_id
         spot = self._instance(spot_id)
         spot_state = "gone" if spot is None else spot["State"]["Name"]
         if spot_state in ("gone", "shutting-down", "terminated", "stopping", "stopped"):
@@ -498,7 +550,7 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
         if spot_state != "running" or not self._status_checks_ok(spot_id):
             return False
         # The spot instance serves: only now is the original stopped (kept until verification).
-        original_id = action["original_instance_id"]
+        original_id = action.original_instance_id
         original = self._instance(original_id)
         original_state = "gone" if original is None else original["State"]["Name"]
         if original_state in ("gone", "shutting-down", "terminated"):
@@ -509,15 +561,15 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
             self._stop(original_id)
         return original_state == "stopped"
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: SpotMigration) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
 
         def check(passed: bool, what: str) -> None:
             (checks if passed else failures).append(what)
 
-        spot_id = action["spot_instance_id"]
-        expected = action["expected"]
+        spot_id = action.spot_instance_id
+        expected = action.expected
         spot = self._instance(spot_id)
         if spot is None:
             failures.append(f"spot instance {spot_id} does not exist")
@@ -526,32 +578,32 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
             check(state == "running", f"spot instance {spot_id} is {state}")
             lifecycle = spot.get("InstanceLifecycle", "on-demand")
             check(lifecycle == "spot", f"{spot_id} is a {lifecycle} instance")
-            check(spot["InstanceType"] == expected["instance_type"], f"{spot_id} is a {spot['InstanceType']}")
-            check(spot.get("SubnetId") == expected["subnet_id"], f"{spot_id} is in subnet {spot.get('SubnetId')}")
+            check(spot["InstanceType"] == expected.instance_type, f"{spot_id} is a {spot['InstanceType']}")
+            check(spot.get("SubnetId") == expected.subnet_id, f"{spot_id} is in subnet {spot.get('SubnetId')}")
             groups = sorted(g["GroupId"] for g in spot.get("SecurityGroups", []))
-            check(groups == expected["security_group_ids"], f"{spot_id} has security groups {', '.join(groups)}")
+            check(groups == expected.security_group_ids, f"{spot_id} has security groups {', '.join(groups)}")
             tags = workload_tags(spot)
-            missing = {k: v for k, v in expected["tags"].items() if tags.get(k) != v}
+            missing = {k: v for k, v in expected.tags.items() if tags.get(k) != v}
             check(not missing, f"{spot_id} carries the original's tags" + (f" except {missing}" if missing else ""))
-        original = self._instance(action["original_instance_id"])
+        original = self._instance(action.original_instance_id)
         original_state = "gone" if original is None else original["State"]["Name"]
-        check(original_state == "stopped", f"the original {action['original_instance_id']} is {original_state}")
+        check(original_state == "stopped", f"the original {action.original_instance_id} is {original_state}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def finalize(self, recommendation: Recommendation, action: dict[str, Any]) -> dict[str, Any]:
+    def finalize(self, recommendation: Recommendation, action: SpotMigration) -> SpotMigration:
         """The spot instance is verified: the original, kept stopped until now, is terminated."""
-        original_id = action["original_instance_id"]
+        original_id = action.original_instance_id
         original = self._instance(original_id)
         if original is not None and original["State"]["Name"] not in GONE_STATES:
             try:
                 self.clients.ec2.terminate_instances(InstanceIds=[original_id])
             except ClientError as error:
                 raise aws_failure("TerminateInstances", error) from error
-        return {"ended_instance_ids": [original_id]}
+        return action.model_copy(update={"ended_instance_ids": [original_id]})
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
-        config = backup["launch_config"]
-        savings, _ = self._savings(recommendation, config["instance_type"], config.get("availability_zone") or "")
+    def measure_savings(self, recommendation: Recommendation, backup: SpotBackup) -> float | None:
+        config = backup.launch_config
+        savings, _ = self._savings(recommendation, config.instance_type, config.availability_zone or "")
         return savings
 
     # -- rollback ------------------------------------------------------------------------------
@@ -559,44 +611,45 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: SpotBackup | None,
+        action: SpotMigration | None,
+    ) -> SpotRestore:
         instance_id = recommendation.resource_id
-        backup = backup or {}
-        action = action or {}
-        execution_id = backup.get("execution_id") or action.get("execution_id")
+        recorded = backup if backup is not None else action
+        execution_id = None if recorded is None else recorded.execution_id
         # The spot instance may have been launched by a step that crashed before recording it: look for
         # it by its tag too.
-        spot_ids = [action["spot_instance_id"]] if action.get("spot_instance_id") else []
+        spot_ids = [action.spot_instance_id] if action is not None else []
         if execution_id:
             spot_ids += [i for i in self._tagged_instances(SPOT_FOR_TAG, execution_id) if i not in spot_ids]
 
         instance = self._instance(instance_id)
         current = None if instance is None else instance["State"]["Name"]
         # Without a backup nothing was changed yet: the state to return to is the one it is in.
-        target = backup.get("original_state") or (current if current in MIGRATABLE_STATES else "running")
+        target = backup.original_state if backup else (current if current in MIGRATABLE_STATES else "running")
         if current is not None and current not in GONE_STATES:
             # The original was kept: it takes over again (started by rollback_done if still stopping).
             if target == "running" and current == "stopped":
                 self._start(instance_id)
-            restored: dict[str, Any] = {"instance_id": instance_id, "relaunched": False}
-        else:
-            if not backup.get("image_id") or not execution_id:
-                raise ActionFailed(f"instance {instance_id} is gone and no backup AMI was recorded: nothing to restore")
-            relaunched = self._tagged_instances(RESTORED_FOR_TAG, execution_id)
-            restored = {
-                "instance_id": relaunched[0] if relaunched else self._relaunch_on_demand(backup),
-                "relaunched": True,
-                "from_image_id": backup["image_id"],
-                "replaces_instance_id": instance_id,
-            }
-        return {**restored, "target_state": target, "spot_instance_ids": spot_ids}
+            return SpotRestore(
+                instance_id=instance_id, relaunched=False, target_state=target, spot_instance_ids=spot_ids
+            )
+        if backup is None:
+            raise ActionFailed(f"instance {instance_id} is gone and no backup AMI was recorded: nothing to restore")
+        relaunched = self._tagged_instances(RESTORED_FOR_TAG, backup.execution_id)
+        return SpotRestore(
+            instance_id=relaunched[0] if relaunched else self._relaunch_on_demand(backup),
+            relaunched=True,
+            from_image_id=backup.image_id,
+            replaces_instance_id=instance_id,
+            target_state=target,
+            spot_instance_ids=spot_ids,
+        )
 
-    def _relaunch_on_demand(self, backup: dict[str, Any]) -> str:
-        execution_id = backup["execution_id"]
-        tags = {RESTORED_FOR_TAG: execution_id, SOURCE_INSTANCE_TAG: backup["instance_id"]}
-        request = _run_request(backup["launch_config"], backup["image_id"], tags, f"{execution_id}-restore")
+    def _relaunch_on_demand(self, backup: SpotBackup) -> str:
+        execution_id = backup.execution_id
+        tags = {RESTORED_FOR_TAG: execution_id, SOURCE_INSTANCE_TAG: backup.instance_id}
+        request = _run_request(backup.launch_config, backup.image_id, tags, f"{execution_id}-restore")
         try:
             return str(self.clients.ec2.run_instances(**request)["Instances"][0]["InstanceId"])
         except ClientError as error:
@@ -623,11 +676,11 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
         except ClientError as error:
             raise aws_failure("TerminateInstances (spot)", error) from error
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        instance_id = rollback["instance_id"]
+    def rollback_done(self, recommendation: Recommendation, rollback: SpotRestore) -> bool:
+        instance_id = rollback.instance_id
         instance = self._require_instance(instance_id)
         state = instance["State"]["Name"]
-        target = rollback["target_state"]
+        target = rollback.target_state
         if state in GONE_STATES:
             raise ActionFailed(f"restored instance {instance_id} is {state}")
         if state != target:
@@ -638,7 +691,7 @@ class MigrateToSpotExecutor(Ec2InstanceReads, BaseExecutor):
             return False
         # The restored instance is back: only now is the spot instance let go.
         ending = False
-        for spot_id in rollback["spot_instance_ids"]:
+        for spot_id in rollback.spot_instance_ids:
             spot = self._instance(spot_id)
             if spot is None or spot["State"]["Name"] == "terminated":
                 continue

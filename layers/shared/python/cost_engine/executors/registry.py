@@ -8,11 +8,11 @@ from cost_engine.errors import UnsupportedType
 from cost_engine.models import RecommendationType
 
 if TYPE_CHECKING:
-    from cost_engine.executors.base import BaseExecutor
+    from cost_engine.executors.base import AnyExecutor
 
-EXECUTORS: dict[RecommendationType, type[BaseExecutor]] = {}
+EXECUTORS: dict[RecommendationType, type[AnyExecutor]] = {}
 
-E = TypeVar("E", bound="type[BaseExecutor]")
+E = TypeVar("E", bound="type[AnyExecutor]")
 
 
 def register_executor(cls: E) -> E:
@@ -24,7 +24,7 @@ def register_executor(cls: E) -> E:
     return cls
 
 
-def executor_class(recommendation_type: RecommendationType) -> type[BaseExecutor]:
+def executor_class(recommendation_type: RecommendationType) -> type[AnyExecutor]:
     try:
         return EXECUTORS[recommendation_type]
     except KeyError:

@@ -9,14 +9,14 @@ the current class again; an applied one is changed back.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from botocore.exceptions import ClientError
-from pydantic import StrictBool, StringConstraints, ValidationError
+from pydantic import StrictBool, StringConstraints
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.errors import ActionFailed, TransientError
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -58,6 +58,52 @@ class RightsizeDatabaseParameters(StrictModel):
     apply_immediately: StrictBool = False
 
 
+class DatabaseClassBackup(StepRecord):
+    """The DB snapshot taken before the change, and the original class to return to."""
+
+    execution_id: str
+    db_instance_identifier: str
+    snapshot_id: str
+    original_instance_class: str
+    target_instance_class: str
+    multi_az: bool
+    apply_immediately: bool
+    preferred_maintenance_window: str | None
+
+
+class DatabaseClassChange(StepRecord):
+    """The class change asked for, and when it takes effect."""
+
+    db_instance_identifier: str
+    original_instance_class: str
+    target_instance_class: str
+    apply_immediately: bool
+    preferred_maintenance_window: str | None
+    takes_effect: str
+    snapshot_id: str
+
+
+class DatabaseUntouched(StepRecord):
+    """The rollback of an execution that recorded no backup: it changed nothing, so nothing is undone."""
+
+    db_instance_identifier: str
+    changed: Literal[False]
+
+
+class DatabaseClassRestore(StepRecord):
+    """The rollback to the original class (a pending change cancelled, an applied one changed back)."""
+
+    db_instance_identifier: str
+    changed: Literal[True]
+    original_instance_class: str
+    apply_immediately: bool
+    takes_effect: str
+
+
+# Told apart by `changed`, as the stored record always was.
+DatabaseClassRollback: TypeAlias = DatabaseUntouched | DatabaseClassRestore
+
+
 def takes_effect(apply_immediately: bool, maintenance_window: str | None) -> str:
     if apply_immediately:
         return "immediately"
@@ -70,15 +116,25 @@ def _pending_summary(database: DBInstanceTypeDef) -> list[str]:
 
 
 @register_executor
-class RightsizeDatabaseExecutor(BaseExecutor):
+class RightsizeDatabaseExecutor(
+    BaseExecutor[
+        RightsizeDatabaseParameters,
+        "DBInstanceTypeDef",
+        DatabaseClassBackup,
+        DatabaseClassChange,
+        DatabaseClassRollback,
+    ]
+):
     recommendation_type = RecommendationType.RIGHTSIZE_DATABASE
     flow = (
         "Validate → (dry run → report) → approval → DB snapshot → modify the DB instance class "
         "(now, or pending for the maintenance window) → poll → verify → record; Catch → rollback "
         "(back to the original class, or the pending change cancelled)."
     )
-    parameters_model = RightsizeDatabaseParameters
+    resource_name = "RDS DB instance"
     risk_level = RiskLevel.MEDIUM
+    # A DB snapshot and a class change (with a Multi-AZ failover) take tens of minutes, or hours.
+    polling = Polling(interval_seconds=60, budget_seconds=4 * 3600)
     permissions = (
         Permission(("rds:DescribeDBInstances",), (DB_ARN,)),
         Permission(("rds:DescribeDBSnapshots",), (DB_ARN, DB_SNAPSHOT_ARN)),
@@ -115,16 +171,13 @@ class RightsizeDatabaseExecutor(BaseExecutor):
     def resource(self, recommendation: Recommendation) -> Resource:
         return Resource(ResourceKind.RDS_DB_INSTANCE, recommendation.resource_id)
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
-        try:
-            params = RightsizeDatabaseParameters.model_validate(recommendation.parameters)
-        except ValidationError as error:
-            return self._invalid([f"invalid parameters for rightsize_database: {error}"])
-        identifier = recommendation.resource_id
-        database = self.databases.get(identifier)
-        if database is None:
-            return self._invalid([f"RDS DB instance {identifier} does not exist in {recommendation.region}"])
+    def find(self, recommendation: Recommendation, params: RightsizeDatabaseParameters) -> DBInstanceTypeDef | None:
+        return self.databases.get(recommendation.resource_id)
 
+    def check(
+        self, recommendation: Recommendation, params: RightsizeDatabaseParameters, database: DBInstanceTypeDef
+    ) -> ValidationResult:
+        identifier = recommendation.resource_id
         errors: list[str] = []
         warnings: list[str] = []
         status = database["DBInstanceStatus"]
@@ -176,7 +229,7 @@ class RightsizeDatabaseExecutor(BaseExecutor):
         return None if before is None or after is None else round(before - after, 2)
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
-        params = RightsizeDatabaseParameters.model_validate(recommendation.parameters)
+        params = self.parameters(recommendation)
         identifier = recommendation.resource_id
         database = self.databases.require(identifier)
         current = database["DBInstanceClass"]
@@ -245,24 +298,24 @@ class RightsizeDatabaseExecutor(BaseExecutor):
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
-        params = RightsizeDatabaseParameters.model_validate(recommendation.parameters)
+    def backup(self, recommendation: Recommendation, execution_id: str) -> DatabaseClassBackup:
+        params = self.parameters(recommendation)
         identifier = recommendation.resource_id
         database = self.databases.require(identifier)
         snapshot_id = self.databases.ensure_backup_snapshot(identifier, execution_id, "rightsize_database")
-        return {
-            "execution_id": execution_id,
-            "db_instance_identifier": identifier,
-            "snapshot_id": snapshot_id,
-            "original_instance_class": database["DBInstanceClass"],
-            "target_instance_class": params.target_instance_class,
-            "multi_az": bool(database.get("MultiAZ")),
-            "apply_immediately": params.apply_immediately,
-            "preferred_maintenance_window": database.get("PreferredMaintenanceWindow"),
-        }
+        return DatabaseClassBackup(
+            execution_id=execution_id,
+            db_instance_identifier=identifier,
+            snapshot_id=snapshot_id,
+            original_instance_class=database["DBInstanceClass"],
+            target_instance_class=params.target_instance_class,
+            multi_az=bool(database.get("MultiAZ")),
+            apply_immediately=params.apply_immediately,
+            preferred_maintenance_window=database.get("PreferredMaintenanceWindow"),
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        if not self.databases.snapshot_ready(backup["snapshot_id"], recommendation.resource_id):
+    def backup_ready(self, recommendation: Recommendation, backup: DatabaseClassBackup) -> bool:
+        if not self.databases.snapshot_ready(backup.snapshot_id, recommendation.resource_id):
             return False
         # A snapshot can hold the instance in 'backing-up' for a while; it can be modified only after.
         return self.databases.require(recommendation.resource_id)["DBInstanceStatus"] == "available"
@@ -280,24 +333,24 @@ class RightsizeDatabaseExecutor(BaseExecutor):
                 raise TransientError(f"ModifyDBInstance: DB instance {identifier} is busy: {error}") from error
             raise aws_failure("ModifyDBInstance", error) from error
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, backup: DatabaseClassBackup) -> DatabaseClassChange:
         identifier = recommendation.resource_id
-        target = backup["target_instance_class"]
-        immediately = bool(backup["apply_immediately"])
+        target = backup.target_instance_class
+        immediately = backup.apply_immediately
         database = self.databases.require(identifier)
         # A retried step finds the change already made (or already pending) and does not ask again.
         requested = target in (database["DBInstanceClass"], pending_instance_class(database))
         if not requested:
             self._modify_class(identifier, target, immediately)
-        return {
-            "db_instance_identifier": identifier,
-            "original_instance_class": backup["original_instance_class"],
-            "target_instance_class": target,
-            "apply_immediately": immediately,
-            "preferred_maintenance_window": backup["preferred_maintenance_window"],
-            "takes_effect": takes_effect(immediately, backup["preferred_maintenance_window"]),
-            "snapshot_id": backup["snapshot_id"],
-        }
+        return DatabaseClassChange(
+            db_instance_identifier=identifier,
+            original_instance_class=backup.original_instance_class,
+            target_instance_class=target,
+            apply_immediately=immediately,
+            preferred_maintenance_window=backup.preferred_maintenance_window,
+            takes_effect=takes_effect(immediately, backup.preferred_maintenance_window),
+            snapshot_id=backup.snapshot_id,
+        )
 
     def _raise_if_failed(self, database: DBInstanceTypeDef) -> None:
         if database["DBInstanceStatus"] in FAILED_DB_STATES:
@@ -315,25 +368,25 @@ class RightsizeDatabaseExecutor(BaseExecutor):
             )
         return pending == instance_class or (database["DBInstanceClass"] == instance_class and pending is None)
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        database = self.databases.require(action["db_instance_identifier"])
+    def apply_done(self, recommendation: Recommendation, action: DatabaseClassChange) -> bool:
+        database = self.databases.require(action.db_instance_identifier)
         self._raise_if_failed(database)
-        return self._at(database, action["target_instance_class"], action["apply_immediately"])
+        return self._at(database, action.target_instance_class, action.apply_immediately)
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: DatabaseClassChange) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
-        identifier = action["db_instance_identifier"]
-        target = action["target_instance_class"]
+        identifier = action.db_instance_identifier
+        target = action.target_instance_class
         database = self.databases.require(identifier)
         current = database["DBInstanceClass"]
         pending = pending_instance_class(database)
         status = database["DBInstanceStatus"]
         if current == target and pending is None:
             (checks if status == "available" else failures).append(f"DB instance {identifier} is {target}, {status}")
-        elif not action["apply_immediately"] and pending == target:
+        elif not action.apply_immediately and pending == target:
             checks.append(
-                f"DB instance {identifier} is {current} with {target} pending: it changes {action['takes_effect']}"
+                f"DB instance {identifier} is {current} with {target} pending: it changes {action.takes_effect}"
             )
         else:
             failures.append(
@@ -341,15 +394,13 @@ class RightsizeDatabaseExecutor(BaseExecutor):
                 + (f" with {pending} pending" if pending else "")
                 + f", not {target}"
             )
-        snapshot = self.databases.snapshot_status(action["snapshot_id"])
-        (checks if snapshot == "available" else failures).append(f"DB snapshot {action['snapshot_id']} is {snapshot}")
+        snapshot = self.databases.snapshot_status(action.snapshot_id)
+        (checks if snapshot == "available" else failures).append(f"DB snapshot {action.snapshot_id} is {snapshot}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+    def measure_savings(self, recommendation: Recommendation, backup: DatabaseClassBackup) -> float | None:
         # The run-rate once the new class is in place (after the maintenance window when it waits for it).
-        return self._monthly_savings(
-            backup["original_instance_class"], backup["target_instance_class"], bool(backup["multi_az"])
-        )
+        return self._monthly_savings(backup.original_instance_class, backup.target_instance_class, backup.multi_az)
 
     # -- rollback ------------------------------------------------------------------------------
 
@@ -366,40 +417,40 @@ class RightsizeDatabaseExecutor(BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: DatabaseClassBackup | None,
+        action: DatabaseClassChange | None,
+    ) -> DatabaseClassRollback:
         identifier = recommendation.resource_id
-        if not backup:
+        if backup is None:
             # The backup step never recorded anything: nothing was changed either.
-            return {"db_instance_identifier": identifier, "changed": False}
-        original = backup["original_instance_class"]
-        immediately = bool(backup["apply_immediately"])
+            return DatabaseUntouched(db_instance_identifier=identifier, changed=False)
+        original = backup.original_instance_class
+        immediately = backup.apply_immediately
         database = self.databases.require(identifier)
         self._raise_if_failed(database)
         pending = pending_instance_class(database)
         if database["DBInstanceClass"] == original and pending is None:
             when = f"nothing to undo: already {original}"
-        elif immediately or pending == backup["target_instance_class"]:
+        elif immediately or pending == backup.target_instance_class:
             when = "immediately"  # cancelling a pending change takes effect at once
         else:
             when = takes_effect(False, database.get("PreferredMaintenanceWindow"))
         self._return_to(database, original, immediately)
-        return {
-            "db_instance_identifier": identifier,
-            "changed": True,
-            "original_instance_class": original,
-            "apply_immediately": immediately,
-            "takes_effect": when,
-        }
+        return DatabaseClassRestore(
+            db_instance_identifier=identifier,
+            changed=True,
+            original_instance_class=original,
+            apply_immediately=immediately,
+            takes_effect=when,
+        )
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        if not rollback.get("changed"):
+    def rollback_done(self, recommendation: Recommendation, rollback: DatabaseClassRollback) -> bool:
+        if isinstance(rollback, DatabaseUntouched):
             return True
-        database = self.databases.require(rollback["db_instance_identifier"])
+        database = self.databases.require(rollback.db_instance_identifier)
         self._raise_if_failed(database)
-        original = rollback["original_instance_class"]
-        if self._at(database, original, rollback["apply_immediately"]):
+        original = rollback.original_instance_class
+        if self._at(database, original, rollback.apply_immediately):
             return True
-        self._return_to(database, original, rollback["apply_immediately"])
+        self._return_to(database, original, rollback.apply_immediately)
         return False

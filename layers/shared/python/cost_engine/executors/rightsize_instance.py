@@ -8,7 +8,7 @@ twice; rollback drives the instance the same way back to its original type and s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from botocore.exceptions import ClientError
 from pydantic import StrictBool, StringConstraints, ValidationError
@@ -18,7 +18,7 @@ from cost_engine.business_rules import DependencyRule
 from cost_engine.ec2_instances import GONE_STATES, Ec2InstanceReads
 from cost_engine.ec2_reads import tag_map
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -63,16 +63,64 @@ class RightsizeInstanceParameters(StrictModel):
     nvme_drivers_installed: StrictBool = False
 
 
+class InstanceTypeBackup(StepRecord):
+    """The whole backup of a type change: the original type and state to return to."""
+
+    execution_id: str
+    instance_id: str
+    original_type: str
+    original_state: str
+    target_type: str
+    public_ip_before: str | None
+
+
+class InstanceTypeChange(StepRecord):
+    """The change asked for, and the state the instance was in when it was asked."""
+
+    instance_id: str
+    original_type: str
+    original_state: str
+    target_type: str
+    state_before: str
+
+
+class InstanceUntouched(StepRecord):
+    """The rollback of an execution that recorded no backup: it changed nothing, so nothing is restored."""
+
+    instance_id: str
+    restore: Literal[False]
+
+
+class InstanceTypeRestore(StepRecord):
+    """The rollback that drives the instance back to its original type and state."""
+
+    instance_id: str
+    restore: Literal[True]
+    original_type: str
+    original_state: str
+
+
+# Told apart by `restore`, as the stored record always was.
+InstanceTypeRollback: TypeAlias = InstanceUntouched | InstanceTypeRestore
+
+
 @register_executor
-class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
+class RightsizeInstanceExecutor(
+    Ec2InstanceReads,
+    BaseExecutor[
+        RightsizeInstanceParameters, "InstanceTypeDef", InstanceTypeBackup, InstanceTypeChange, InstanceTypeRollback
+    ],
+):
     recommendation_type = RecommendationType.RIGHTSIZE_INSTANCE
     flow = (
         "Validate → (dry run → report) → approval → record the original type and state → stop → "
         "poll (change the type, start, status checks) → verify → record; Catch → rollback (back "
         "to the original type and state)."
     )
-    parameters_model = RightsizeInstanceParameters
+    resource_name = "EC2 instance"
     risk_level = RiskLevel.MEDIUM
+    # The backup is the record of the original type and state: complete once written.
+    backup_waits = False
     load_balancer_targets = DependencyRule.WARN
     permissions = (
         Permission(
@@ -121,16 +169,12 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
         ]
         return addresses[0].get("PublicIp") if addresses else None
 
-    @staticmethod
-    def _parameters(recommendation: Recommendation) -> RightsizeInstanceParameters:
-        return RightsizeInstanceParameters.model_validate(recommendation.parameters)
-
     # -- validate and plan ---------------------------------------------------------------------
 
     def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
         instance_id = recommendation.resource_id
         try:
-            target = RightsizeInstanceParameters.model_validate(recommendation.parameters).target_instance_type
+            target = self.parameters(recommendation).target_instance_type
         except ValidationError:
             return ()  # validate() refuses the parameters, with what to fix
         ec2 = self.clients.ec2
@@ -145,17 +189,14 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
             DryRunProbe("ec2:StartInstances", lambda: ec2.start_instances(InstanceIds=[instance_id], DryRun=True)),
         )
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
-        try:
-            params = self._parameters(recommendation)
-        except ValidationError as error:
-            return self._invalid([f"invalid parameters for rightsize_instance: {error}"])
+    def find(self, recommendation: Recommendation, params: RightsizeInstanceParameters) -> InstanceTypeDef | None:
+        return self._instance(recommendation.resource_id)
+
+    def check(
+        self, recommendation: Recommendation, params: RightsizeInstanceParameters, instance: InstanceTypeDef
+    ) -> ValidationResult:
         instance_id = recommendation.resource_id
         target = params.target_instance_type
-        instance = self._instance(instance_id)
-        if instance is None:
-            return self._invalid([f"EC2 instance {instance_id} does not exist in {recommendation.region}"])
-
         errors: list[str] = []
         warnings: list[str] = []
         current = instance["InstanceType"]
@@ -299,7 +340,7 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
-        target = self._parameters(recommendation).target_instance_type
+        target = self.parameters(recommendation).target_instance_type
         current = instance["InstanceType"]
         state = instance["State"]["Name"]
         savings, basis = self._savings_and_basis(recommendation, state, current, target)
@@ -351,49 +392,49 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> InstanceTypeBackup:
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
         state = instance["State"]["Name"]
         if state not in CHANGEABLE_STATES:
             raise ActionFailed(f"instance {instance_id} is '{state}' now: the change is not started")
-        return {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "original_type": instance["InstanceType"],
-            "original_state": state,
-            "target_type": self._parameters(recommendation).target_instance_type,
-            "public_ip_before": instance.get("PublicIpAddress"),
-        }
+        return InstanceTypeBackup(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            original_type=instance["InstanceType"],
+            original_state=state,
+            target_type=self.parameters(recommendation).target_instance_type,
+            public_ip_before=instance.get("PublicIpAddress"),
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
+    def backup_ready(self, recommendation: Recommendation, backup: InstanceTypeBackup) -> bool:
         # The record is the whole backup: it is ready as soon as it is written.
         return True
 
     # -- act -----------------------------------------------------------------------------------
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
-        instance_id = backup["instance_id"]
+    def apply(self, recommendation: Recommendation, backup: InstanceTypeBackup) -> InstanceTypeChange:
+        instance_id = backup.instance_id
         instance = self._require_instance(instance_id)
         state = instance["State"]["Name"]
         # Only the stop happens here; the check step takes the next phases from the real state. A
         # retried call finds the instance stopping or stopped and does not stop it again.
-        if state == "running" and instance["InstanceType"] == backup["original_type"]:
+        if state == "running" and instance["InstanceType"] == backup.original_type:
             self._stop(instance_id)
-        return {
-            "instance_id": instance_id,
-            "original_type": backup["original_type"],
-            "original_state": backup["original_state"],
-            "target_type": backup["target_type"],
-            "state_before": state,
-        }
+        return InstanceTypeChange(
+            instance_id=instance_id,
+            original_type=backup.original_type,
+            original_state=backup.original_state,
+            target_type=backup.target_type,
+            state_before=state,
+        )
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
+    def apply_done(self, recommendation: Recommendation, action: InstanceTypeChange) -> bool:
         """One step towards the target type (in the original state), taken from the real state."""
-        instance_id: str = action["instance_id"]
-        original: str = action["original_type"]
-        target: str = action["target_type"]
-        keep_running = action["original_state"] == "running"
+        instance_id = action.instance_id
+        original = action.original_type
+        target = action.target_type
+        keep_running = action.original_state == "running"
         instance = self._require_instance(instance_id)
         state, current = instance["State"]["Name"], instance["InstanceType"]
         if state in GONE_STATES:
@@ -432,19 +473,19 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
             )
         return system == "ok" and instance == "ok"
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: InstanceTypeChange) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
-        instance_id = action["instance_id"]
+        instance_id = action.instance_id
         instance = self._require_instance(instance_id)
         current, state = instance["InstanceType"], instance["State"]["Name"]
-        (checks if current == action["target_type"] else failures).append(
-            f"instance {instance_id} is {current} (target {action['target_type']})"
+        (checks if current == action.target_type else failures).append(
+            f"instance {instance_id} is {current} (target {action.target_type})"
         )
-        (checks if state == action["original_state"] else failures).append(
-            f"instance {instance_id} is {state} (it was {action['original_state']})"
+        (checks if state == action.original_state else failures).append(
+            f"instance {instance_id} is {state} (it was {action.original_state})"
         )
-        if action["original_state"] == "running" and state == "running":
+        if action.original_state == "running" and state == "running":
             statuses = self.clients.ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"]
             system = statuses[0].get("SystemStatus", {}).get("Status") if statuses else "unknown"
             status = statuses[0].get("InstanceStatus", {}).get("Status") if statuses else "unknown"
@@ -453,9 +494,9 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
             )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+    def measure_savings(self, recommendation: Recommendation, backup: InstanceTypeBackup) -> float | None:
         savings, _ = self._savings_and_basis(
-            recommendation, backup["original_state"], backup["original_type"], backup["target_type"]
+            recommendation, backup.original_state, backup.original_type, backup.target_type
         )
         return savings
 
@@ -464,32 +505,32 @@ class RightsizeInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: InstanceTypeBackup | None,
+        action: InstanceTypeChange | None,
+    ) -> InstanceTypeRollback:
         instance_id = recommendation.resource_id
-        if not backup:
+        if backup is None:
             # The backup step records before it could change anything: nothing was touched.
-            return {"instance_id": instance_id, "restore": False}
-        rollback = {
-            "instance_id": instance_id,
-            "restore": True,
-            "original_type": backup["original_type"],
-            "original_state": backup["original_state"],
-        }
+            return InstanceUntouched(instance_id=instance_id, restore=False)
+        rollback = InstanceTypeRestore(
+            instance_id=instance_id,
+            restore=True,
+            original_type=backup.original_type,
+            original_state=backup.original_state,
+        )
         self._drive_back(rollback)
         return rollback
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        if not rollback.get("restore"):
+    def rollback_done(self, recommendation: Recommendation, rollback: InstanceTypeRollback) -> bool:
+        if isinstance(rollback, InstanceUntouched):
             return True
         return self._drive_back(rollback)
 
-    def _drive_back(self, rollback: dict[str, Any]) -> bool:
+    def _drive_back(self, rollback: InstanceTypeRestore) -> bool:
         """One step back to the original type and state, taken from the real state. True once there."""
-        instance_id: str = rollback["instance_id"]
-        original: str = rollback["original_type"]
-        keep_running = rollback["original_state"] == "running"
+        instance_id = rollback.instance_id
+        original = rollback.original_type
+        keep_running = rollback.original_state == "running"
         instance = self._require_instance(instance_id)
         state, current = instance["State"]["Name"], instance["InstanceType"]
         if state in GONE_STATES:

@@ -22,7 +22,7 @@ from cost_engine.aws import aws_failure, error_code
 from cost_engine.business_rules import DependencyRule
 from cost_engine.ec2_instances import GONE_STATES, Ec2InstanceReads
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
 from cost_engine.executors.registry import register_executor
 from cost_engine.models import (
     ExecutionPlan,
@@ -230,8 +230,64 @@ def _is_ours(schedule: GetScheduleOutputTypeDef | dict[str, Any], execution_id: 
     return f"cost-engine {execution_id}:" in str(schedule.get("Description") or "")
 
 
+# -- the records ----------------------------------------------------------------------------------
+
+
+class ScheduleSpec(StepRecord):
+    """What one schedule must be: as it is created, and as verification compares it."""
+
+    name: str
+    expression: str
+    target_arn: str
+    input: dict[str, Any]
+
+
+class ScheduleBackup(StepRecord):
+    """The instance's state before it is scheduled (nothing is destroyed: this record is the backup),
+    and the parameters its schedules are made from."""
+
+    execution_id: str
+    instance_id: str
+    instance_type: str
+    original_state: str
+    hibernate: bool
+    stop_mode: str
+    schedule_group: str
+    schedule_names: dict[str, str]
+    parameters: ScheduleInstanceParameters
+
+
+class ScheduleCreation(StepRecord):
+    """The schedules as created, by kind ("stop", "start"), and which of them this call created."""
+
+    execution_id: str
+    instance_id: str
+    schedule_group: str
+    timezone: str
+    hibernate: bool
+    role_arn: str
+    schedules: dict[str, ScheduleSpec]
+    created_now: list[str]
+
+
+class ScheduleRemoval(StepRecord):
+    """The execution's schedules deleted, and the instance left running."""
+
+    # None when no backup or action was recorded: no schedule was made, none is looked for.
+    execution_id: str | None
+    instance_id: str
+    schedule_group: str
+    schedule_names: list[str]
+    deleted_schedules: list[str]
+    state_found: str
+    target_state: str
+
+
 @register_executor
-class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
+class ScheduleInstanceExecutor(
+    Ec2InstanceReads,
+    BaseExecutor[ScheduleInstanceParameters, "InstanceTypeDef", ScheduleBackup, ScheduleCreation, ScheduleRemoval],
+):
     recommendation_type = RecommendationType.SCHEDULE_INSTANCE
     flow = (
         "Validate → (dry run → report) → approval → record the instance's state → create the "
@@ -240,7 +296,7 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
         "running)."
     )
     rolled_back_note = "A manual rollback removed the schedules; the instance runs."
-    parameters_model = ScheduleInstanceParameters
+    resource_name = "EC2 instance"
     risk_level = RiskLevel.MEDIUM
     # Stopping and starting on a schedule changes run-time state, which no template declares.
     cloudformation_managed = DependencyRule.WARN
@@ -274,7 +330,7 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
 
     def _params(self, recommendation: Recommendation) -> ScheduleInstanceParameters:
         try:
-            return ScheduleInstanceParameters.model_validate(recommendation.parameters)
+            return self.parameters(recommendation)
         except ValidationError as error:
             raise ActionFailed("; ".join(parameter_errors(error))) from error
 
@@ -332,22 +388,32 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     # -- validate and plan ---------------------------------------------------------------------
 
     def validate(self, recommendation: Recommendation) -> ValidationResult:
+        # The base's opening, but for two things it does not do: parameters that do not parse are
+        # refused one readable line per problem (parameter_errors) rather than with pydantic's report,
+        # and a missing Scheduler role, the deployment's to fix, is the first refusal whatever else is
+        # refused, a missing instance included.
         try:
-            params = ScheduleInstanceParameters.model_validate(recommendation.parameters)
+            self.parameters(recommendation)
         except ValidationError as error:
             return self._invalid(parameter_errors(error))
+        result = super().validate(recommendation)
+        if self._role_arn():
+            return result
+        no_role = (
+            "no EventBridge Scheduler role is configured (SCHEDULER_ROLE_ARN): deploy the stack, which creates "
+            "one, or set it to a role that scheduler.amazonaws.com can assume to stop and start instances"
+        )
+        return result.model_copy(update={"valid": False, "errors": [no_role, *result.errors]})
+
+    def find(self, recommendation: Recommendation, params: ScheduleInstanceParameters) -> InstanceTypeDef | None:
+        return self._instance(recommendation.resource_id)
+
+    def check(
+        self, recommendation: Recommendation, params: ScheduleInstanceParameters, instance: InstanceTypeDef
+    ) -> ValidationResult:
         errors: list[str] = []
         warnings: list[str] = []
-        if not self._role_arn():
-            errors.append(
-                "no EventBridge Scheduler role is configured (SCHEDULER_ROLE_ARN): deploy the stack, which creates "
-                "one, or set it to a role that scheduler.amazonaws.com can assume to stop and start instances"
-            )
         instance_id = recommendation.resource_id
-        instance = self._instance(instance_id)
-        if instance is None:
-            return self._invalid([*errors, f"EC2 instance {instance_id} does not exist in {recommendation.region}"])
-
         state = instance["State"]["Name"]
         if state not in SCHEDULABLE_STATES:
             errors.append(f"instance {instance_id} is '{state}': only running or stopped instances are scheduled")
@@ -396,35 +462,33 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
 
     def _schedule_specs(
         self, instance_id: str, execution_id: str, params: ScheduleInstanceParameters, hibernate: bool
-    ) -> dict[str, dict[str, Any]]:
-        """What each schedule must be: the request to create it and what verification compares."""
+    ) -> dict[str, ScheduleSpec]:
+        """What each schedule must be, by kind: as it is created, and as verification compares it."""
         names = schedule_names(instance_id, execution_id)
         stop_input: dict[str, Any] = {"InstanceIds": [instance_id]}
         if hibernate:
             stop_input["Hibernate"] = True
         return {
-            "stop": {
-                "name": names["stop"],
-                "expression": cron_expression(params.stop_time, stop_weekdays(params)),
-                "target_arn": STOP_TARGET_ARN,
-                "input": stop_input,
-                "description": _description(execution_id, "stop", instance_id, params),
-            },
-            "start": {
-                "name": names["start"],
-                "expression": cron_expression(params.start_time, params.weekdays),
-                "target_arn": START_TARGET_ARN,
-                "input": {"InstanceIds": [instance_id]},
-                "description": _description(execution_id, "start", instance_id, params),
-            },
+            "stop": ScheduleSpec(
+                name=names["stop"],
+                expression=cron_expression(params.stop_time, stop_weekdays(params)),
+                target_arn=STOP_TARGET_ARN,
+                input=stop_input,
+            ),
+            "start": ScheduleSpec(
+                name=names["start"],
+                expression=cron_expression(params.start_time, params.weekdays),
+                target_arn=START_TARGET_ARN,
+                input={"InstanceIds": [instance_id]},
+            ),
         }
 
-    def _foreign_schedules(self, specs: dict[str, dict[str, Any]], group: str, execution_id: str) -> list[str]:
+    def _foreign_schedules(self, specs: dict[str, ScheduleSpec], group: str, execution_id: str) -> list[str]:
         foreign = []
         for spec in specs.values():
-            existing = self._schedule(spec["name"], group)
+            existing = self._schedule(spec.name, group)
             if existing is not None and not _is_ours(existing, execution_id):
-                foreign.append(spec["name"])
+                foreign.append(spec.name)
         return foreign
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
@@ -459,12 +523,12 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
             ),
             actions=[
                 f"Record the state of {instance_id} ({state}); nothing is destroyed",
-                f"Create schedule '{specs['stop']['name']}' in group '{params.schedule_group}': "
-                f"{specs['stop']['expression']} in {params.timezone} → ec2:StopInstances "
-                f"{json.dumps(specs['stop']['input'])} ({stop_verb.lower()}; next {next_stop.isoformat()})",
-                f"Create schedule '{specs['start']['name']}' in group '{params.schedule_group}': "
-                f"{specs['start']['expression']} in {params.timezone} → ec2:StartInstances "
-                f"{json.dumps(specs['start']['input'])} (next {next_start.isoformat()})",
+                f"Create schedule '{specs['stop'].name}' in group '{params.schedule_group}': "
+                f"{specs['stop'].expression} in {params.timezone} → ec2:StopInstances "
+                f"{json.dumps(specs['stop'].input)} ({stop_verb.lower()}; next {next_stop.isoformat()})",
+                f"Create schedule '{specs['start'].name}' in group '{params.schedule_group}': "
+                f"{specs['start'].expression} in {params.timezone} → ec2:StartInstances "
+                f"{json.dumps(specs['start'].input)} (next {next_start.isoformat()})",
                 "Wait until both schedules are enabled",
                 "Verify each schedule's target, input, expression, time zone and role",
             ],
@@ -472,7 +536,7 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
             rollback_plan=RollbackPlan(
                 execution_id=execution_id,
                 rollback_steps=[
-                    f"Delete schedules '{specs['stop']['name']}' and '{specs['start']['name']}'",
+                    f"Delete schedules '{specs['stop'].name}' and '{specs['start'].name}'",
                     f"Start {instance_id} if a schedule stopped it, and wait until it is running",
                 ],
                 estimated_duration=3,
@@ -490,7 +554,7 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
                 "schedule_group": params.schedule_group,
                 "timezone": params.timezone,
                 "schedules": {
-                    kind: {k: spec[k] for k in ("name", "expression", "input")} for kind, spec in specs.items()
+                    kind: spec.model_dump(include={"name", "expression", "input"}) for kind, spec in specs.items()
                 },
                 "off_hours_per_week": off_hours_per_week(params),
                 "next_stop": next_stop.isoformat(),
@@ -500,94 +564,92 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> ScheduleBackup:
         params = self._params(recommendation)
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
         hibernate, why = self._stop_mode(instance)
-        return {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "instance_type": instance["InstanceType"],
-            "original_state": instance["State"]["Name"],
-            "hibernate": hibernate,
-            "stop_mode": why,
-            "schedule_group": params.schedule_group,
-            "schedule_names": schedule_names(instance_id, execution_id),
-            "parameters": params.model_dump(),
-        }
+        return ScheduleBackup(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            instance_type=instance["InstanceType"],
+            original_state=instance["State"]["Name"],
+            hibernate=hibernate,
+            stop_mode=why,
+            schedule_group=params.schedule_group,
+            schedule_names=schedule_names(instance_id, execution_id),
+            # Every parameter set, so that the record keeps the defaults too (only what was set is stored).
+            parameters=ScheduleInstanceParameters.model_validate(params.model_dump()),
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
+    def backup_ready(self, recommendation: Recommendation, backup: ScheduleBackup) -> bool:
         return True  # a record, ready as soon as it is written
 
     # -- act -----------------------------------------------------------------------------------
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, backup: ScheduleBackup) -> ScheduleCreation:
         role_arn = self._role_arn()
         if not role_arn:
             raise ActionFailed("no EventBridge Scheduler role is configured (SCHEDULER_ROLE_ARN)")
-        params = ScheduleInstanceParameters.model_validate(backup["parameters"])
-        execution_id = backup["execution_id"]
-        instance_id = backup["instance_id"]
-        group = backup["schedule_group"]
-        specs = self._schedule_specs(instance_id, execution_id, params, backup["hibernate"])
+        params = backup.parameters
+        execution_id = backup.execution_id
+        instance_id = backup.instance_id
+        group = backup.schedule_group
+        specs = self._schedule_specs(instance_id, execution_id, params, backup.hibernate)
         created: list[str] = []
         for kind, spec in specs.items():
-            existing = self._schedule(spec["name"], group)
+            existing = self._schedule(spec.name, group)
             if existing is not None:
                 # A retried step finds what it already made; someone else's schedule is never adopted.
                 if not _is_ours(existing, execution_id):
                     raise ActionFailed(
-                        f"schedule {group}/{spec['name']} exists and was not created by {execution_id}: left alone"
+                        f"schedule {group}/{spec.name} exists and was not created by {execution_id}: left alone"
                     )
                 continue
             try:
                 self.clients.scheduler.create_schedule(
-                    Name=spec["name"],
+                    Name=spec.name,
                     GroupName=group,
-                    Description=spec["description"],
-                    ScheduleExpression=spec["expression"],
+                    Description=_description(execution_id, kind, instance_id, params),
+                    ScheduleExpression=spec.expression,
                     ScheduleExpressionTimezone=params.timezone,
                     FlexibleTimeWindow={"Mode": "OFF"},
                     State="ENABLED",
-                    Target={"Arn": spec["target_arn"], "RoleArn": role_arn, "Input": json.dumps(spec["input"])},
+                    Target={"Arn": spec.target_arn, "RoleArn": role_arn, "Input": json.dumps(spec.input)},
                     # Scheduler's own idempotency key, for a request retried by the SDK.
                     ClientToken=f"{execution_id.removeprefix('exec-')}-{kind}",
                 )
             except ClientError as error:
                 if error_code(error) != "ConflictException":  # created meanwhile: checked below and in verify
                     raise aws_failure("CreateSchedule", error) from error
-            created.append(spec["name"])
-        return {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "schedule_group": group,
-            "timezone": params.timezone,
-            "hibernate": backup["hibernate"],
-            "role_arn": role_arn,
-            "schedules": {
-                kind: {k: spec[k] for k in ("name", "expression", "target_arn", "input")}
-                for kind, spec in specs.items()
-            },
-            "created_now": created,
-        }
+            created.append(spec.name)
+        return ScheduleCreation(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            schedule_group=group,
+            timezone=params.timezone,
+            hibernate=backup.hibernate,
+            role_arn=role_arn,
+            schedules=specs,
+            created_now=created,
+        )
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        for spec in action["schedules"].values():
-            schedule = self._schedule(spec["name"], action["schedule_group"])
-            if schedule is None or not _is_ours(schedule, action["execution_id"]):
-                raise ActionFailed(f"schedule {action['schedule_group']}/{spec['name']} is missing after creation")
+    def apply_done(self, recommendation: Recommendation, action: ScheduleCreation) -> bool:
+        for spec in action.schedules.values():
+            schedule = self._schedule(spec.name, action.schedule_group)
+            if schedule is None or not _is_ours(schedule, action.execution_id):
+                raise ActionFailed(f"schedule {action.schedule_group}/{spec.name} is missing after creation")
             if schedule.get("State") != "ENABLED":
                 return False
         return True
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: ScheduleCreation) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
-        group = action["schedule_group"]
-        for spec in action["schedules"].values():
-            schedule = self._schedule(spec["name"], group)
-            where = f"schedule {group}/{spec['name']}"
+        group = action.schedule_group
+        for spec in action.schedules.values():
+            schedule = self._schedule(spec.name, group)
+            where = f"schedule {group}/{spec.name}"
             if schedule is None:
                 failures.append(f"{where} does not exist")
                 continue
@@ -598,12 +660,12 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
                 actual_input = target.get("Input")
             comparisons = [
                 ("state", schedule.get("State"), "ENABLED"),
-                ("target", target.get("Arn"), spec["target_arn"]),
-                ("input", actual_input, spec["input"]),
-                ("expression", schedule.get("ScheduleExpression"), spec["expression"]),
-                ("time zone", schedule.get("ScheduleExpressionTimezone"), action["timezone"]),
+                ("target", target.get("Arn"), spec.target_arn),
+                ("input", actual_input, spec.input),
+                ("expression", schedule.get("ScheduleExpression"), spec.expression),
+                ("time zone", schedule.get("ScheduleExpressionTimezone"), action.timezone),
                 ("flexible time window", schedule.get("FlexibleTimeWindow", {}).get("Mode"), "OFF"),
-                ("role", target.get("RoleArn"), action["role_arn"]),
+                ("role", target.get("RoleArn"), action.role_arn),
             ]
             wrong = [
                 f"{what} is {actual!r}, expected {expected!r}"
@@ -614,19 +676,18 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
                 failures.append(f"{where}: " + "; ".join(wrong))
             else:
                 checks.append(
-                    f"{where} is enabled: {spec['expression']} in {action['timezone']} → "
-                    f"{spec['target_arn'].rsplit(':', 1)[-1]} {json.dumps(spec['input'])}"
+                    f"{where} is enabled: {spec.expression} in {action.timezone} → "
+                    f"{spec.target_arn.rsplit(':', 1)[-1]} {json.dumps(spec.input)}"
                 )
-        instance = self._instance(action["instance_id"])
+        instance = self._instance(action.instance_id)
         state = "gone" if instance is None else instance["State"]["Name"]
         (failures if state in GONE_STATES or state == "gone" else checks).append(
-            f"instance {action['instance_id']} is {state}"
+            f"instance {action.instance_id} is {state}"
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
-        params = ScheduleInstanceParameters.model_validate(backup["parameters"])
-        savings, _ = self._monthly_savings(backup["instance_type"], params)
+    def measure_savings(self, recommendation: Recommendation, backup: ScheduleBackup) -> float | None:
+        savings, _ = self._monthly_savings(backup.instance_type, backup.parameters)
         return savings if savings is not None else recommendation.estimated_monthly_savings
 
     # -- rollback ------------------------------------------------------------------------------
@@ -661,29 +722,30 @@ class ScheduleInstanceExecutor(Ec2InstanceReads, BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: ScheduleBackup | None,
+        action: ScheduleCreation | None,
+    ) -> ScheduleRemoval:
         instance_id = recommendation.resource_id
-        execution_id = (backup or {}).get("execution_id") or (action or {}).get("execution_id")
-        group = (backup or action or {}).get("schedule_group", "default")
+        recorded = backup if backup is not None else action
+        execution_id = None if recorded is None else recorded.execution_id
+        group = "default" if recorded is None else recorded.schedule_group
         # Without a backup the acting phase never reached the schedules: there is nothing to delete.
         names = list(schedule_names(instance_id, execution_id).values()) if execution_id else []
         deleted = self._delete_ours(names, group, execution_id) if execution_id else []
         state_found = self._start_if_stopped(instance_id)
-        return {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "schedule_group": group,
-            "schedule_names": names,
-            "deleted_schedules": deleted,
-            "state_found": state_found,
-            "target_state": "running",
-        }
+        return ScheduleRemoval(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            schedule_group=group,
+            schedule_names=names,
+            deleted_schedules=deleted,
+            state_found=state_found,
+            target_state="running",
+        )
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        execution_id = rollback.get("execution_id")
-        if execution_id and self._delete_ours(rollback["schedule_names"], rollback["schedule_group"], execution_id):
+    def rollback_done(self, recommendation: Recommendation, rollback: ScheduleRemoval) -> bool:
+        execution_id = rollback.execution_id
+        if execution_id and self._delete_ours(rollback.schedule_names, rollback.schedule_group, execution_id):
             return False  # one had been (re)created meanwhile: deleted now, checked again next time
-        state = self._start_if_stopped(rollback["instance_id"])
+        state = self._start_if_stopped(rollback.instance_id)
         return state == "running"

@@ -147,7 +147,6 @@ class Interventions(Runs):
         state_input = {
             "execution_id": record.execution_id,
             "mode": "rollback",
-            "poll_seconds": self.ctx.settings.poll_interval_seconds,
             "error": None,
         }
         name = rollback_run_name(record.execution_id, run)

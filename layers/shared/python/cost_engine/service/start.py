@@ -160,7 +160,6 @@ class StartExecutions(Runs):
             "execution_id": record.execution_id,
             "mode": "execute",
             "dry_run": record.dry_run,
-            "poll_seconds": self.ctx.settings.poll_interval_seconds,
             "approval_timeout_seconds": record.approval_timeout_seconds,
             "error": None,
             # Always present (null when unset) so the state machine's Choice never meets a missing path.

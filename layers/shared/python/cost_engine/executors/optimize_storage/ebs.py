@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from botocore.exceptions import ClientError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.ec2_reads import find_volume, require_volume
 from cost_engine.errors import ActionFailed
+from cost_engine.executors.base import StepRecord
 from cost_engine.executors.optimize_storage.parameters import OptimizeStorageParameters
 from cost_engine.executors.optimize_storage.strategy import StorageStrategy, as_datetime, json_safe
 from cost_engine.models import (
@@ -88,10 +89,58 @@ def gp3_target(size_gb: int, iops: int | None = None, throughput: int | None = N
     )
 
 
-class VolumeStrategy(StorageStrategy):
+# -- what the steps record -------------------------------------------------------------------------
+
+
+class EbsSettings(StepRecord):
+    """A volume's type and performance: recorded before the change, and what a rollback puts back."""
+
+    volume_type: str
+    size_gb: int
+    iops: int | None
+    throughput: int | None
+
+
+class EbsBackup(StepRecord):
+    """The volume's settings before the change (a type change keeps the data in place: no snapshot)."""
+
+    kind: Literal["ebs_volume"]
+    execution_id: str
+    volume_id: str
+    original: EbsSettings
+    recorded_at: str
+
+
+class EbsChange(StepRecord):
+    """The modification to gp3 asked for, or found already asked for by an earlier try."""
+
+    kind: Literal["ebs_volume"]
+    volume_id: str
+    target_volume_type: str
+    target_iops: int
+    target_throughput: int
+    size_gb: int
+    already_requested: bool
+    # When AWS started the modification this step asked for (not recorded when it was already asked for).
+    started_at: str | None = None
+
+
+class EbsRestore(StepRecord):
+    """What the rollback did: the modification back to the recorded settings (`target`), or why none."""
+
+    kind: Literal["ebs_volume"]
+    volume_id: str
+    # The recorded settings; not recorded when there was no backup (nothing was changed).
+    target: EbsSettings | None = None
+    restored: bool
+    reason: str | None = None
+    already_requested: bool | None = None
+
+
+class VolumeStrategy(StorageStrategy["VolumeTypeDef", EbsBackup, EbsChange, EbsRestore]):
     """gp2 → gp3 on an EBS volume."""
 
-    kind = "ebs_volume"
+    kind: ClassVar[Literal["ebs_volume"]] = "ebs_volume"
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -112,13 +161,13 @@ class VolumeStrategy(StorageStrategy):
         return max(dated, key=lambda m: m["StartTime"]) if dated else None
 
     @staticmethod
-    def _settings(volume: VolumeTypeDef) -> dict[str, Any]:
-        return {
-            "volume_type": volume["VolumeType"],
-            "size_gb": int(volume["Size"]),
-            "iops": volume.get("Iops"),
-            "throughput": volume.get("Throughput"),
-        }
+    def _settings(volume: VolumeTypeDef) -> EbsSettings:
+        return EbsSettings(
+            volume_type=volume["VolumeType"],
+            size_gb=int(volume["Size"]),
+            iops=volume.get("Iops"),
+            throughput=volume.get("Throughput"),
+        )
 
     @staticmethod
     def _next_allowed(modification: VolumeModificationTypeDef) -> datetime:
@@ -126,13 +175,16 @@ class VolumeStrategy(StorageStrategy):
 
     # -- validate and plan ---------------------------------------------------------------------
 
-    def validate(
-        self, recommendation: Recommendation, params: OptimizeStorageParameters
+    def find(self, recommendation: Recommendation) -> VolumeTypeDef | None:
+        return self._volume(recommendation.resource_id)
+
+    def not_found(self, recommendation: Recommendation) -> str:
+        return f"EBS volume {recommendation.resource_id} does not exist in {recommendation.region}"
+
+    def check(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, volume: VolumeTypeDef
     ) -> tuple[list[str], list[str]]:
         volume_id = recommendation.resource_id
-        volume = self._volume(volume_id)
-        if volume is None:
-            return [f"EBS volume {volume_id} does not exist in {recommendation.region}"], []
         errors: list[str] = []
         volume_type = volume["VolumeType"]
         if volume_type == params.target_volume_type:
@@ -223,8 +275,10 @@ class VolumeStrategy(StorageStrategy):
         performance = extra_iops * (iops_price or 0.0) + extra_throughput * (throughput_price or 0.0)
         return round(gp2 - gp3 - performance, 2), catalog.basis
 
-    def _savings_and_basis(self, recommendation: Recommendation, target: dict[str, int]) -> tuple[float | None, str]:
-        savings, basis = self._monthly_savings(target["size_gb"], target["iops"], target["throughput"])
+    def _savings_and_basis(
+        self, recommendation: Recommendation, size_gb: int, target: Gp3Target
+    ) -> tuple[float | None, str]:
+        savings, basis = self._monthly_savings(size_gb, target.iops, target.throughput)
         if savings is None:
             return recommendation.estimated_monthly_savings, f"{basis}: the recommendation's own estimate"
         return savings, basis
@@ -236,9 +290,7 @@ class VolumeStrategy(StorageStrategy):
         volume = self._require_volume(volume_id)
         size_gb = int(volume["Size"])
         target = gp3_target(size_gb, params.iops, params.throughput)
-        savings, basis = self._savings_and_basis(
-            recommendation, {"size_gb": size_gb, "iops": target.iops, "throughput": target.throughput}
-        )
+        savings, basis = self._savings_and_basis(recommendation, size_gb, target)
         attached = [a["InstanceId"] for a in volume.get("Attachments", []) if a.get("InstanceId")]
         where = f"attached to {', '.join(attached)}" if attached else "not attached"
         return ExecutionPlan(
@@ -289,30 +341,32 @@ class VolumeStrategy(StorageStrategy):
 
     # -- backup and act --------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> EbsBackup:
         volume = self._require_volume(recommendation.resource_id)
-        return {
-            "kind": self.kind,
-            "execution_id": execution_id,
-            "volume_id": recommendation.resource_id,
-            "original": self._settings(volume),
-            "recorded_at": utc_now().isoformat(),
-        }
+        return EbsBackup(
+            kind=self.kind,
+            execution_id=execution_id,
+            volume_id=recommendation.resource_id,
+            original=self._settings(volume),
+            recorded_at=utc_now().isoformat(),
+        )
 
-    def apply(
-        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: dict[str, Any]
-    ) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: EbsBackup) -> EbsChange:
         volume_id = recommendation.resource_id
         volume = self._require_volume(volume_id)
         target = gp3_target(int(volume["Size"]), params.iops, params.throughput)
-        action = {
-            "kind": self.kind,
-            "volume_id": volume_id,
-            "target_volume_type": params.target_volume_type,
-            "target_iops": target.iops,
-            "target_throughput": target.throughput,
-            "size_gb": int(volume["Size"]),
-        }
+
+        def change(already_requested: bool) -> EbsChange:
+            return EbsChange(
+                kind=self.kind,
+                volume_id=volume_id,
+                target_volume_type=params.target_volume_type,
+                target_iops=target.iops,
+                target_throughput=target.throughput,
+                size_gb=int(volume["Size"]),
+                already_requested=already_requested,
+            )
+
         last = self._last_modification(volume_id)
         # A retried step finds the modification it already started, instead of asking for a second one
         # (which AWS would refuse for six hours anyway).
@@ -321,7 +375,7 @@ class VolumeStrategy(StorageStrategy):
             and last.get("TargetVolumeType") == params.target_volume_type
             and last.get("ModificationState") != "failed"
         ):
-            return {**action, "already_requested": True}
+            return change(already_requested=True)
         try:
             modification = self.clients.ec2.modify_volume(
                 VolumeId=volume_id,
@@ -331,94 +385,101 @@ class VolumeStrategy(StorageStrategy):
             )["VolumeModification"]
         except ClientError as error:
             raise aws_failure("ModifyVolume", error) from error
-        return {**action, "already_requested": False, "started_at": json_safe(modification.get("StartTime"))}
+        return change(already_requested=False).model_copy(
+            update={"started_at": json_safe(modification.get("StartTime"))}
+        )
 
-    def apply_done(self, action: dict[str, Any]) -> bool:
-        last = self._last_modification(action["volume_id"])
-        if last is None or last.get("TargetVolumeType") != action["target_volume_type"]:
-            volume = self._require_volume(action["volume_id"])
-            return bool(volume["VolumeType"] == action["target_volume_type"])
+    def apply_done(self, action: EbsChange) -> bool:
+        last = self._last_modification(action.volume_id)
+        if last is None or last.get("TargetVolumeType") != action.target_volume_type:
+            volume = self._require_volume(action.volume_id)
+            return bool(volume["VolumeType"] == action.target_volume_type)
         state = last.get("ModificationState", "completed")
         if state == "failed":
             raise ActionFailed(
-                f"the modification of volume {action['volume_id']} to {action['target_volume_type']} failed: "
+                f"the modification of volume {action.volume_id} to {action.target_volume_type} failed: "
                 f"{last.get('StatusMessage', 'no reason given')}"
             )
         return state in EFFECTIVE_STATES
 
-    def verify(self, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, action: EbsChange) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
-        volume = self._require_volume(action["volume_id"])
-        volume_id = action["volume_id"]
+        volume = self._require_volume(action.volume_id)
+        volume_id = action.volume_id
         kind = f"volume {volume_id} is {volume['VolumeType']}"
-        (checks if volume["VolumeType"] == action["target_volume_type"] else failures).append(kind)
+        (checks if volume["VolumeType"] == action.target_volume_type else failures).append(kind)
         iops = int(volume.get("Iops") or 0)
-        (checks if iops >= action["target_iops"] else failures).append(
-            f"volume {volume_id} has {iops:,} IOPS (needs {action['target_iops']:,})"
+        (checks if iops >= action.target_iops else failures).append(
+            f"volume {volume_id} has {iops:,} IOPS (needs {action.target_iops:,})"
         )
         throughput = int(volume.get("Throughput") or 0)
-        (checks if throughput >= action["target_throughput"] else failures).append(
-            f"volume {volume_id} has {throughput} MiB/s (needs {action['target_throughput']})"
+        (checks if throughput >= action.target_throughput else failures).append(
+            f"volume {volume_id} has {throughput} MiB/s (needs {action.target_throughput})"
         )
-        (checks if int(volume["Size"]) == action["size_gb"] else failures).append(
+        (checks if int(volume["Size"]) == action.size_gb else failures).append(
             f"volume {volume_id} is {volume['Size']} GiB"
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
-        original = backup["original"]
-        target = gp3_target(original["size_gb"], *self._requested(recommendation))
+    def measure_savings(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: EbsBackup
+    ) -> float | None:
+        size_gb = backup.original.size_gb
         savings, _ = self._savings_and_basis(
-            recommendation, {"size_gb": original["size_gb"], "iops": target.iops, "throughput": target.throughput}
+            recommendation, size_gb, gp3_target(size_gb, params.iops, params.throughput)
         )
         return savings
-
-    @staticmethod
-    def _requested(recommendation: Recommendation) -> tuple[int | None, int | None]:
-        params = OptimizeStorageParameters.model_validate(recommendation.parameters)
-        return params.iops, params.throughput
 
     # -- rollback --------------------------------------------------------------------------------
 
     @staticmethod
-    def _matches(volume: VolumeTypeDef, original: dict[str, Any]) -> bool:
-        if volume["VolumeType"] != original["volume_type"]:
+    def _matches(volume: VolumeTypeDef, original: EbsSettings) -> bool:
+        if volume["VolumeType"] != original.volume_type:
             return False
         # gp2 performance follows from its size; provisioned types are compared on what they provision.
-        if original["volume_type"] in ("gp3", "io1", "io2") and volume.get("Iops") != original["iops"]:
+        if original.volume_type in ("gp3", "io1", "io2") and volume.get("Iops") != original.iops:
             return False
-        return not (original["volume_type"] == "gp3" and volume.get("Throughput") != original["throughput"])
+        return not (original.volume_type == "gp3" and volume.get("Throughput") != original.throughput)
 
-    def rollback(self, recommendation: Recommendation, backup: dict[str, Any] | None) -> dict[str, Any]:
+    def rollback(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: EbsBackup | None
+    ) -> EbsRestore:
         volume_id = recommendation.resource_id
-        if not backup or "original" not in backup:
+        if backup is None:
             # The backup step records before anything changes: without it, nothing was changed.
-            return {"kind": self.kind, "volume_id": volume_id, "restored": False, "reason": "nothing was changed"}
-        original = backup["original"]
+            return EbsRestore(kind=self.kind, volume_id=volume_id, restored=False, reason="nothing was changed")
+        original = backup.original
         volume = self._require_volume(volume_id)
-        result = {"kind": self.kind, "volume_id": volume_id, "target": original}
         if self._matches(volume, original):
-            return {**result, "restored": False, "reason": "the volume still has its recorded settings"}
+            return EbsRestore(
+                kind=self.kind,
+                volume_id=volume_id,
+                target=original,
+                restored=False,
+                reason="the volume still has its recorded settings",
+            )
         last = self._last_modification(volume_id)
         if (
             last is not None
-            and last.get("TargetVolumeType") == original["volume_type"]
+            and last.get("TargetVolumeType") == original.volume_type
             and last.get("ModificationState") in IN_PROGRESS_STATES
         ):
-            return {**result, "restored": True, "already_requested": True}
-        request: dict[str, Any] = {"VolumeId": volume_id, "VolumeType": original["volume_type"]}
-        if original["volume_type"] in ("gp3", "io1", "io2") and original.get("iops"):
-            request["Iops"] = original["iops"]
-        if original["volume_type"] == "gp3" and original.get("throughput"):
-            request["Throughput"] = original["throughput"]
+            return EbsRestore(
+                kind=self.kind, volume_id=volume_id, target=original, restored=True, already_requested=True
+            )
+        request: dict[str, Any] = {"VolumeId": volume_id, "VolumeType": original.volume_type}
+        if original.volume_type in ("gp3", "io1", "io2") and original.iops:
+            request["Iops"] = original.iops
+        if original.volume_type == "gp3" and original.throughput:
+            request["Throughput"] = original.throughput
         try:
             self.clients.ec2.modify_volume(**request)
         except ClientError as error:
             if error_code(error) in TOO_SOON_ERRORS:
-                raise ActionFailed(self._too_soon(volume_id, original["volume_type"], last, error)) from error
+                raise ActionFailed(self._too_soon(volume_id, original.volume_type, last, error)) from error
             raise aws_failure("ModifyVolume", error) from error
-        return {**result, "restored": True, "already_requested": False}
+        return EbsRestore(kind=self.kind, volume_id=volume_id, target=original, restored=True, already_requested=False)
 
     def _too_soon(
         self, volume_id: str, volume_type: str, last: VolumeModificationTypeDef | None, error: ClientError
@@ -434,17 +495,21 @@ class VolumeStrategy(StorageStrategy):
             f"has completed): ask for the rollback again {when}"
         )
 
-    def rollback_done(self, rollback: dict[str, Any]) -> bool:
-        if not rollback.get("restored"):
+    def rollback_done(self, rollback: EbsRestore) -> bool:
+        if not rollback.restored:
             return True
-        volume_id = rollback["volume_id"]
+        volume_id = rollback.volume_id
+        if rollback.target is None:
+            # A modification back is recorded with its target: this record is not one this code writes.
+            raise ActionFailed(f"the rollback of volume {volume_id} recorded no settings to restore")
+        volume_type = rollback.target.volume_type
         last = self._last_modification(volume_id)
-        if last is not None and last.get("TargetVolumeType") == rollback["target"]["volume_type"]:
+        if last is not None and last.get("TargetVolumeType") == volume_type:
             if last.get("ModificationState") == "failed":
                 raise ActionFailed(
-                    f"the modification of volume {volume_id} back to {rollback['target']['volume_type']} failed: "
+                    f"the modification of volume {volume_id} back to {volume_type} failed: "
                     f"{last.get('StatusMessage', 'no reason given')}"
                 )
             if last.get("ModificationState", "completed") not in EFFECTIVE_STATES:
                 return False
-        return bool(self._require_volume(volume_id)["VolumeType"] == rollback["target"]["volume_type"])
+        return bool(self._require_volume(volume_id)["VolumeType"] == volume_type)

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, StrictInt
 
-from cost_engine.models import (
-    StrictModel,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from cost_engine.models import StrictModel
 
 # -- parameters -------------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 from cost_engine.executors.optimize_storage.parameters import (
     ARCHIVE_ACCESS_DAYS,
@@ -16,9 +15,6 @@ from cost_engine.executors.optimize_storage.parameters import (
     LifecycleTransition,
     OptimizeStorageParameters,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def rule_problems(params: OptimizeStorageParameters) -> list[str]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from botocore.exceptions import ClientError
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.errors import ActionFailed
+from cost_engine.executors.base import StepRecord
 from cost_engine.executors.optimize_storage.parameters import (
     OBJECT_SAMPLE_SIZE,
     SMALL_OBJECT_BYTES,
@@ -30,10 +32,65 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import IntelligentTieringConfigurationTypeDef, ObjectTypeDef, TieringTypeDef
 
 
-class BucketStrategy(StorageStrategy):
+@dataclass(frozen=True)
+class Bucket:
+    """An S3 bucket as validation finds it: the region it is in, or None when HeadBucket was refused
+    (the bucket is not the engine's to read)."""
+
+    name: str
+    location: str | None
+
+
+# -- what the steps record -------------------------------------------------------------------------
+
+
+class S3Lifecycle(StepRecord):
+    """A bucket's lifecycle configuration as AWS returns it (the rules as JSON)."""
+
+    rules: list[dict[str, Any]]
+    transition_default_minimum_object_size: str | None
+
+
+class S3Backup(StepRecord):
+    """The bucket's exact configurations before the change; `lifecycle` None: it had none."""
+
+    kind: Literal["s3_bucket"]
+    execution_id: str
+    bucket: str
+    lifecycle: S3Lifecycle | None
+    intelligent_tiering: list[dict[str, Any]]
+    recorded_at: str
+
+
+class S3Change(StepRecord):
+    """The lifecycle rule and Intelligent-Tiering configuration added (None: not asked for)."""
+
+    kind: Literal["s3_bucket"]
+    bucket: str
+    rule: dict[str, Any] | None
+    intelligent_tiering: Mapping[str, Any] | None
+    # The ids of the bucket's own rules, sent again unchanged with the new one (recorded with a rule only).
+    kept_rules: list[str | None] | None = None
+
+
+class S3Restore(StepRecord):
+    """What the rollback put back: the recorded configurations and the changes it made, or why none."""
+
+    kind: Literal["s3_bucket"]
+    bucket: str
+    restored: bool
+    # Without a backup nothing was changed: only `reason` is recorded then, and none of the fields after it.
+    reason: str | None = None
+    changes: list[str] | None = None
+    lifecycle: S3Lifecycle | None = None
+    intelligent_tiering: list[dict[str, Any]] | None = None
+    added_intelligent_tiering: str | None = None
+
+
+class BucketStrategy(StorageStrategy[Bucket, S3Backup, S3Change, S3Restore]):
     """Lifecycle transitions and Intelligent-Tiering archive configurations on an S3 bucket."""
 
-    kind = "s3_bucket"
+    kind: ClassVar[Literal["s3_bucket"]] = "s3_bucket"
 
     @property
     def s3(self) -> S3Client:
@@ -41,24 +98,34 @@ class BucketStrategy(StorageStrategy):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _bucket_problem(self, bucket: str, region: str) -> str | None:
-        """Why the bucket cannot be worked on, or None."""
+    def find(self, recommendation: Recommendation) -> Bucket | None:
+        bucket = recommendation.resource_id
         try:
             self.s3.head_bucket(Bucket=bucket)
         except ClientError as error:
             if error_code(error) in ("404", "NoSuchBucket", "NotFound"):
-                return f"S3 bucket {bucket} does not exist"
+                return None
             if error_code(error) in ("403", "AccessDenied", "Forbidden"):
-                return f"S3 bucket {bucket} is not accessible to the engine (access denied): is it in this account?"
+                return Bucket(bucket, location=None)
             raise aws_failure("HeadBucket", error) from error
         location = self.s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
         if location == "EU":  # the legacy name of eu-west-1
             location = "eu-west-1"
-        if location != region:
-            return f"S3 bucket {bucket} is in {location}, but the recommendation is for {region}"
+        return Bucket(bucket, location=location)
+
+    def not_found(self, recommendation: Recommendation) -> str:
+        return f"S3 bucket {recommendation.resource_id} does not exist"
+
+    @staticmethod
+    def _bucket_problem(bucket: Bucket, region: str) -> str | None:
+        """Why the bucket cannot be worked on, or None."""
+        if bucket.location is None:
+            return f"S3 bucket {bucket.name} is not accessible to the engine (access denied): is it in this account?"
+        if bucket.location != region:
+            return f"S3 bucket {bucket.name} is in {bucket.location}, but the recommendation is for {region}"
         return None
 
-    def _lifecycle(self, bucket: str) -> dict[str, Any] | None:
+    def _lifecycle(self, bucket: str) -> S3Lifecycle | None:
         """The bucket's lifecycle configuration as AWS returns it, or None when it has none."""
         try:
             answer = self.s3.get_bucket_lifecycle_configuration(Bucket=bucket)
@@ -66,10 +133,10 @@ class BucketStrategy(StorageStrategy):
             if error_code(error) == "NoSuchLifecycleConfiguration":
                 return None
             raise aws_failure("GetBucketLifecycleConfiguration", error) from error
-        return {
-            "rules": json_safe(answer.get("Rules", [])),
-            "transition_default_minimum_object_size": answer.get("TransitionDefaultMinimumObjectSize"),
-        }
+        return S3Lifecycle(
+            rules=json_safe(answer.get("Rules", [])),
+            transition_default_minimum_object_size=answer.get("TransitionDefaultMinimumObjectSize"),
+        )
 
     def _tiering_configurations(self, bucket: str) -> list[dict[str, Any]]:
         configurations: list[dict[str, Any]] = []
@@ -134,8 +201,8 @@ class BucketStrategy(StorageStrategy):
 
     # -- validate and plan ---------------------------------------------------------------------
 
-    def validate(
-        self, recommendation: Recommendation, params: OptimizeStorageParameters
+    def check(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, found: Bucket
     ) -> tuple[list[str], list[str]]:
         bucket = recommendation.resource_id
         errors = rule_problems(params)
@@ -144,12 +211,12 @@ class BucketStrategy(StorageStrategy):
                 "nothing to add: give parameters.transitions, parameters.noncurrent_version_transitions or "
                 "parameters.intelligent_tiering"
             )
-        problem = self._bucket_problem(bucket, recommendation.region)
+        problem = self._bucket_problem(found, recommendation.region)
         if problem:
             return [problem, *errors], []
         warnings: list[str] = []
         lifecycle = self._lifecycle(bucket)
-        existing_rules = (lifecycle or {}).get("rules", [])
+        existing_rules = lifecycle.rules if lifecycle else []
         if self.new_rule(params) is not None:
             for rule in existing_rules:
                 if rule.get("ID") == params.rule_id:
@@ -210,7 +277,7 @@ class BucketStrategy(StorageStrategy):
     ) -> ExecutionPlan:
         bucket = recommendation.resource_id
         lifecycle = self._lifecycle(bucket)
-        existing = [str(r.get("ID", "?")) for r in (lifecycle or {}).get("rules", [])]
+        existing = [str(r.get("ID", "?")) for r in (lifecycle.rules if lifecycle else [])]
         tierings = [str(c.get("Id", "?")) for c in self._tiering_configurations(bucket)]
         rule = self.new_rule(params)
         tiering = self.new_tiering(params)
@@ -271,16 +338,16 @@ class BucketStrategy(StorageStrategy):
 
     # -- backup and act --------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> S3Backup:
         bucket = recommendation.resource_id
-        return {
-            "kind": self.kind,
-            "execution_id": execution_id,
-            "bucket": bucket,
-            "lifecycle": self._lifecycle(bucket),
-            "intelligent_tiering": self._tiering_configurations(bucket),
-            "recorded_at": utc_now().isoformat(),
-        }
+        return S3Backup(
+            kind=self.kind,
+            execution_id=execution_id,
+            bucket=bucket,
+            lifecycle=self._lifecycle(bucket),
+            intelligent_tiering=self._tiering_configurations(bucket),
+            recorded_at=utc_now().isoformat(),
+        )
 
     def _put_lifecycle(self, bucket: str, rules: list[dict[str, Any]], minimum_object_size: str | None) -> None:
         request: dict[str, Any] = {"Bucket": bucket, "LifecycleConfiguration": {"Rules": rules}}
@@ -291,25 +358,23 @@ class BucketStrategy(StorageStrategy):
         except ClientError as error:
             raise aws_failure("PutBucketLifecycleConfiguration", error) from error
 
-    def apply(
-        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: dict[str, Any]
-    ) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: S3Backup) -> S3Change:
         bucket = recommendation.resource_id
         rule = self.new_rule(params)
         tiering = self.new_tiering(params)
-        action: dict[str, Any] = {"kind": self.kind, "bucket": bucket, "rule": rule, "intelligent_tiering": tiering}
+        action = S3Change(kind=self.kind, bucket=bucket, rule=rule, intelligent_tiering=tiering)
         if rule is not None:
             # Merged with what the bucket has now: PutBucketLifecycleConfiguration replaces the whole
             # configuration, so every existing rule is sent again unchanged. A retry finds its rule there.
             current = self._lifecycle(bucket)
-            rules = list((current or {}).get("rules", []))
+            rules = list(current.rules if current else [])
             kept = [r for r in rules if r.get("ID") != rule["ID"]]
             if len(kept) != len(rules) and not _same_rule(next(r for r in rules if r.get("ID") == rule["ID"]), rule):
                 raise ActionFailed(f"bucket {bucket} got another lifecycle rule '{rule['ID']}' meanwhile: not replaced")
             if len(kept) == len(rules):
-                minimum = (current or {}).get("transition_default_minimum_object_size")
+                minimum = current.transition_default_minimum_object_size if current else None
                 self._put_lifecycle(bucket, [*kept, rule], minimum)
-            action["kept_rules"] = [r.get("ID") for r in kept]
+            action = action.model_copy(update={"kept_rules": [r.get("ID") for r in kept]})
         if tiering is not None:
             existing = {c.get("Id"): c for c in self._tiering_configurations(bucket)}
             if tiering["Id"] not in existing:
@@ -326,44 +391,48 @@ class BucketStrategy(StorageStrategy):
                 )
         return action
 
-    def apply_done(self, action: dict[str, Any]) -> bool:
+    def apply_done(self, action: S3Change) -> bool:
         # S3 configuration calls take effect when they answer.
         return True
 
-    def verify(self, action: dict[str, Any]) -> VerificationResult:
-        bucket = action["bucket"]
+    def verify(self, action: S3Change) -> VerificationResult:
+        bucket = action.bucket
         checks: list[str] = []
         failures: list[str] = []
-        if action.get("rule") is not None:
-            rules = {r.get("ID"): r for r in (self._lifecycle(bucket) or {}).get("rules", [])}
-            rule = action["rule"]
+        if action.rule is not None:
+            lifecycle = self._lifecycle(bucket)
+            rules = {r.get("ID"): r for r in (lifecycle.rules if lifecycle else [])}
+            rule = action.rule
             found = rules.get(rule["ID"])
             ok = found is not None and _same_rule(found, rule)
             (checks if ok else failures).append(f"lifecycle rule '{rule['ID']}' is {'in place' if ok else 'missing'}")
-            for kept in action.get("kept_rules", []):
+            for kept in action.kept_rules or []:
                 (checks if kept in rules else failures).append(
                     f"existing lifecycle rule '{kept}' is {'kept' if kept in rules else 'gone'}"
                 )
-        if action.get("intelligent_tiering") is not None:
-            wanted = action["intelligent_tiering"]
-            found = {c.get("Id"): c for c in self._tiering_configurations(bucket)}.get(wanted["Id"])
-            ok = found is not None and _same_tiering(found, wanted)
+        if action.intelligent_tiering is not None:
+            wanted = action.intelligent_tiering
+            tiering = {c.get("Id"): c for c in self._tiering_configurations(bucket)}.get(wanted["Id"])
+            ok = tiering is not None and _same_tiering(tiering, wanted)
             (checks if ok else failures).append(
                 f"Intelligent-Tiering configuration '{wanted['Id']}' is {'in place' if ok else 'missing'}"
             )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+    def measure_savings(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: S3Backup
+    ) -> float | None:
         return recommendation.estimated_monthly_savings
 
     # -- rollback --------------------------------------------------------------------------------
 
-    def rollback(self, recommendation: Recommendation, backup: dict[str, Any] | None) -> dict[str, Any]:
+    def rollback(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: S3Backup | None
+    ) -> S3Restore:
         bucket = recommendation.resource_id
-        if not backup or "lifecycle" not in backup:
-            return {"kind": self.kind, "bucket": bucket, "restored": False, "reason": "nothing was changed"}
-        params = OptimizeStorageParameters.model_validate(recommendation.parameters)
-        recorded = backup["lifecycle"]
+        if backup is None:
+            return S3Restore(kind=self.kind, bucket=bucket, restored=False, reason="nothing was changed")
+        recorded = backup.lifecycle
         current = self._lifecycle(bucket)
         restored: list[str] = []
         if not _same_lifecycle(current, recorded):
@@ -374,9 +443,9 @@ class BucketStrategy(StorageStrategy):
                     raise aws_failure("DeleteBucketLifecycle", error) from error
                 restored.append("lifecycle configuration deleted: the bucket had none")
             else:
-                self._put_lifecycle(bucket, recorded["rules"], recorded.get("transition_default_minimum_object_size"))
-                restored.append(f"lifecycle configuration put back ({len(recorded['rules'])} rule(s))")
-        recorded_tierings = {c["Id"]: c for c in backup.get("intelligent_tiering", [])}
+                self._put_lifecycle(bucket, recorded.rules, recorded.transition_default_minimum_object_size)
+                restored.append(f"lifecycle configuration put back ({len(recorded.rules)} rule(s))")
+        recorded_tierings = {c["Id"]: c for c in backup.intelligent_tiering}
         current_tierings = {c.get("Id"): c for c in self._tiering_configurations(bucket)}
         added = params.intelligent_tiering.id if params.intelligent_tiering else None
         try:
@@ -385,33 +454,37 @@ class BucketStrategy(StorageStrategy):
                 restored.append(f"Intelligent-Tiering configuration '{added}' deleted")
             for tiering_id, configuration in recorded_tierings.items():
                 if not _same_tiering(current_tierings.get(tiering_id), configuration):
+                    # Put back as AWS listed it (the record keeps AWS's keys).
                     self.s3.put_bucket_intelligent_tiering_configuration(
-                        Bucket=bucket, Id=tiering_id, IntelligentTieringConfiguration=configuration
+                        Bucket=bucket,
+                        Id=tiering_id,
+                        IntelligentTieringConfiguration=cast("IntelligentTieringConfigurationTypeDef", configuration),
                     )
                     restored.append(f"Intelligent-Tiering configuration '{tiering_id}' put back")
         except ClientError as error:
             raise aws_failure("Intelligent-Tiering configuration restore", error) from error
-        return {
-            "kind": self.kind,
-            "bucket": bucket,
-            "restored": bool(restored),
-            "changes": restored,
-            "lifecycle": recorded,
-            "intelligent_tiering": list(recorded_tierings.values()),
-            "added_intelligent_tiering": added,
-        }
+        return S3Restore(
+            kind=self.kind,
+            bucket=bucket,
+            restored=bool(restored),
+            changes=restored,
+            lifecycle=recorded,
+            intelligent_tiering=list(recorded_tierings.values()),
+            added_intelligent_tiering=added,
+        )
 
-    def rollback_done(self, rollback: dict[str, Any]) -> bool:
-        if "lifecycle" not in rollback:
+    def rollback_done(self, rollback: S3Restore) -> bool:
+        if rollback.intelligent_tiering is None:
+            # Nothing was changed (there was no backup): the rollback recorded no configurations.
             return True
-        bucket = rollback["bucket"]
-        if not _same_lifecycle(self._lifecycle(bucket), rollback["lifecycle"]):
+        bucket = rollback.bucket
+        if not _same_lifecycle(self._lifecycle(bucket), rollback.lifecycle):
             raise ActionFailed(
                 f"the lifecycle configuration of bucket {bucket} is not the recorded one after the rollback"
             )
         current = {c.get("Id") for c in self._tiering_configurations(bucket)}
-        recorded = {c["Id"] for c in rollback["intelligent_tiering"]}
-        added = rollback.get("added_intelligent_tiering")
+        recorded = {c["Id"] for c in rollback.intelligent_tiering}
+        added = rollback.added_intelligent_tiering
         if not recorded <= current or (added and added not in recorded and added in current):
             raise ActionFailed(
                 f"the Intelligent-Tiering configurations of bucket {bucket} are not the recorded ones after the "
@@ -459,12 +532,9 @@ def _same_tiering(found: Mapping[str, Any] | None, wanted: Mapping[str, Any]) ->
     )
 
 
-def _same_lifecycle(current: dict[str, Any] | None, recorded: dict[str, Any] | None) -> bool:
+def _same_lifecycle(current: S3Lifecycle | None, recorded: S3Lifecycle | None) -> bool:
     if current is None or recorded is None:
         return current is None and recorded is None
     # The default minimum object size is part of the configuration; compared where both name one.
-    sizes = (
-        current.get("transition_default_minimum_object_size"),
-        recorded.get("transition_default_minimum_object_size"),
-    )
-    return bool(current["rules"] == recorded["rules"] and (None in sizes or sizes[0] == sizes[1]))
+    sizes = (current.transition_default_minimum_object_size, recorded.transition_default_minimum_object_size)
+    return bool(current.rules == recorded.rules and (None in sizes or sizes[0] == sizes[1]))

@@ -1,11 +1,13 @@
-"""What each kind of storage implements: the executor's steps, for that kind."""
+"""What each kind of storage implements: the executor's steps, for that kind, with its own records."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from cost_engine.errors import ActionFailed
+from cost_engine.executors.base import StepRecord
 from cost_engine.executors.optimize_storage.parameters import OptimizeStorageParameters
 from cost_engine.models import (
     ExecutionPlan,
@@ -33,22 +35,49 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+RecordT = TypeVar("RecordT", bound=StepRecord)
+
+
+def recorded(model: type[RecordT], record: StepRecord, recommendation: Recommendation) -> RecordT:
+    """A step's record as the strategy of the recommendation's resource reads it: the one it wrote (the
+    step runner parses a stored record into the model of the kind that fits it)."""
+    if not isinstance(record, model):
+        raise ActionFailed(
+            f"the record of {recommendation.resource_id} is a {type(record).__name__}, not the {model.__name__} "
+            "its kind of storage writes"
+        )
+    return record
+
+
 # -- the strategies ------------------------------------------------------------------------------------
 
+T = TypeVar("T")  # the resource as validation finds it
+B = TypeVar("B", bound=StepRecord)  # what the backup records
+A = TypeVar("A", bound=StepRecord)  # what the change records
+R = TypeVar("R", bound=StepRecord)  # what the rollback records
 
-class StorageStrategy(ABC):
-    """One kind of storage: the executor's steps, for that kind."""
 
-    kind: str
+class StorageStrategy(ABC, Generic[T, B, A, R]):
+    """One kind of storage: the executor's steps, for that kind, typed with that kind's records."""
+
+    kind: ClassVar[str]
 
     def __init__(self, clients: AwsClients) -> None:
         self.clients = clients
 
     @abstractmethod
-    def validate(
-        self, recommendation: Recommendation, params: OptimizeStorageParameters
+    def find(self, recommendation: Recommendation) -> T | None:
+        """The resource as it is now; None when it does not exist."""
+
+    @abstractmethod
+    def not_found(self, recommendation: Recommendation) -> str:
+        """Why a recommendation whose resource does not exist is refused."""
+
+    @abstractmethod
+    def check(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, resource: T
     ) -> tuple[list[str], list[str]]:
-        """(errors, warnings) of read-only checks."""
+        """(errors, warnings) of read-only checks of a resource that exists."""
 
     @abstractmethod
     def plan(
@@ -57,31 +86,31 @@ class StorageStrategy(ABC):
         """The dry-run report."""
 
     @abstractmethod
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> B:
         """Record exactly what a rollback must put back."""
 
     @abstractmethod
-    def apply(
-        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: dict[str, Any]
-    ) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: B) -> A:
         """Make the change, unless the real state shows it is already made."""
 
     @abstractmethod
-    def apply_done(self, action: dict[str, Any]) -> bool:
+    def apply_done(self, action: A) -> bool:
         """True once the change has taken effect."""
 
     @abstractmethod
-    def verify(self, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, action: A) -> VerificationResult:
         """Read back from AWS that the resource is as intended."""
 
     @abstractmethod
-    def rollback(self, recommendation: Recommendation, backup: dict[str, Any] | None) -> dict[str, Any]:
+    def rollback(self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: B | None) -> R:
         """Put back what the backup recorded."""
 
     @abstractmethod
-    def rollback_done(self, rollback: dict[str, Any]) -> bool:
+    def rollback_done(self, rollback: R) -> bool:
         """True once the resource is as recorded again."""
 
     @abstractmethod
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
+    def measure_savings(
+        self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: B
+    ) -> float | None:
         """Monthly savings of the verified change."""

@@ -12,13 +12,24 @@ One registered executor, two strategies chosen by the resource id (`ec2.py`, `rd
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
 
 from cost_engine.business_rules import DependencyRule
-from cost_engine.executors.base import BaseExecutor
+from cost_engine.errors import ActionFailed
+from cost_engine.executors.base import BaseExecutor, Polling
 from cost_engine.executors.registry import register_executor
-from cost_engine.executors.terminate_instance.ec2 import Ec2InstanceTermination
-from cost_engine.executors.terminate_instance.rds import RdsInstanceTermination
+from cost_engine.executors.terminate_instance.ec2 import (
+    Ec2Backup,
+    Ec2InstanceTermination,
+    Ec2Restore,
+    Ec2Termination,
+)
+from cost_engine.executors.terminate_instance.rds import (
+    RdsBackup,
+    RdsDeletion,
+    RdsInstanceTermination,
+    RdsRestore,
+)
 from cost_engine.models import (
     ExecutionPlan,
     Recommendation,
@@ -31,15 +42,44 @@ from cost_engine.models import (
 from cost_engine.prechecks import DryRunProbe, Resource, ResourceKind
 
 if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+    from mypy_boto3_rds.type_defs import DBInstanceTypeDef
+
     from cost_engine.aws import AwsClients
     from cost_engine.settings import Settings
 
 # EC2 instance ids are `i-` and 8 or 17 hex digits; a DB identifier may also start with "i-".
 EC2_INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 
+# What each step records, by strategy: the step runner parses a stored record into the one of the
+# two models it fits (their fields differ), which is the model of the strategy that wrote it.
+TerminationBackup: TypeAlias = Ec2Backup | RdsBackup
+TerminationAction: TypeAlias = Ec2Termination | RdsDeletion
+TerminationRestore: TypeAlias = Ec2Restore | RdsRestore
+
+RecordT = TypeVar("RecordT")
+
+
+def _recorded(kind: type[RecordT], record: object, recommendation: Recommendation) -> RecordT:
+    """A step's record as the strategy of the recommendation's resource reads it."""
+    if not isinstance(record, kind):
+        raise ActionFailed(
+            f"the record of {recommendation.resource_id} is a {type(record).__name__}, not the {kind.__name__} "
+            "its strategy wrote"
+        )
+    return record
+
 
 @register_executor
-class TerminateInstanceExecutor(BaseExecutor):
+class TerminateInstanceExecutor(
+    BaseExecutor[
+        TerminateInstanceParameters,
+        "InstanceTypeDef | DBInstanceTypeDef",
+        TerminationBackup,
+        TerminationAction,
+        TerminationRestore,
+    ]
+):
     """`terminate_instance`: EC2 instance ids go to the EC2 strategy, DB identifiers to the RDS one."""
 
     recommendation_type = RecommendationType.TERMINATE_INSTANCE
@@ -47,8 +87,9 @@ class TerminateInstanceExecutor(BaseExecutor):
         "Validate → (dry run → report) → approval → AMI backup → terminate → poll → verify → "
         "record; Catch → rollback (relaunch from the AMI)."
     )
-    parameters_model = TerminateInstanceParameters
     risk_level = RiskLevel.HIGH
+    # An AMI or a DB snapshot, a deletion with a final snapshot, a restore: each can take hours.
+    polling = Polling(interval_seconds=30, budget_seconds=4 * 3600)
     load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True
     permissions = Ec2InstanceTermination.permissions + RdsInstanceTermination.permissions
@@ -58,51 +99,96 @@ class TerminateInstanceExecutor(BaseExecutor):
         self._ec2 = Ec2InstanceTermination(clients, settings)
         self._rds = RdsInstanceTermination(clients, settings)
 
-    def _for(self, recommendation: Recommendation) -> BaseExecutor:
-        return self._ec2 if EC2_INSTANCE_ID.match(recommendation.resource_id) else self._rds
+    @staticmethod
+    def _is_ec2(recommendation: Recommendation) -> bool:
+        return EC2_INSTANCE_ID.match(recommendation.resource_id) is not None
+
+    def _for(self, recommendation: Recommendation) -> Ec2InstanceTermination | RdsInstanceTermination:
+        return self._ec2 if self._is_ec2(recommendation) else self._rds
 
     def resource(self, recommendation: Recommendation) -> Resource:
-        if EC2_INSTANCE_ID.match(recommendation.resource_id):
+        if self._is_ec2(recommendation):
             return Resource(ResourceKind.EC2_INSTANCE, recommendation.resource_id)
         return Resource(ResourceKind.RDS_DB_INSTANCE, recommendation.resource_id)
 
     def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
         return self._for(recommendation).dry_run_probes(recommendation)
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
-        return self._for(recommendation).validate(recommendation)
+    def find(
+        self, recommendation: Recommendation, params: TerminateInstanceParameters
+    ) -> InstanceTypeDef | DBInstanceTypeDef | None:
+        return self._for(recommendation).find(recommendation, params)
+
+    def not_found(self, recommendation: Recommendation) -> str:
+        return self._for(recommendation).not_found(recommendation)
+
+    def check(
+        self,
+        recommendation: Recommendation,
+        params: TerminateInstanceParameters,
+        resource: InstanceTypeDef | DBInstanceTypeDef,
+    ) -> ValidationResult:
+        # The resource is what `find` got from the same strategy (a TypedDict cannot be told apart
+        # by isinstance).
+        if self._is_ec2(recommendation):
+            return self._ec2.check(recommendation, params, cast("InstanceTypeDef", resource))
+        return self._rds.check(recommendation, params, cast("DBInstanceTypeDef", resource))
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
         return self._for(recommendation).plan(recommendation, execution_id)
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> TerminationBackup:
         return self._for(recommendation).backup(recommendation, execution_id)
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        return self._for(recommendation).backup_ready(recommendation, backup)
+    def backup_ready(self, recommendation: Recommendation, backup: TerminationBackup) -> bool:
+        if self._is_ec2(recommendation):
+            return self._ec2.backup_ready(recommendation, _recorded(Ec2Backup, backup, recommendation))
+        return self._rds.backup_ready(recommendation, _recorded(RdsBackup, backup, recommendation))
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
-        return self._for(recommendation).apply(recommendation, backup)
+    def apply(self, recommendation: Recommendation, backup: TerminationBackup) -> TerminationAction:
+        if self._is_ec2(recommendation):
+            return self._ec2.apply(recommendation, _recorded(Ec2Backup, backup, recommendation))
+        return self._rds.apply(recommendation, _recorded(RdsBackup, backup, recommendation))
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        return self._for(recommendation).apply_done(recommendation, action)
+    def apply_done(self, recommendation: Recommendation, action: TerminationAction) -> bool:
+        if self._is_ec2(recommendation):
+            return self._ec2.apply_done(recommendation, _recorded(Ec2Termination, action, recommendation))
+        return self._rds.apply_done(recommendation, _recorded(RdsDeletion, action, recommendation))
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
-        return self._for(recommendation).verify(recommendation, action)
+    def verify(self, recommendation: Recommendation, action: TerminationAction) -> VerificationResult:
+        if self._is_ec2(recommendation):
+            return self._ec2.verify(recommendation, _recorded(Ec2Termination, action, recommendation))
+        return self._rds.verify(recommendation, _recorded(RdsDeletion, action, recommendation))
 
-    def finalize(self, recommendation: Recommendation, action: dict[str, Any]) -> dict[str, Any]:
-        return self._for(recommendation).finalize(recommendation, action)
+    def finalize(self, recommendation: Recommendation, action: TerminationAction) -> TerminationAction | None:
+        if self._is_ec2(recommendation):
+            return self._ec2.finalize(recommendation, _recorded(Ec2Termination, action, recommendation))
+        return self._rds.finalize(recommendation, _recorded(RdsDeletion, action, recommendation))
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
-        return self._for(recommendation).measure_savings(recommendation, backup)
+    def measure_savings(self, recommendation: Recommendation, backup: TerminationBackup) -> float | None:
+        if self._is_ec2(recommendation):
+            return self._ec2.measure_savings(recommendation, _recorded(Ec2Backup, backup, recommendation))
+        return self._rds.measure_savings(recommendation, _recorded(RdsBackup, backup, recommendation))
 
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        return self._for(recommendation).rollback(recommendation, backup, action)
+        backup: TerminationBackup | None,
+        action: TerminationAction | None,
+    ) -> TerminationRestore:
+        if self._is_ec2(recommendation):
+            return self._ec2.rollback(
+                recommendation,
+                None if backup is None else _recorded(Ec2Backup, backup, recommendation),
+                None if action is None else _recorded(Ec2Termination, action, recommendation),
+            )
+        return self._rds.rollback(
+            recommendation,
+            None if backup is None else _recorded(RdsBackup, backup, recommendation),
+            None if action is None else _recorded(RdsDeletion, action, recommendation),
+        )
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        return self._for(recommendation).rollback_done(recommendation, rollback)
+    def rollback_done(self, recommendation: Recommendation, rollback: TerminationRestore) -> bool:
+        if self._is_ec2(recommendation):
+            return self._ec2.rollback_done(recommendation, _recorded(Ec2Restore, rollback, recommendation))
+        return self._rds.rollback_done(recommendation, _recorded(RdsRestore, rollback, recommendation))

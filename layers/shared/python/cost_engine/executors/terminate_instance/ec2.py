@@ -8,7 +8,6 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
 from cost_engine.aws import aws_failure
 from cost_engine.ec2_instances import (
@@ -16,13 +15,15 @@ from cost_engine.ec2_instances import (
     RESTORED_FOR_TAG,
     SOURCE_INSTANCE_TAG,
     Ec2InstanceReads,
+    LaunchConfig,
 )
 from cost_engine.ec2_reads import tag_map
 from cost_engine.errors import ActionFailed
-from cost_engine.executors.base import BaseExecutor, Permission
+from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
 from cost_engine.models import (
     ExecutionPlan,
     Recommendation,
+    RecommendationType,
     RiskLevel,
     RollbackPlan,
     TerminateInstanceParameters,
@@ -41,10 +42,52 @@ TERMINABLE_STATES = frozenset({"running", "stopped"})
 _INSTANCE_ARN = "arn:{partition}:ec2:{region}:{account}:instance/*"
 
 
-class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
-    """An EC2 instance: AMI backup with the launch configuration, terminate, relaunch on rollback."""
+class InstanceVolume(StepRecord):
+    """An EBS volume of the instance, as the savings count it."""
 
-    parameters_model = TerminateInstanceParameters
+    volume_id: str
+    device: str
+    size_gb: int
+    volume_type: str
+    delete_on_termination: bool
+
+
+class Ec2Backup(StepRecord):
+    """The instance's backup AMI, with what a relaunch from it needs."""
+
+    execution_id: str
+    instance_id: str
+    original_state: str
+    launch_config: LaunchConfig
+    volumes: list[InstanceVolume]
+    image_id: str
+
+
+class Ec2Termination(StepRecord):
+    terminated_instance_id: str
+    state_before: str
+    image_id: str
+
+
+class Ec2Restore(StepRecord):
+    """The instance rolled back to: relaunched from the backup AMI, or the original, never terminated."""
+
+    instance_id: str
+    relaunched: bool
+    from_image_id: str | None = None
+    replaces_instance_id: str | None = None
+    target_state: str
+
+
+class Ec2InstanceTermination(
+    Ec2InstanceReads,
+    BaseExecutor[TerminateInstanceParameters, "InstanceTypeDef", Ec2Backup, Ec2Termination, Ec2Restore],
+):
+    """An EC2 instance: AMI backup with the launch configuration, terminate, relaunch on rollback.
+    A strategy of TerminateInstanceExecutor, not registered itself."""
+
+    recommendation_type = RecommendationType.TERMINATE_INSTANCE
+    resource_name = "EC2 instance"
     risk_level = RiskLevel.HIGH
     permissions = (
         Permission(
@@ -99,20 +142,20 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _volumes(self, instance: InstanceTypeDef) -> list[dict[str, Any]]:
+    def _volumes(self, instance: InstanceTypeDef) -> list[InstanceVolume]:
         mappings = [m for m in instance.get("BlockDeviceMappings", []) if "Ebs" in m]
         volume_ids = [m["Ebs"]["VolumeId"] for m in mappings]
         if not volume_ids:
             return []
         described = {v["VolumeId"]: v for v in self.clients.ec2.describe_volumes(VolumeIds=volume_ids)["Volumes"]}
         return [
-            {
-                "volume_id": m["Ebs"]["VolumeId"],
-                "device": m.get("DeviceName", ""),
-                "size_gb": int(described.get(m["Ebs"]["VolumeId"], {}).get("Size", 0)),
-                "volume_type": str(described.get(m["Ebs"]["VolumeId"], {}).get("VolumeType", "gp2")),
-                "delete_on_termination": bool(m["Ebs"].get("DeleteOnTermination", True)),
-            }
+            InstanceVolume(
+                volume_id=m["Ebs"]["VolumeId"],
+                device=m.get("DeviceName", ""),
+                size_gb=int(described.get(m["Ebs"]["VolumeId"], {}).get("Size", 0)),
+                volume_type=str(described.get(m["Ebs"]["VolumeId"], {}).get("VolumeType", "gp2")),
+                delete_on_termination=bool(m["Ebs"].get("DeleteOnTermination", True)),
+            )
             for m in mappings
         ]
 
@@ -121,18 +164,15 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
     def dry_run_probes(self, recommendation: Recommendation) -> tuple[DryRunProbe, ...]:
         return (self._backup_image_probe(recommendation.resource_id), self._terminate_probe(recommendation.resource_id))
 
-    def validate(self, recommendation: Recommendation) -> ValidationResult:
+    def find(self, recommendation: Recommendation, params: TerminateInstanceParameters) -> InstanceTypeDef | None:
+        return self._instance(recommendation.resource_id)
+
+    def check(
+        self, recommendation: Recommendation, params: TerminateInstanceParameters, instance: InstanceTypeDef
+    ) -> ValidationResult:
         errors: list[str] = []
         warnings: list[str] = []
-        try:
-            params = TerminateInstanceParameters.model_validate(recommendation.parameters)
-        except ValidationError as error:
-            return self._invalid([f"invalid parameters for terminate_instance: {error}"])
         instance_id = recommendation.resource_id
-        instance = self._instance(instance_id)
-        if instance is None:
-            return self._invalid([f"EC2 instance {instance_id} does not exist in {recommendation.region}"])
-
         state = instance["State"]["Name"]
         if state not in TERMINABLE_STATES:
             errors.append(f"instance {instance_id} is '{state}': only running or stopped instances are terminated")
@@ -163,9 +203,9 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
             else:
                 errors.append(loss + ": set parameters.acknowledge_instance_store_loss=true if that data can go")
         for volume in self._volumes(instance):
-            if not volume["delete_on_termination"]:
+            if not volume.delete_on_termination:
                 warnings.append(
-                    f"volume {volume['volume_id']} has DeleteOnTermination=false: it stays (and keeps costing) "
+                    f"volume {volume.volume_id} has DeleteOnTermination=false: it stays (and keeps costing) "
                     "after the instance is gone"
                 )
         return ValidationResult(
@@ -176,7 +216,7 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
             estimated_duration=10,
         )
 
-    def _monthly_savings(self, state: str, instance_type: str, volumes: list[dict[str, Any]]) -> float | None:
+    def _monthly_savings(self, state: str, instance_type: str, volumes: list[InstanceVolume]) -> float | None:
         catalog = price_catalog()
         # A stopped instance costs nothing for compute; its volumes cost in both states.
         compute = catalog.instance_monthly(instance_type) if state == "running" else 0.0
@@ -184,9 +224,9 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
             return None
         storage = 0.0
         for volume in volumes:
-            if volume["delete_on_termination"]:
-                storage += catalog.volume_monthly(volume["volume_type"], volume["size_gb"]) or 0.0
-        backup_cost = catalog.snapshot_monthly(sum(v["size_gb"] for v in volumes))
+            if volume.delete_on_termination:
+                storage += catalog.volume_monthly(volume.volume_type, volume.size_gb) or 0.0
+        backup_cost = catalog.snapshot_monthly(sum(v.size_gb for v in volumes))
         return round(compute + storage - backup_cost, 2)
 
     def plan(self, recommendation: Recommendation, execution_id: str) -> ExecutionPlan:
@@ -200,7 +240,7 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
         if savings is None:
             savings = recommendation.estimated_monthly_savings
             basis = f"no catalog price for {instance_type}: the recommendation's own estimate"
-        total_gb = sum(v["size_gb"] for v in volumes)
+        total_gb = sum(v.size_gb for v in volumes)
         return ExecutionPlan(
             summary=f"Terminate EC2 instance {instance_id} ({instance_type}, {state}) after an AMI backup",
             actions=[
@@ -229,37 +269,39 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
                 "instance_id": instance_id,
                 "instance_type": instance_type,
                 "state": state,
-                "volumes": volumes,
+                "volumes": [v.model_dump(mode="json") for v in volumes],
                 "tags": tag_map(instance.get("Tags", [])),
             },
         )
 
     # -- backup --------------------------------------------------------------------------------
 
-    def backup(self, recommendation: Recommendation, execution_id: str) -> dict[str, Any]:
+    def backup(self, recommendation: Recommendation, execution_id: str) -> Ec2Backup:
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
-        record = {
-            "execution_id": execution_id,
-            "instance_id": instance_id,
-            "original_state": instance["State"]["Name"],
-            "launch_config": self._launch_config(instance),
-            "volumes": self._volumes(instance),
-        }
-        record["image_id"] = self._backup_image(
+        launch_config = self._launch_config(instance)
+        volumes = self._volumes(instance)
+        image_id = self._backup_image(
             instance_id,
             execution_id,
             name=f"cost-engine-{execution_id}",
             description=f"Backup of {instance_id} before terminate_instance ({execution_id})",
         )
-        return record
+        return Ec2Backup(
+            execution_id=execution_id,
+            instance_id=instance_id,
+            original_state=instance["State"]["Name"],
+            launch_config=launch_config,
+            volumes=volumes,
+            image_id=image_id,
+        )
 
-    def backup_ready(self, recommendation: Recommendation, backup: dict[str, Any]) -> bool:
-        return self._image_ready(backup["image_id"], label="backup AMI", then="the instance is left untouched")
+    def backup_ready(self, recommendation: Recommendation, backup: Ec2Backup) -> bool:
+        return self._image_ready(backup.image_id, label="backup AMI", then="the instance is left untouched")
 
     # -- act -----------------------------------------------------------------------------------
 
-    def apply(self, recommendation: Recommendation, backup: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, recommendation: Recommendation, backup: Ec2Backup) -> Ec2Termination:
         instance_id = recommendation.resource_id
         instance = self._require_instance(instance_id)
         state = instance["State"]["Name"]
@@ -268,27 +310,25 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
                 self.clients.ec2.terminate_instances(InstanceIds=[instance_id])
             except ClientError as error:
                 raise aws_failure("TerminateInstances", error) from error
-        return {"terminated_instance_id": instance_id, "state_before": state, "image_id": backup["image_id"]}
+        return Ec2Termination(terminated_instance_id=instance_id, state_before=state, image_id=backup.image_id)
 
-    def apply_done(self, recommendation: Recommendation, action: dict[str, Any]) -> bool:
-        instance = self._instance(action["terminated_instance_id"])
+    def apply_done(self, recommendation: Recommendation, action: Ec2Termination) -> bool:
+        instance = self._instance(action.terminated_instance_id)
         return instance is None or instance["State"]["Name"] == "terminated"
 
-    def verify(self, recommendation: Recommendation, action: dict[str, Any]) -> VerificationResult:
+    def verify(self, recommendation: Recommendation, action: Ec2Termination) -> VerificationResult:
         checks: list[str] = []
         failures: list[str] = []
-        instance = self._instance(action["terminated_instance_id"])
+        instance = self._instance(action.terminated_instance_id)
         state = "gone" if instance is None else instance["State"]["Name"]
-        target = f"instance {action['terminated_instance_id']} is {state}"
+        target = f"instance {action.terminated_instance_id} is {state}"
         (checks if state in ("terminated", "gone") else failures).append(target)
-        image_state = self._image_state(action["image_id"])
-        (checks if image_state == "available" else failures).append(f"backup AMI {action['image_id']} is {image_state}")
+        image_state = self._image_state(action.image_id)
+        (checks if image_state == "available" else failures).append(f"backup AMI {action.image_id} is {image_state}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: dict[str, Any]) -> float | None:
-        return self._monthly_savings(
-            backup["original_state"], backup["launch_config"]["instance_type"], backup["volumes"]
-        )
+    def measure_savings(self, recommendation: Recommendation, backup: Ec2Backup) -> float | None:
+        return self._monthly_savings(backup.original_state, backup.launch_config.instance_type, backup.volumes)
 
     # -- rollback ------------------------------------------------------------------------------
 
@@ -305,73 +345,72 @@ class Ec2InstanceTermination(Ec2InstanceReads, BaseExecutor):
     def rollback(
         self,
         recommendation: Recommendation,
-        backup: dict[str, Any] | None,
-        action: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        backup: Ec2Backup | None,
+        action: Ec2Termination | None,
+    ) -> Ec2Restore:
         instance_id = recommendation.resource_id
-        original_state = (backup or {}).get("original_state", "running")
+        original_state = "running" if backup is None else backup.original_state
         instance = self._instance(instance_id)
         if instance is not None and instance["State"]["Name"] not in GONE_STATES:
             # Never terminated: the original is still there; put it back in the state it was in.
             if original_state == "running" and instance["State"]["Name"] in ("stopping", "stopped"):
                 self.clients.ec2.start_instances(InstanceIds=[instance_id])
-            return {"instance_id": instance_id, "relaunched": False, "target_state": original_state}
+            return Ec2Restore(instance_id=instance_id, relaunched=False, target_state=original_state)
 
-        if not backup or not backup.get("image_id"):
+        if backup is None:
             raise ActionFailed(
                 f"instance {instance_id} is gone and no backup AMI was recorded: nothing to restore from"
             )
-        execution_id = backup["execution_id"]
-        restored = self._restored_instance(execution_id)
+        restored = self._restored_instance(backup.execution_id)
         if restored is None:
-            restored = self._relaunch(backup, execution_id)
-        return {
-            "instance_id": restored,
-            "relaunched": True,
-            "from_image_id": backup["image_id"],
-            "replaces_instance_id": instance_id,
-            "target_state": original_state,
-        }
+            restored = self._relaunch(backup)
+        return Ec2Restore(
+            instance_id=restored,
+            relaunched=True,
+            from_image_id=backup.image_id,
+            replaces_instance_id=instance_id,
+            target_state=original_state,
+        )
 
-    def _relaunch(self, backup: dict[str, Any], execution_id: str) -> str:
-        config = backup["launch_config"]
-        tags = [{"Key": k, "Value": v} for k, v in config["tags"].items()]
+    def _relaunch(self, backup: Ec2Backup) -> str:
+        config = backup.launch_config
+        tags = [{"Key": k, "Value": v} for k, v in config.tags.items()]
         tags += [
-            {"Key": RESTORED_FOR_TAG, "Value": execution_id},
-            {"Key": SOURCE_INSTANCE_TAG, "Value": backup["instance_id"]},
+            {"Key": RESTORED_FOR_TAG, "Value": backup.execution_id},
+            {"Key": SOURCE_INSTANCE_TAG, "Value": backup.instance_id},
         ]
         request: dict[str, Any] = {
-            "ImageId": backup["image_id"],
-            "InstanceType": config["instance_type"],
+            "ImageId": backup.image_id,
+            "InstanceType": config.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
-            "EbsOptimized": config["ebs_optimized"],
-            "Monitoring": {"Enabled": config["detailed_monitoring"]},
+            "EbsOptimized": config.ebs_optimized,
+            "Monitoring": {"Enabled": config.detailed_monitoring},
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
         }
-        if config.get("subnet_id"):
-            request["SubnetId"] = config["subnet_id"]
-        if config.get("security_group_ids"):
-            request["SecurityGroupIds"] = config["security_group_ids"]
-        if config.get("key_name"):
-            request["KeyName"] = config["key_name"]
-        if config.get("iam_instance_profile_arn"):
-            request["IamInstanceProfile"] = {"Arn": config["iam_instance_profile_arn"]}
-        if config.get("user_data_base64"):
-            request["UserData"] = base64.b64decode(config["user_data_base64"]).decode("utf-8", "replace")
+        if config.subnet_id:
+            request["SubnetId"] = config.subnet_id
+        if config.security_group_ids:
+            request["SecurityGroupIds"] = config.security_group_ids
+        if config.key_name:
+            request["KeyName"] = config.key_name
+        if config.iam_instance_profile_arn:
+            request["IamInstanceProfile"] = {"Arn": config.iam_instance_profile_arn}
+        if config.user_data_base64:
+            request["UserData"] = base64.b64decode(config.user_data_base64).decode("utf-8", "replace")
         try:
             return str(self.clients.ec2.run_instances(**request)["Instances"][0]["InstanceId"])
         except ClientError as error:
             raise aws_failure("RunInstances", error) from error
 
-    def rollback_done(self, recommendation: Recommendation, rollback: dict[str, Any]) -> bool:
-        instance = self._require_instance(rollback["instance_id"])
+    def rollback_done(self, recommendation: Recommendation, rollback: Ec2Restore) -> bool:
+        instance = self._require_instance(rollback.instance_id)
         state = instance["State"]["Name"]
-        target = rollback["target_state"]
+        target = rollback.target_state
         if state in GONE_STATES:
-            raise ActionFailed(f"restored instance {rollback['instance_id']} is {state}")
+            raise ActionFailed(f"restored instance {rollback.instance_id} is {state}")
         if state == target:
             return True
         if target == "stopped" and state == "running":
-            self.clients.ec2.stop_instances(InstanceIds=[rollback["instance_id"]])
+            self.clients.ec2.stop_instances(InstanceIds=[rollback.instance_id])
         return False
