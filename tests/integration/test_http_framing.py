@@ -1,9 +1,11 @@
 """The local API server at the HTTP level, with raw sockets: a body is read as its framing says
 (chunked or Content-Length), a framing it cannot trust closes the connection after a 400, every
-method gets an answer, and many clients at once are all served, each with its own request."""
+method gets an answer, each answer leaves in one write, and many clients at once are all served,
+each with its own request."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -14,6 +16,7 @@ import pytest
 
 from local_runtime.client import ApiClient
 from local_runtime.runtime import LocalRuntime
+from tests.integration.conftest import terminate_recommendation
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -146,6 +149,97 @@ def test_fifty_clients_connecting_at_once_are_all_served(runtime: LocalRuntime) 
         thread.join()
 
     assert outcomes == [200] * clients
+
+
+def ports(sock: socket.socket) -> tuple[int, int] | None:
+    """A TCP socket's own port and its peer's; None for any other socket."""
+    try:
+        return int(sock.getsockname()[1]), int(sock.getpeername()[1])
+    except (OSError, IndexError, TypeError, ValueError):
+        return None
+
+
+def test_each_answer_leaves_the_server_in_one_write_with_nagle_off(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers and body written apart meet Nagle's algorithm and the client's delayed ACK: each
+    answer then waits about 40 ms for nothing."""
+    # Given every write the server makes on this test's connection recorded, with the socket's TCP_NODELAY
+    writes: list[tuple[bytes, int]] = []
+    send_all = socket.socket.sendall
+    with socket.create_connection((runtime.host, runtime.api_port), timeout=20) as connection:
+        client_port = connection.getsockname()[1]
+
+        def recording(sock: socket.socket, data: Any, *args: Any) -> None:
+            if ports(sock) == (runtime.api_port, client_port):  # the server's side of this connection
+                writes.append((bytes(data), sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+            send_all(sock, data, *args)
+
+        monkeypatch.setattr(socket.socket, "sendall", recording)
+
+        # When the client asks for a listing, then for an execution that does not exist, on one connection
+        connection.sendall(
+            listing(runtime) + request(runtime, "GET", "/executions/exec-unknown", {"Connection": "close"})
+        )
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+
+    # Then each answer was one write: its status line, its headers and its whole body, with Nagle off
+    assert [status for status, _, _ in answers(received)] == [200, 404]
+    assert [data.split(b"\r\n", 1)[0] for data, _ in writes] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found"]
+    assert [data.partition(b"\r\n\r\n")[2] for data, _ in writes] == [body for _, _, body in answers(received)]
+    assert all(no_delay for _, no_delay in writes)
+
+
+def test_many_registrations_at_once_each_get_the_answer_to_their_own_request(
+    runtime: LocalRuntime, customer_id: str
+) -> None:
+    # Given 500 recommendations, each of its own instance, sent by 25 clients at once, each
+    # client on its own connection, one request after another
+    clients, per_client = 25, 20
+    all_ready = threading.Barrier(clients)
+    outcomes: list[tuple[dict[str, Any], int, dict[str, Any]] | BaseException] = []
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection(runtime.host, runtime.api_port, timeout=120)
+        try:
+            all_ready.wait(timeout=60)
+            for sent in range(per_client):
+                body = terminate_recommendation(customer_id, f"i-{index:08x}{sent:09x}", estimated_monthly_savings=sent)
+                connection.request(
+                    "POST",
+                    "/recommendations",
+                    body=json.dumps(body),
+                    headers={"x-api-key": runtime.api_key, "Content-Type": "application/json"},
+                )
+                answer = connection.getresponse()
+                outcomes.append((body, answer.status, json.loads(answer.read())))
+        except (OSError, threading.BrokenBarrierError, http.client.HTTPException) as error:
+            outcomes.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then every one was registered (none failed, none got a 5xx), and each answer is the recommendation
+    # its own request sent
+    errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    assert not errors
+    answered = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    assert [status for _, status, _ in answered] == [201] * clients * per_client
+    mismatched = [
+        (sent["resource_id"], got.get("resource_id"))
+        for sent, _, got in answered
+        if (got.get("resource_id"), got.get("estimated_monthly_savings"))
+        != (sent["resource_id"], sent["estimated_monthly_savings"])
+    ]
+    assert mismatched == []
+    assert len({got["recommendation_id"] for _, _, got in answered}) == clients * per_client
 
 
 @pytest.fixture
