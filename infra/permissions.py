@@ -18,6 +18,10 @@ TABLE_READ_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query")
 TABLE_WRITE_ACTIONS = ("dynamodb:PutItem", "dynamodb:UpdateItem")
 # Leaving the queue for an acting slot deletes the entry: on the limits table only.
 LIMITS_DELETE_ACTIONS = ("dynamodb:DeleteItem",)
+# A state machine task writes its audit events together (cost_engine.stores.audit): on the audit table only.
+AUDIT_BATCH_ACTIONS = ("dynamodb:BatchWriteItem",)
+# A listing reads its page's records by the keys its (keys-only) index returns: on the executions table.
+LISTING_READ_ACTIONS = ("dynamodb:BatchGetItem",)
 LOG_WRITE_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 # Added by CDK to every function role for Tracing.ACTIVE.
 TRACING_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
@@ -29,6 +33,8 @@ TOPIC_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 SECRET_READ_ACTIONS = ("secretsmanager:GetSecretValue",)
 # Publishing the engine's own events (Execution Status Changed) to its bus, nothing else.
 EVENT_PUBLISH_ACTIONS = ("events:PutEvents",)
+# Waking a run that waits for an acting slot (cost_engine.limits): every executor function.
+SLOT_HAND_OVER_ACTIONS = ("states:SendTaskSuccess",)
 # What every executor role holds besides the permissions its executor class declares.
 EXECUTOR_BASE_ACTIONS = frozenset(
     {
@@ -41,6 +47,8 @@ EXECUTOR_BASE_ACTIONS = frozenset(
         *SECRET_READ_ACTIONS,
         *EVENT_PUBLISH_ACTIONS,
         *LIMITS_DELETE_ACTIONS,
+        *AUDIT_BATCH_ACTIONS,
+        *SLOT_HAND_OVER_ACTIONS,
     }
 )
 # The trigger starts executions (a first run, or a rollback run of an execution whose run ended

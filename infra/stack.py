@@ -29,6 +29,7 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.pipeline import Pipeline
 from infra.constructs.trigger import Trigger
 from infra.context import DeploymentContext
+from infra.permissions import SLOT_HAND_OVER_ACTIONS
 
 
 @jsii.implements(IStableStringProducer)
@@ -76,6 +77,20 @@ class CostExecutionEngineStack(Stack):
             for machine in topology.state_machines()
         }
         machines = list(self.state_machines.values())
+        # A step that frees an acting slot hands it to the oldest waiting execution, of any type, and
+        # wakes its run (SendTaskSuccess on that run's task token); a step that finds a slot free
+        # answers its own run's wait. In a policy of its own, not the roles' default policies: each
+        # function depends on its role's default policy, and the state machines on the functions.
+        iam.Policy(
+            self,
+            "SlotHandOverPolicy",
+            roles=[pipeline.role for pipeline in self.pipelines.values()],
+            statements=[
+                iam.PolicyStatement(
+                    actions=list(SLOT_HAND_OVER_ACTIONS), resources=[m.state_machine_arn for m in machines]
+                )
+            ],
+        )
         self.api = Api(
             self,
             "Api",

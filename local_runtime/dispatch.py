@@ -199,6 +199,19 @@ class Dispatcher:
                     if self.echo:
                         print(f"{function_name} {line}", file=sys.stderr)
 
+    def phase_checkpoint(self, phase: str, execution_id: str, when: str) -> None:
+        """A phase of a task (cost_engine.steps), as a whole task is here: held or failed by name."""
+        event = {"step": phase, "execution_id": execution_id}
+        if when == "before":
+            self.faults.wait_if_held(event)
+        if fault := self.faults.take(event, when):
+            # Worded as for a whole task: a test reads the same message whichever carries the step.
+            raise fault.error(
+                f"fault injected after step '{phase}' acted"
+                if when == "after"
+                else f"fault injected before step '{phase}'"
+            )
+
     def _call(self, function_name: str, handler: Handler, event: Any) -> Any:
         self.faults.wait_if_held(event)
         if fault := self.faults.take(event, "before"):

@@ -27,7 +27,7 @@ def table_definition(table: topology.Table) -> dict[str, Any]:
                     {"AttributeName": index.partition_key, "KeyType": "HASH"},
                     {"AttributeName": index.sort_key, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "ALL" if index.projects_all else "KEYS_ONLY"},
+                "Projection": {"ProjectionType": index.projection_type},
             }
             for index in table.indexes
         ]

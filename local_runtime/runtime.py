@@ -40,9 +40,8 @@ LOCAL_ROLE_NAME = "cost-engine-local"
 DEFAULT_KEY_NAME = "local-dev"
 # What the local functions are told besides the deployment's choices: polling waits here take no time
 # (emulations/poll_waits), so an execution's checks are counted against this budget rather than its
-# type's (made for AWS's pace), and a waiting execution asks again for an acting slot every second.
+# type's (made for AWS's pace).
 MAX_POLL_ATTEMPTS = 200
-SLOT_WAIT_SECONDS = 1
 
 
 def free_port() -> int:
@@ -161,6 +160,10 @@ class LocalRuntime:
         self.dispatcher.output = FunctionOutput(sys.stdout)
         sys.stdout = self.dispatcher.output
         self._load_handlers(environments)
+        # Faults and holds by phase as well as by task (a task does several phases: cost_engine.steps).
+        from cost_engine import steps
+
+        steps.phase_checkpoints.append(self.dispatcher.phase_checkpoint)
         api_name = self._api_function_name()
         self._api = ApiServer(
             lambda event: self.dispatcher.run(api_name, event),
@@ -225,6 +228,10 @@ class LocalRuntime:
         self._moto_server.start()
 
     def stop(self) -> None:
+        from cost_engine import steps
+
+        if self.dispatcher.phase_checkpoint in steps.phase_checkpoints:
+            steps.phase_checkpoints.remove(self.dispatcher.phase_checkpoint)
         self._sweeper_stop.set()
         self._sweeper_wake.set()
         if self._sweeper is not None:
@@ -278,7 +285,6 @@ class LocalRuntime:
                 ApprovalPolicy.model_validate(self.approval_policy) if self.approval_policy is not None else None
             ),
             access_policy=self._access_policy(),
-            slot_wait_seconds=SLOT_WAIT_SECONDS,
             log_level=self.log_level,
             tracing=False,
         )

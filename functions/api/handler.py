@@ -7,7 +7,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -51,9 +51,10 @@ from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
 from cost_engine.stores.executions import execution_not_found
 from cost_engine.stores.recommendations import recommendation_not_found
+from cost_engine.tracing import engine_tracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = engine_tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver(enable_validation=True)
 API_TITLE = "Cost Execution Engine API"
@@ -67,6 +68,8 @@ API_DESCRIPTION = (
     "registers, executes, cancels and rolls back, approver approves and rejects); another customer's "
     "recommendations and executions answer 404. The approval pages are authorized by the signature in their link."
 )
+# Checked at cold start; the context, kept for the life of the instance, makes its stores and AWS
+# clients on first use.
 service = ExecutionService(EngineContext.from_settings(load_settings()))
 
 

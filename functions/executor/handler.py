@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cost_engine.context import EngineContext
+from cost_engine.executors import executor_class
 from cost_engine.settings import load_settings
 from cost_engine.steps import StepRequest, StepRunner
+from cost_engine.tracing import engine_tracer
 
 logger = Logger()
-tracer = Tracer()
+tracer = engine_tracer()
 metrics = Metrics()
 
-# Checked at cold start: a function with a broken environment fails at once, not mid-execution.
-runner = StepRunner(EngineContext.from_settings(load_settings()))
+# Checked at cold start: a function with a broken environment fails at once, not mid-execution. The
+# context, kept for the life of the instance, makes its stores and AWS clients on first use.
+settings = load_settings()
+runner = StepRunner(EngineContext.from_settings(settings))
+# The function runs the steps of one type: its executor is loaded now, with the function, and no other.
+if settings.recommendation_type is not None:
+    executor_class(settings.recommendation_type)
 
 
 # The event is not logged: the approval step's event carries the task token.

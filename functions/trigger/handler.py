@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -16,13 +16,15 @@ from cost_engine.reconcile import Outcome, is_run_ended_event, reconcile_run_end
 from cost_engine.service import ExecutionService
 from cost_engine.settings import load_settings
 from cost_engine.sweeper import is_sweep_event, sweep
+from cost_engine.tracing import engine_tracer
 from cost_engine.triggers import handle_recommendation_approved
 
 logger = Logger()
-tracer = Tracer()
+tracer = engine_tracer()
 metrics = Metrics()
 
-# Checked at cold start: a function with a broken environment fails at once.
+# Checked at cold start: a function with a broken environment fails at once. The context, kept for the
+# life of the instance, makes its stores and AWS clients on first use.
 service = ExecutionService(EngineContext.from_settings(load_settings()))
 
 

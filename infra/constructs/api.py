@@ -19,6 +19,7 @@ from infra.constructs.functions import EngineFunctions
 from infra.constructs.monitoring import Monitoring
 from infra.permissions import (
     EXECUTION_CONTROL_ACTIONS,
+    LISTING_READ_ACTIONS,
     TABLE_READ_ACTIONS,
     TABLE_WRITE_ACTIONS,
     TASK_RESPONSE_ACTIONS,
@@ -69,6 +70,7 @@ class Api(Construct):
         api_function = functions.add(self, topology.API_FUNCTION)
         self.function, self.role = api_function.function, api_function.role
         allow(self.role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, data.table_arns(topology.TABLES, with_indexes=True))
+        allow(self.role, LISTING_READ_ACTIONS, data.table_arns((topology.EXECUTIONS_TABLE,), with_indexes=False))
         machine_arns = [sm.state_machine_arn for sm in state_machines]
         allow(self.role, ["states:StartExecution", *TASK_RESPONSE_ACTIONS], machine_arns)
         allow(self.role, EXECUTION_CONTROL_ACTIONS, execution_arns(self, state_machines))

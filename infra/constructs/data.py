@@ -54,8 +54,6 @@ class Data(Construct):
                 index_name=index.name,
                 partition_key=key(index.partition_key),
                 sort_key=key(index.sort_key),
-                projection_type=(
-                    dynamodb.ProjectionType.ALL if index.projects_all else dynamodb.ProjectionType.KEYS_ONLY
-                ),
+                projection_type=dynamodb.ProjectionType(index.projection_type),
             )
         return table

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import BundlingOptions, BundlingOutput, DockerImage, Duration, ILocalBundling
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
@@ -36,6 +42,96 @@ ASSET_EXCLUDES = ["**/__pycache__", "**/*.pyc"]
 SHARED_LAYER_ID = "SharedLayer"
 POWERTOOLS_LAYER_ID = "PowertoolsLayer"
 
+# The shared layer ships its modules compiled: /opt is read-only on Lambda, so a module without its
+# bytecode there is compiled again at every cold start. The bytecode must be the runtime's Python's, which
+# the machine that synthesizes need not have: Pyodide's CPython (pinned in package.json, its major version
+# the Python one) compiles it, under the Node.js the CDK runs on anyway. The .pyc are unchecked hash-based
+# ones: the runtime trusts them without reading the sources, whose timestamps the asset's zip resets.
+RUNTIME_PYTHON = RUNTIME.name.removeprefix("python")
+LAYER_ROOT_ON_LAMBDA = "/opt"
+_COMPILE_WITH_PYODIDE = """
+const { loadPyodide } = require("pyodide");
+(async () => {
+  const [directory, version, root] = process.argv.slice(1);
+  const pyodide = await loadPyodide();
+  pyodide.mountNodeFS("/asset", directory);
+  pyodide.globals.set("version", version);
+  pyodide.globals.set("root", root);
+  pyodide.runPython(`
+import compileall, py_compile, sys
+found = "%d.%d" % sys.version_info[:2]
+if found != version:
+    raise RuntimeError(f"Pyodide runs Python {found}, the functions Python {version}: pin the Pyodide of {version}")
+unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+if not compileall.compile_dir("/asset", ddir=root, quiet=1, workers=1, invalidation_mode=unchecked):
+    raise RuntimeError("a module of the layer does not compile")
+`);
+})().catch((error) => {
+  console.error(String(error));
+  process.exit(1);
+});
+"""
+
+
+def compile_for_runtime(directory: Path) -> None:
+    """Write the bytecode of every module under `directory` (a layer's root: python/...) as the runtime's
+    Python compiles it, into each package's __pycache__, with the paths it has on Lambda in tracebacks."""
+    done = subprocess.run(
+        ["node", "-e", _COMPILE_WITH_PYODIDE, str(directory), RUNTIME_PYTHON, LAYER_ROOT_ON_LAMBDA],
+        cwd=topology.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"compiling the shared layer for Python {RUNTIME_PYTHON} failed (node_modules installed? "
+            f"`make synth` installs them):\n{done.stdout.strip()}\n{done.stderr.strip()}".rstrip()
+        )
+
+
+_NOT_SOURCES = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def _fingerprint(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@jsii.implements(ILocalBundling)
+class CompiledLayer:
+    """Bundles a layer's directory as its sources and their bytecode, on this machine (no Docker).
+
+    The CDK bundles again for every app (each synthesizes into a directory of its own): the compiled
+    layer is kept for the process, and compiled again only when a source changed."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self._compiled: dict[str, tempfile.TemporaryDirectory[str]] = {}
+
+    def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:
+        sources = _fingerprint(self.source)
+        compiled = self._compiled.get(sources)
+        if compiled is None:
+            compiled = tempfile.TemporaryDirectory(prefix="compiled-layer-")
+            shutil.copytree(self.source, compiled.name, ignore=_NOT_SOURCES, dirs_exist_ok=True)
+            compile_for_runtime(Path(compiled.name))
+            self._compiled[sources] = compiled
+        shutil.copytree(compiled.name, output_dir, dirs_exist_ok=True)
+        return True
+
+
+# One bundler for every stack a process synthesizes.
+SHARED_LAYER_BUNDLING = BundlingOptions(
+    # Never pulled: the local bundling always runs.
+    image=DockerImage.from_registry("local-bundling-only"),
+    # jsii calls try_bundle(output_dir, options), whatever its typing says (keyword options).
+    local=CompiledLayer(topology.SHARED_LAYER_DIR),  # type: ignore[arg-type]
+    output_type=BundlingOutput.NOT_ARCHIVED,
+)
+
 
 @dataclass(frozen=True)
 class Shared:
@@ -59,7 +155,9 @@ class EngineFunctions(Construct):
             lambda_.LayerVersion(
                 self,
                 SHARED_LAYER_ID,
-                code=lambda_.Code.from_asset(str(topology.SHARED_LAYER_DIR), exclude=ASSET_EXCLUDES),
+                code=lambda_.Code.from_asset(
+                    str(topology.SHARED_LAYER_DIR), exclude=ASSET_EXCLUDES, bundling=SHARED_LAYER_BUNDLING
+                ),
                 compatible_runtimes=[RUNTIME],
                 compatible_architectures=[ARCHITECTURE],
                 description="cost_engine: models, executors, stores and engine logic",

@@ -13,7 +13,14 @@ from infra.constructs.approvals import Approvals
 from infra.constructs.data import Data
 from infra.constructs.functions import EngineFunctions
 from infra.constructs.monitoring import Monitoring
-from infra.permissions import TABLE_READ_ACTIONS, TABLE_WRITE_ACTIONS, TOPIC_KEY_ACTIONS, allow, permission_statement
+from infra.permissions import (
+    AUDIT_BATCH_ACTIONS,
+    TABLE_READ_ACTIONS,
+    TABLE_WRITE_ACTIONS,
+    TOPIC_KEY_ACTIONS,
+    allow,
+    permission_statement,
+)
 
 
 class Pipeline(Construct):
@@ -61,6 +68,7 @@ class Pipeline(Construct):
             (topology.EXECUTIONS_TABLE, topology.AUDIT_TABLE, topology.LIMITS_TABLE), with_indexes=False
         )
         allow(role, TABLE_READ_ACTIONS + TABLE_WRITE_ACTIONS, own_records)
+        allow(role, AUDIT_BATCH_ACTIONS, data.table_arns((topology.AUDIT_TABLE,), with_indexes=False))
         allow(role, TABLE_READ_ACTIONS, data.table_arns((topology.RECOMMENDATIONS_TABLE,), with_indexes=False))
         # Executors send the approval request (with its task token) to the approvers.
         allow(role, ["sns:Publish"], [approvals.topic.topic_arn])

@@ -246,7 +246,7 @@ def test_the_stack_and_the_local_runtime_tell_each_function_the_same_variables(
     # one role, so an executor's pre-checks ask about the caller's; and locally waits take no time and
     # nothing is traced.
     assert deployed - local == ({EnvVar.OWN_ROLE_ARN} if function.recommendation_type else set())
-    local_only = {EnvVar.SLOT_WAIT_SECONDS, POWERTOOLS_TRACE_DISABLED}
+    local_only = {POWERTOOLS_TRACE_DISABLED}
     assert local - deployed == local_only | ({EnvVar.MAX_POLL_ATTEMPTS} if function.recommendation_type else set())
 
 
@@ -1139,3 +1139,20 @@ def test_the_context_refuses_whatever_the_functions_settings_refuse_and_has_thei
         assert not missing, f"{name}: the context lacks the functions' bounds {missing}"
         if not settings_field.is_required() and settings_field.default_factory is None:
             assert context_field.default in (settings_field.default, None), name
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
+def test_each_executor_may_answer_the_task_tokens_of_the_engines_state_machines_and_nothing_else(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    # A step that frees an acting slot wakes the oldest waiting run, of whatever type; a step that
+    # finds a slot free answers its own run's wait.
+    answers = [
+        s
+        for s in synthesized.role_statements(machine.executor.construct_id)
+        if "states:SendTaskSuccess" in as_list(s["Action"])
+    ]
+    machines = set(synthesized.template.find_resources("AWS::StepFunctions::StateMachine"))
+
+    assert [as_list(s["Action"]) for s in answers] == [["states:SendTaskSuccess"]]
+    assert {ref["Ref"] for ref in as_list(answers[0]["Resource"])} == machines

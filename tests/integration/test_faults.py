@@ -20,6 +20,7 @@ from local_runtime.runtime import LocalRuntime
 from tests.integration.conftest import (
     APPROVED_BY_A_PERSON,
     APPROVED_BY_POLICY,
+    AWAITING_A_PERSON,
     COMPLETED,
     RECHECKED,
     ROLLED_BACK,
@@ -295,7 +296,8 @@ def test_a_cancel_that_wins_the_race_with_the_backup_step_stops_it_before_anythi
     assert execution["error_message"].startswith("cancelled by api")
     assert instance_state(ec2, instance_id) == "running"
     assert backup_images(ec2, execution_id) == []
-    assert outcome_events(api, execution_id) == [*APPROVED_BY_A_PERSON, "cancelled"]
+    # The backup step re-checks and records its slot only for an execution still approved.
+    assert outcome_events(api, execution_id) == [*AWAITING_A_PERSON, "approved", "cancelled"]
 
 
 # -- the emulated AWS restarts --------------------------------------------------------------------------

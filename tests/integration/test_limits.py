@@ -135,6 +135,12 @@ def test_at_most_the_limit_act_at_once_the_rest_wait_in_order_and_none_is_droppe
     queued_at = {e: api.status(e)["queued_at"] for e in waiting}
     got_slot = {e: next(x["timestamp"] for x in events(api, e) if x["event_type"] == "slot_acquired") for e in waiting}
     assert sorted(waiting, key=queued_at.__getitem__) == sorted(waiting, key=got_slot.__getitem__)
+    # Nobody polled for a slot: each run asked once and was woken when its turn came.
+    for execution_id in execution_ids:
+        history = api.logs(execution_id)["history"]
+        asked = [h for h in history if h["event"] == "state_entered" and h["state"] == "AcquireSlot"]
+        assert len(asked) == 1, execution_id
+        assert not any(h["event"] == "state_entered" and h["state"].startswith("Wait") for h in history)
 
 
 def test_an_acting_phase_over_the_time_limit_is_rolled_back_and_fails_with_the_reason(

@@ -115,15 +115,14 @@ def test_logs_show_the_audit_events_and_the_step_by_step_history_in_order(
     entered = [(h["run"], h["state"]) for h in history if h["event"] == "state_entered"]
     execute_states = [state for run, state in entered if run == "execute"]
     for earlier, later in (
-        ("Validate", "Plan"),
-        ("Plan", "AutoApprove"),
+        ("Prepare", "AcquireSlot"),
+        ("AcquireSlot", "Backup"),
         ("Backup", "Act"),
-        ("Act", "Verify"),
-        ("Verify", "Record"),
+        ("Act", "Finish"),
     ):
         assert execute_states.index(earlier) < execute_states.index(later)
     assert ("rollback-1", "Rollback") in entered
     results = [h["result"] for h in history if h["event"] == "step_result" and h["run"] == "execute"]
-    assert {"valid": True} in results
+    assert {"next": "approved"} in results
     assert [h["event"] for h in history if h["event"].startswith("Execution")] == ["ExecutionSucceeded"] * 2
     assert all("task_token" not in json.dumps(h) and "Token" not in json.dumps(h) for h in history)

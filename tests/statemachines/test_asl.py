@@ -16,8 +16,8 @@ from cost_engine.spine import SPINE_FILE
 from cost_engine.steps import Step
 
 MACHINES = topology.state_machines()
-SPINE_STATES = {"Route", "Validate", "Plan", "ApprovalGate", "RequestApproval", "Backup", "Act", "Verify", "Record"}
-ACTING_STATES = ("Backup", "CheckBackup", "Act", "CheckAction", "Verify", "Record")
+SPINE_STATES = {"Prepare", "PrepareOutcome", "RequestApproval", "AcquireSlot", "Backup", "Act", "Finish"}
+ACTING_STATES = ("Backup", "CheckBackup", "Act", "CheckAction", "Finish")
 FAKE_ARN = "arn:aws:lambda:us-east-1:123456789012:function:executor"
 ASL_VALIDATOR = topology.PROJECT_ROOT / "node_modules" / ".bin" / "asl-validator"
 
@@ -77,7 +77,7 @@ def test_every_definition_made_from_the_spine_is_valid_states_language(tmp_path:
 def test_the_validator_refuses_a_definition_that_goes_to_a_state_it_lacks(tmp_path: Path) -> None:
     # So that the check above can fail.
     broken = _definition(MACHINES[0])
-    broken["States"]["Validate"]["Next"] = "Nowhere"
+    broken["States"]["Prepare"]["Next"] = "Nowhere"
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(broken))
 
@@ -166,26 +166,25 @@ def _without_comments(value: Any) -> Any:
 def test_every_state_machine_is_the_spine_with_only_its_type_s_own_settings(
     machine: topology.StateMachine,
 ) -> None:
-    # One spine for every type: a type changes its comments, its poll interval, and whether it
-    # waits for its backup; all else is the spine's.
+    # One spine for every type: a type changes its comments, and whether it waits for its backup;
+    # all else is the spine's (the topology's timeouts and the one retry policy included).
     executor = EXECUTORS[machine.recommendation_type]
     spine_states = json.loads(SPINE_FILE.read_text())["States"]
     states = json.loads(spine.template(machine))["States"]
     backup_wait = {"WaitBackup", "CheckBackup", "BackupDone"}
 
     assert states.keys() == (spine_states.keys() if executor.backup_waits else spine_states.keys() - backup_wait)
-    for name in ("WaitBackup", "WaitAction", "WaitRollback"):
-        if name in states:
-            assert states[name]["Seconds"] == executor.polling.interval_seconds
-    assert states["Backup"]["Next"] == ("WaitBackup" if executor.backup_waits else "Act")
+    assert states["Backup"]["Next"] == ("BackupDone" if executor.backup_waits else "Act")
+    assert states["AcquireSlot"]["TimeoutSeconds"] == topology.SLOT_WAIT_TIMEOUT_SECONDS
 
     def as_spine(states: dict[str, Any]) -> dict[str, Any]:
         settings_free = {
-            name: {k: v for k, v in state.items() if k not in ("Comment", "Seconds", "Retry")}
+            name: {k: v for k, v in state.items() if k not in ("Comment", "Retry", "TimeoutSeconds")}
             for name, state in states.items()
             if name not in backup_wait
         }
-        settings_free["Backup"] = {k: v for k, v in settings_free["Backup"].items() if k != "Next"}
+        backup = settings_free["Backup"]
+        settings_free["Backup"] = {k: v for k, v in backup.items() if k not in ("Next", "ResultSelector", "ResultPath")}
         return settings_free
 
     assert as_spine(states) == as_spine(spine_states)
@@ -197,3 +196,84 @@ def test_the_types_that_wait_for_their_backup_are_those_whose_backup_is_made_by_
 
     assert records_only == {"rightsize_instance", "purchase_reserved_instances", "optimize_storage"}
     assert all(machine.recommendation_type in EXECUTORS for machine in MACHINES)
+
+
+def _happy_path(states: dict[str, Any], start: str, answers: dict[str, str]) -> list[str]:
+    """The states a run enters from `start` when every check finds its work done at once, the policy
+    approves without a person (unless `answers` says otherwise) and no step fails."""
+    entered, name = [], start
+    while True:
+        entered.append(name)
+        state = states[name]
+        if state["Type"] in ("Succeed", "Fail") or state.get("End"):
+            return entered
+        if state["Type"] == "Choice":
+            taken = answers.get(name)
+            if taken is None:
+                done = [c["Next"] for c in state["Choices"] if c.get("BooleanEquals") is True]
+                taken = done[0] if done else state["Default"]
+            name = taken
+        else:
+            name = state["Next"]
+        assert len(entered) < 100, f"the walk from {start} does not end"
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_a_happy_path_enters_at_most_twelve_states_and_a_rollback_path_at_most_twenty(
+    machine: topology.StateMachine,
+) -> None:
+    # Step Functions bills each state entered; work that is done at the first check enters no wait.
+    states = _definition(machine)["States"]
+    by_policy = _happy_path(states, "Prepare", {"PrepareOutcome": "AcquireSlot"})
+    by_a_person = _happy_path(states, "Prepare", {"PrepareOutcome": "RequestApproval"})
+    # A change that fails its verification: Finish's Catch goes to Rollback.
+    rolled_back = [*by_policy[: by_policy.index("Finish") + 1], *_happy_path(states, "Rollback", {})]
+
+    assert by_policy[-1] == by_a_person[-1] == "Finish"
+    assert not any(name.startswith("Wait") for name in by_policy + by_a_person)
+    assert len(by_policy) <= 12, by_policy
+    assert len(by_a_person) <= 12, by_a_person
+    assert rolled_back[-1] == "RolledBackAfterFailure"
+    assert len(rolled_back) <= 20, rolled_back
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_each_wait_lasts_as_long_as_the_check_before_it_said(machine: topology.StateMachine) -> None:
+    states = _definition(machine)["States"]
+    waits = {name: state for name, state in states.items() if state["Type"] == "Wait"}
+
+    for name, wait in waits.items():
+        if name == "WaitForScheduledTime":
+            assert wait["TimestampPath"] == "$.scheduled_time"
+            continue
+        check = states[wait["Next"]]
+        assert check["Type"] == "Task"
+        # The check after the wait writes where the wait reads from, as does the task that started the work.
+        assert wait["SecondsPath"] == f"{check['ResultPath']}.wait_seconds", name
+        assert check["ResultSelector"]["wait_seconds.$"] == "$.Payload.wait_seconds"
+
+
+def test_a_types_waits_start_short_grow_and_stay_within_its_budget() -> None:
+    for executor in EXECUTORS.values():
+        polling = executor.polling
+        waits = [polling.wait_after(check) for check in range(1, polling.max_checks + 1)]
+        assert waits[0] == polling.first_seconds <= 30
+        assert waits == sorted(waits)
+        assert max(waits) <= polling.longest_seconds
+        assert waits[1] == min(2 * waits[0], polling.longest_seconds)
+        # The checks fit the budget: one more wait would go past it.
+        assert sum(waits[:-1]) < polling.budget_seconds <= sum(waits)
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_the_slot_wait_is_a_task_token_wait_that_asks_again_when_it_times_out(machine: topology.StateMachine) -> None:
+    slot = _definition(machine)["States"]["AcquireSlot"]
+
+    assert slot["Resource"].endswith(".waitForTaskToken")
+    assert slot["Parameters"]["Payload"]["task_token.$"] == "$$.Task.Token"
+    assert slot["Next"] == "Backup"
+    again = [rule for rule in slot["Retry"] if rule["ErrorEquals"] == ["States.Timeout"]]
+    assert len(again) == 1
+    assert again[0]["MaxAttempts"] * slot["TimeoutSeconds"] <= topology.STATE_MACHINE_TIMEOUT_SECONDS
+    # The slot it was given goes to Backup, which records it.
+    assert _definition(machine)["States"]["Backup"]["Parameters"]["Payload"]["slot.$"] == "$.slot.slot"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cost_engine.models import new_execution_id
@@ -69,3 +71,71 @@ def test_event_details_round_trip_with_their_numbers(audit: AuditStore) -> None:
     assert stored.detail == detail
     assert isinstance(stored.detail["actual_savings"], float)
     assert stored == appended
+
+
+def test_the_steps_are_the_events_without_their_details(audit: AuditStore) -> None:
+    # Given events with details, from several actors
+    execution_id = new_execution_id()
+    audit.append(execution_id, "execution_requested", "apikey:operator", {"dry_run": False})
+    audit.append(execution_id, "backup_done", "state-machine:backup", {"image_id": "ami-1", "volumes": [8]})
+    audit.append(execution_id, "approved", "apikey:approver")
+
+    # Then the steps are what happened, when and by whom, in order
+    assert [(s.event_type, s.timestamp, s.actor) for s in audit.steps(execution_id)] == [
+        (e.event_type, e.timestamp, e.actor) for e in audit.events(execution_id)
+    ]
+    assert audit.steps(new_execution_id()) == []
+
+
+# -- events written together ------------------------------------------------------------------------
+
+
+def test_events_kept_in_a_batch_are_written_together_at_its_end_in_the_order_they_happened(
+    audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = audit._table.meta.client
+    batches: list[int] = []
+    write = client.batch_write_item
+
+    def counted(**kwargs: Any) -> Any:
+        batches.append(sum(len(requests) for requests in kwargs["RequestItems"].values()))
+        return write(**kwargs)
+
+    monkeypatch.setattr(client, "batch_write_item", counted)
+
+    with audit.batched():
+        for number in range(30):
+            audit.append("exec-batched", f"event-{number}", "state-machine:test")
+        # Nothing is written while the batch is open
+        assert audit.events("exec-batched") == []
+
+    # Then all were written, in two requests (at most 25 each), and read back in order
+    assert batches == [25, 5]
+    assert [e.event_type for e in audit.events("exec-batched")] == [f"event-{n}" for n in range(30)]
+
+
+def test_a_flush_writes_what_was_kept_so_far_and_a_failing_block_still_writes_its_events(
+    audit: AuditStore,
+) -> None:
+    seen_after_flush: list[str] = []
+
+    def failing_step() -> None:
+        with audit.batched():
+            audit.append("exec-flushed", "before", "state-machine:test")
+            audit.flush()
+            seen_after_flush.extend(e.event_type for e in audit.events("exec-flushed"))
+            audit.append("exec-flushed", "after", "state-machine:test")
+            raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError):
+        failing_step()
+
+    assert seen_after_flush == ["before"]
+
+    assert [e.event_type for e in audit.events("exec-flushed")] == ["before", "after"]
+
+
+def test_outside_a_batch_each_event_is_written_at_once(audit: AuditStore) -> None:
+    audit.append("exec-direct", "at-once", "api")
+
+    assert [e.event_type for e in audit.events("exec-direct")] == ["at-once"]

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from cost_engine.errors import Conflict, InvalidRequest, InvalidTransition, NotFound, StatusConflict
@@ -255,3 +256,85 @@ def test_the_task_token_is_readable_but_never_part_of_the_record(
 
 def test_an_execution_without_a_task_token_has_none(store: ExecutionStore, pending: ExecutionRecord) -> None:
     assert store.task_token(pending.execution_id) is None
+
+
+# -- one write per status change --------------------------------------------------------------------
+
+
+@pytest.fixture
+def dynamodb_calls(tables: None) -> list[str]:
+    """The DynamoDB operations of the stores made after this fixture, in order."""
+    calls: list[str] = []
+    session = boto3.DEFAULT_SESSION
+    assert session is not None  # the `tables` fixture made it
+    session.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_a_status_change_of_an_execution_the_store_has_read_is_one_write(dynamodb_calls: list[str]) -> None:
+    # Given a store that read the execution, as a step does before it moves it on
+    changes: list[tuple[ExecutionRecord, ExecutionRecord]] = []
+    store = ExecutionStore(EXECUTIONS_TABLE.local_name, REGION, on_transition=lambda b, a: changes.append((b, a)))
+    record = execution_record()
+    store.create(record)
+    read = store.get(record.execution_id)
+    dynamodb_calls.clear()
+
+    # When it moves the execution on, with a change and a removal
+    after = store.transition(
+        record.execution_id,
+        ExecutionStatus.VALIDATING,
+        expected=ExecutionStatus.PENDING,
+        changes={"current_step": "validate", "poll_attempts": 2},
+        remove=["requested_by"],
+    )
+
+    # Then that is one conditional write, and the change observed is the one written: the record
+    # before it, and the record after it exactly as a read finds it now
+    assert dynamodb_calls == ["UpdateItem"]
+    assert changes == [(read, after)]
+    assert after == store.get(record.execution_id)
+    assert (after.status, after.current_step, after.poll_attempts) == (ExecutionStatus.VALIDATING, "validate", 2)
+
+
+def test_a_status_change_by_a_store_that_never_read_the_execution_reads_it_once(dynamodb_calls: list[str]) -> None:
+    record = execution_record()
+    ExecutionStore(EXECUTIONS_TABLE.local_name, REGION).create(record)
+    other = ExecutionStore(EXECUTIONS_TABLE.local_name, REGION)
+    dynamodb_calls.clear()
+
+    other.transition(record.execution_id, ExecutionStatus.VALIDATING, expected=ExecutionStatus.PENDING)
+    other.transition(record.execution_id, ExecutionStatus.CANCELLED, expected=ExecutionStatus.VALIDATING)
+
+    # Its customer (part of the status index key) is read once, and never changes
+    assert dynamodb_calls == ["GetItem", "UpdateItem", "UpdateItem"]
+    assert other.list_by_customer("acme-corp", ExecutionStatus.CANCELLED, 10, None).items == [
+        other.get(record.execution_id)
+    ]
+
+
+def test_a_refused_write_tells_the_status_without_reading_the_record_again(dynamodb_calls: list[str]) -> None:
+    store = ExecutionStore(EXECUTIONS_TABLE.local_name, REGION)
+    record = execution_record()
+    store.create(record)
+    store.transition(record.execution_id, ExecutionStatus.VALIDATING, expected=ExecutionStatus.PENDING)
+    dynamodb_calls.clear()
+
+    with pytest.raises(StatusConflict, match="is 'validating', not 'pending': it cannot be updated"):
+        store.update(record.execution_id, expected=ExecutionStatus.PENDING, changes={"current_step": "x"})
+
+    assert dynamodb_calls == ["UpdateItem"]
+
+
+def test_an_update_of_an_unknown_execution_is_not_found(store: ExecutionStore) -> None:
+    with pytest.raises(NotFound):
+        store.update(new_execution_id(), expected=ExecutionStatus.PENDING, changes={"current_step": "x"})
+
+
+def test_a_final_status_takes_the_execution_off_the_unfinished_index(
+    store: ExecutionStore, pending: ExecutionRecord
+) -> None:
+    ended = store.transition(pending.execution_id, ExecutionStatus.CANCELLED, expected=ExecutionStatus.PENDING)
+
+    assert ended == store.get(pending.execution_id)
+    assert pending.execution_id not in list(store.unfinished_ids())

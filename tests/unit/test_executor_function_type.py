@@ -42,7 +42,7 @@ def pending(steps: StepRunner, recommendation_type: RecommendationType) -> Execu
     return record
 
 
-@pytest.mark.parametrize("step", [Step.VALIDATE, Step.AUTO_APPROVE, Step.BACKUP, Step.ROLLBACK, Step.RECORD_FAILURE])
+@pytest.mark.parametrize("step", [Step.PREPARE, Step.ACQUIRE_SLOT, Step.BACKUP, Step.ROLLBACK, Step.RECORD_FAILURE])
 def test_a_step_of_another_types_execution_is_refused_and_changes_nothing(tables: None, step: Step) -> None:
     # Given the function of terminate_instance, and an execution of rightsize_instance
     steps = runner(T.TERMINATE_INSTANCE)

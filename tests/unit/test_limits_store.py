@@ -86,7 +86,14 @@ def claim(
     max_slots: int,
     is_finished: Callable[[str], bool] = never_finished,
 ) -> SlotClaim:
-    return store.claim_slot(execution_id, queued, max_slots, is_finished, SLOT_LEASE, QUEUE_LEASE)
+    # As every ask but a run's first is: after its wait timed out (its earlier entry, if any, goes).
+    return store.claim_slot(
+        execution_id, queued, max_slots, is_finished, SLOT_LEASE, QUEUE_LEASE, token(execution_id), asked_before=True
+    )
+
+
+def token(execution_id: str) -> str:
+    return f"token-of-{execution_id}"
 
 
 # -- one execution per resource ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import boto3
 import pytest
 
 from cost_engine.errors import Conflict, NotFound
@@ -78,3 +79,31 @@ def test_an_unknown_recommendation_is_not_found_with_how_to_register_it(store: R
     assert (
         refused.value.message == "recommendation 'rec-missing' does not exist: register it with POST /recommendations"
     )
+
+
+def test_a_recommendation_is_read_from_the_table_once(tables: None, recommendation: Recommendation) -> None:
+    # Given a recommendation registered elsewhere (the API), and a store that counts its reads
+    RecommendationStore(RECOMMENDATIONS_TABLE.local_name, REGION).register(recommendation)
+    reads: list[str] = []
+    session = boto3.DEFAULT_SESSION
+    assert session is not None
+    session.events.register("before-call.dynamodb", lambda model, **_: reads.append(model.name))
+    store = RecommendationStore(RECOMMENDATIONS_TABLE.local_name, REGION)
+
+    # When every step of an execution reads it
+    read = [store.get("rec-42") for _ in range(5)]
+
+    # Then it came from the table once (it never changes once registered), the same each time
+    assert reads == ["GetItem"]
+    assert read == [recommendation] * 5
+
+
+def test_what_a_caller_changes_in_its_recommendation_is_not_kept(
+    store: RecommendationStore, recommendation: Recommendation
+) -> None:
+    store.register(recommendation)
+
+    store.get("rec-42").parameters["threshold"] = 0.9
+    recommendation.parameters["threshold"] = 0.8
+
+    assert store.get("rec-42").parameters == {"acknowledge_instance_store_loss": True, "threshold": 0.25}

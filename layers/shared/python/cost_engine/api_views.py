@@ -51,8 +51,9 @@ def status_view(record: ExecutionRecord, audit: AuditStore) -> dict[str, Any]:
         or (record.status == S.CANCELLED and record.rollback_executed)
         else None
     )
+    # Every event of the log, without its detail (GET /executions/{id}/logs has those).
     view["steps"] = [
         {"event": e.event_type, "at": e.timestamp.isoformat(), "actor": e.actor}
-        for e in audit.events(record.execution_id)
+        for e in audit.steps(record.execution_id)
     ]
     return view

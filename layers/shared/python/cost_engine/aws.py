@@ -5,6 +5,7 @@ boto3 finds the local emulator through AWS_ENDPOINT_URL, so no code here knows w
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -83,14 +84,22 @@ def aws_failure(action: str, error: ClientError) -> Exception:
     return TransientError(message) if is_transient(error) else ActionFailed(message)
 
 
+# boto3's default session, which makes every client, is not safe to use from two threads at once (the
+# local runtime serves requests on threads): clients are made one at a time.
+_MAKING_CLIENTS = threading.Lock()
+
+
 class AwsClients:
-    """The clients of one region, created on first use."""
+    """The clients of one region, each made on first use and kept: an engine context holds one of these
+    per region for the life of its function instance (cost_engine.context), so a client, and the
+    connections it keeps open, is made once per container, service and region, and none at import."""
 
     def __init__(self, region: str) -> None:
         self.region = region
 
     def _client(self, service: str):  # type: ignore[no-untyped-def]
-        client = boto3.client(service, region_name=self.region, config=_CONFIG)  # type: ignore[call-overload]
+        with _MAKING_CLIENTS:
+            client = boto3.client(service, region_name=self.region, config=_CONFIG)  # type: ignore[call-overload]
         # Each call that changes something is an audit event of the execution being worked on.
         record_changes(client)
         return client

@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.model import OperationModel
 
 from cost_engine.audit_trail import AWS_CALL, AuditScope, current_scope
+from cost_engine.errors import TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,10 @@ def _append(pending: _PendingCall, outcome: dict[str, Any]) -> None:
                 **outcome,
             },
         )
-    except (BotoCoreError, ClientError):
+        # Written at once, whatever the step keeps to write later: a change made must be in the log
+        # even if the step dies right after it.
+        pending.scope.audit.flush()
+    except (BotoCoreError, ClientError, TransientError):
         # The call is made and cannot be unmade: failing it now would only hide its outcome from the
         # step (which might then repeat it). The function's log keeps what the audit log could not.
         logger.exception(

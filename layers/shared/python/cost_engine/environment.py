@@ -74,8 +74,6 @@ class Deployment:
     approval_policy: ApprovalPolicy | None = None
     business_rules: BusinessRulesConfig | None = None
     access_policy: AccessPolicy | None = None
-    # None: the functions' own default (cost_engine.settings).
-    slot_wait_seconds: int | None = None
     # None: each type checks AWS as often as its executor's `polling` allows; a number holds every
     # type to that many checks per wait (the local runtime's waits take no time, so it counts its own).
     max_poll_attempts: int | None = None
@@ -123,8 +121,6 @@ def _every_function(deployment: Deployment) -> dict[str, str]:
     if deployment.business_rules is not None:
         # Only what the deployment set; unset means no rules at all.
         environment[EnvVar.BUSINESS_RULES] = deployment.business_rules.model_dump_json(exclude_unset=True)
-    if deployment.slot_wait_seconds is not None:
-        environment[EnvVar.SLOT_WAIT_SECONDS] = str(deployment.slot_wait_seconds)
     if not deployment.tracing:
         environment[POWERTOOLS_TRACE_DISABLED] = "true"
     return environment

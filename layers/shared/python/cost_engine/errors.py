@@ -7,6 +7,9 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
+# Step Functions' answers to a task token whose wait is over (answered, timed out, or its run ended).
+TASK_WAIT_OVER_ERRORS = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+
 
 class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"

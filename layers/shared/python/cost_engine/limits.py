@@ -1,9 +1,10 @@
 """The seed's safety limits, applied to every type.
 
 - **Acting slots.** At most `max_concurrent_acting` executions change resources at once across the
-  deployment. An approved execution asks for a slot before its backup; without one it waits (the
-  state machine's WaitForSlot) and asks again, in the order the executions were approved: none is
-  dropped, none overtakes an earlier one.
+  deployment. An approved execution asks for a slot before its backup; without one it waits on a task
+  token (the state machine's AcquireSlot) and is woken when a slot is handed over to it: whoever
+  ends an execution that held a slot hands it to the oldest waiter, in the order the executions were
+  approved; none is dropped, none overtakes an earlier one, and nobody polls.
 - **One execution per resource.** Starting an execution takes the resource's lock; another start on
   the same resource is refused (409) until the first ends.
 - **Cooldown.** When an execution that changed a resource ends, the resource stays locked for
@@ -12,23 +13,31 @@
   next step, rolled back, and the execution ends `failed` with the reason.
 
 Slots and locks are released when the execution's status becomes final (an observer of every
-status change, whoever writes it). If that release is lost, or the execution died, the lease of
-the slot or lock frees it; a lock whose holder has finished is taken over at once.
+status change, whoever writes it), and a freed slot is handed over at once. If that release or
+hand-over is lost, or the execution died, the periodic sweep hands over again and the lease of the
+slot or lock frees it; a lock or slot whose holder has finished is taken over at once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from cost_engine.errors import EngineError, ErrorCode, NotFound
+from botocore.exceptions import ClientError
+
+from cost_engine.aws import error_code
+from cost_engine.errors import TASK_WAIT_OVER_ERRORS, EngineError, ErrorCode, NotFound
 from cost_engine.models import ExecutionRecord, Recommendation, utc_now
 from cost_engine.settings import Settings
 from cost_engine.stores.audit import AuditStore
 from cost_engine.stores.dynamo import sortable_time
 from cost_engine.stores.executions import ExecutionStore
-from cost_engine.stores.limits import LimitsStore, ResourceBusy, SlotClaim, resource_scope
+from cost_engine.stores.limits import LimitsStore, ResourceBusy, SlotClaim, Waiter, resource_scope
+from cost_engine.topology import SLOT_WAIT_TIMEOUT_SECONDS
 from cost_engine.transitions import FINAL_STATES
 
 logger = logging.getLogger(__name__)
@@ -42,6 +51,10 @@ JUST_ENDED_WAIT_SECONDS = 0.25
 # Beyond the longest an execution can legitimately hold a lock: a dead execution's lock frees after this.
 LEASE_MARGIN = timedelta(hours=1)
 
+# Wakes a waiting run with its task token and the slot handed to it: False when that wait is over
+# (answered, timed out, or its run ended); any other failure raises.
+Wake = Callable[[str, int], bool]
+
 
 class ActingTimeLimitExceeded(EngineError):
     """The acting phase ran past the deployment's limit: the state machine rolls it back."""
@@ -50,11 +63,14 @@ class ActingTimeLimitExceeded(EngineError):
 
 
 class Limits:
-    def __init__(self, store: LimitsStore, settings: Settings, executions: ExecutionStore, audit: AuditStore) -> None:
+    def __init__(
+        self, store: LimitsStore, settings: Settings, executions: ExecutionStore, audit: AuditStore, wake: Wake
+    ) -> None:
         self.store = store
         self.settings = settings
         self.executions = executions
         self.audit = audit
+        self.wake = wake
 
     # -- one execution per resource ------------------------------------------------------------------
 
@@ -108,29 +124,53 @@ class Limits:
 
     # -- acting slots --------------------------------------------------------------------------------
 
-    def claim_slot(self, record: ExecutionRecord) -> SlotClaim:
-        queued_at = record.queued_at or utc_now()
+    def claim_slot(self, record: ExecutionRecord, task_token: str, asked_before: bool = False) -> SlotClaim:
         claim = self.store.claim_slot(
             record.execution_id,
-            sortable_time(queued_at),
+            sortable_time(record.queued_at or utc_now()),
             self.settings.max_concurrent_acting,
             self._is_finished,
-            slot_lease_seconds=2 * self.settings.max_acting_seconds + int(LEASE_MARGIN.total_seconds()),
-            # Renewed at each ask: a waiter that stopped asking stops holding its place.
-            queue_lease_seconds=3 * self.settings.slot_wait_seconds + 60,
+            slot_lease_seconds=self._slot_lease_seconds,
+            # Renewed when it asks again after its wait timed out: a waiter that died stops counting.
+            queue_lease_seconds=self._queue_lease_seconds,
+            task_token=task_token,
+            asked_before=asked_before,
         )
-        # A slot whose release was lost was freed here: its holder's log says so, as its own release would.
-        for slot, holder in claim.reclaimed:
-            self.audit.append(
-                holder, "slot_released", "engine:limits", {"slot": slot, "reclaimed_by": record.execution_id}
-            )
+        self._log_reclaimed(claim.reclaimed, record.execution_id)
         return claim
 
-    def wait_before_asking_again(self, claim: SlotClaim) -> int:
-        """The wait before the next ask: longer the further back in the queue (one slot wait per
-        round of the limit ahead), so a long queue does not keep every waiter polling; at most a minute."""
-        rounds = 1 + claim.ahead // self.settings.max_concurrent_acting
-        return min(self.settings.slot_wait_seconds * rounds, 60)
+    @property
+    def _slot_lease_seconds(self) -> int:
+        return 2 * self.settings.max_acting_seconds + int(LEASE_MARGIN.total_seconds())
+
+    def _log_reclaimed(self, reclaimed: tuple[tuple[int, str], ...] | list[tuple[int, str]], by: str) -> None:
+        # A slot whose release was lost was freed here: its holder's log says so, as its own release would.
+        for slot, holder in reclaimed:
+            self.audit.append(holder, "slot_released", "engine:limits", {"slot": slot, "reclaimed_by": by})
+
+    def hand_over(self, by: str) -> list[Waiter]:
+        """Give the free slots to the oldest waiters and wake their runs; the waiters woken. A waiter
+        whose wait had ended keeps the slot it was given: if it died, its slot is reclaimed once it
+        is found finished; if its wait timed out, it asks again and finds the slot its own. A wake-up
+        that could not be sent is put back for the next hand-over, and the failure raised."""
+        waiters, reclaimed = self.store.hand_over(
+            self.settings.max_concurrent_acting, self._is_finished, self._slot_lease_seconds
+        )
+        self._log_reclaimed(reclaimed, by)
+        woken: list[Waiter] = []
+        for number, waiter in enumerate(waiters):
+            try:
+                if self.wake(waiter.task_token, waiter.slot):
+                    woken.append(waiter)
+            except Exception:
+                for unsent in waiters[number:]:
+                    self.store.put_back(unsent, self._queue_lease_seconds)
+                raise
+        return woken
+
+    @property
+    def _queue_lease_seconds(self) -> int:
+        return SLOT_WAIT_TIMEOUT_SECONDS + int(LEASE_MARGIN.total_seconds())
 
     def check_acting_time(self, record: ExecutionRecord) -> None:
         if record.acting_started_at is None:
@@ -152,9 +192,28 @@ class Limits:
             logger.exception("limits not released for %s", after.execution_id)
 
     def _release(self, after: ExecutionRecord) -> None:
-        slot = self.store.release_slot(after.execution_id)
+        queue_key = f"{sortable_time(after.queued_at)}#{after.execution_id}" if after.queued_at else None
+        slot = self.store.release_slot(after.execution_id, queue_key)
         if slot is not None:
             self.audit.append(after.execution_id, "slot_released", "engine:limits", {"slot": slot})
+            # Logged first: the next holder's `slot_acquired` follows this `slot_released`.
+            self.hand_over(after.execution_id)
         if not after.dry_run:
             # A cooldown only where something was changed (or begun to be).
             self.release_resource(after, cooldown=after.backup is not None or after.action is not None)
+
+
+def task_waker(stepfunctions: Callable[[], Any]) -> Wake:
+    """Wakes a run waiting in AcquireSlot through Step Functions (SendTaskSuccess with the slot); the
+    client is asked for only when there is someone to wake."""
+
+    def wake(task_token: str, slot: int) -> bool:
+        try:
+            stepfunctions().send_task_success(taskToken=task_token, output=json.dumps({"slot": slot}))
+        except ClientError as error:
+            if error_code(error) in TASK_WAIT_OVER_ERRORS:
+                return False
+            raise
+        return True
+
+    return wake

@@ -60,7 +60,6 @@ class Settings(BaseModel):
     max_concurrent_acting: MaxConcurrentActing = DEFAULT_MAX_CONCURRENT_ACTING
     resource_cooldown_seconds: ResourceCooldownSeconds = DEFAULT_RESOURCE_COOLDOWN_SECONDS
     max_acting_seconds: MaxActingSeconds = DEFAULT_MAX_ACTING_SECONDS
-    slot_wait_seconds: int = Field(default=10, ge=1, le=3600)
     # The pre-checks of every execution (see cost_engine.prechecks).
     business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
     max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
@@ -97,7 +96,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("max_concurrent_acting", EnvVar.MAX_CONCURRENT_ACTING),
         ("resource_cooldown_seconds", EnvVar.RESOURCE_COOLDOWN_SECONDS),
         ("max_acting_seconds", EnvVar.MAX_ACTING_SECONDS),
-        ("slot_wait_seconds", EnvVar.SLOT_WAIT_SECONDS),
         ("max_recommendation_age_days", EnvVar.MAX_RECOMMENDATION_AGE_DAYS),
         ("recommendation_type", EnvVar.RECOMMENDATION_TYPE),
     ):

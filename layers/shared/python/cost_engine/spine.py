@@ -1,13 +1,15 @@
 """Each recommendation type's state machine, made from the one spine every type shares.
 
-`statemachines/spine.asl.json` holds the flow once: validate, plan, approval, an acting slot, backup,
-act, verify, record, and the Catch branches to rollback. A type adds what is its own: its description
-(the executor's `flow`, the definition's Comment), what its manual rollback leaves behind, the interval
-its waits poll at (`polling`; the step runner holds it to the type's budget of checks), and whether it
-waits for its backup at all (`backup_waits`: a backup that is a record leaves out the backup wait). The
-timeout is the topology's, and every task retries the executor's transient errors with one policy.
-The stack deploys `template` and the local runtime runs `definition`, the same text, so they cannot
-drift apart.
+`statemachines/spine.asl.json` holds the flow once: prepare (validate, plan, and the policy's
+approval), a person's approval, an acting slot, backup, act, finish (verify and record), and the
+Catch branches to rollback. Each piece of work is checked once by the task that starts it, so work
+that is done at once costs no wait; a wait lasts as long as that check says (the type's `polling`:
+short at first, then longer, within the type's budget). A type adds what is its own: its description
+(the executor's `flow`, the definition's Comment), what its manual rollback leaves behind, and whether
+it waits for its backup at all (`backup_waits`: a backup that is a record leaves the backup wait out).
+The timeouts are the topology's, and every task retries the executor's transient errors with one
+policy. The stack deploys `template` and the local runtime runs `definition`, the same text, so they
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from typing import Any
 
 from cost_engine.executors import EXECUTORS
 from cost_engine.models import RecommendationType
-from cost_engine.topology import STATE_MACHINE_TIMEOUT_SECONDS, STATEMACHINES_DIR, StateMachine
+from cost_engine.topology import (
+    SLOT_WAIT_TIMEOUT_SECONDS,
+    STATE_MACHINE_TIMEOUT_SECONDS,
+    STATEMACHINES_DIR,
+    StateMachine,
+)
 
 SPINE_FILE = STATEMACHINES_DIR / "spine.asl.json"
 
@@ -54,14 +61,26 @@ def states_language(recommendation_type: RecommendationType) -> dict[str, Any]:
     for state in states.values():
         if state["Type"] == "Task":
             state["Retry"] = [dict(rule) for rule in TASK_RETRY]
+    # A wait for a slot that ends without a wake-up (one was lost) asks again, renewing the
+    # execution's place in the queue; the state machine's own timeout bounds how long in all.
+    slot = states["AcquireSlot"]
+    slot["TimeoutSeconds"] = SLOT_WAIT_TIMEOUT_SECONDS
+    slot["Retry"].append(
+        {
+            "ErrorEquals": ["States.Timeout"],
+            "IntervalSeconds": 1,
+            "MaxAttempts": STATE_MACHINE_TIMEOUT_SECONDS // SLOT_WAIT_TIMEOUT_SECONDS,
+            "BackoffRate": 1.0,
+        }
+    )
     states["RolledBack"]["Comment"] = executor.rolled_back_note
-    for wait in ("WaitBackup", "WaitAction", "WaitRollback"):
-        states[wait]["Seconds"] = executor.polling.interval_seconds
     if not executor.backup_waits:
         # A backup that is a record is complete once the Backup step wrote it: straight on to Act.
         for name in ("WaitBackup", "CheckBackup", "BackupDone"):
             del states[name]
         states["Backup"]["Next"] = "Act"
+        states["Backup"]["ResultPath"] = None
+        del states["Backup"]["ResultSelector"]
     return {
         "Comment": f"{recommendation_type.value}: {executor.flow}",
         "StartAt": spine["StartAt"],

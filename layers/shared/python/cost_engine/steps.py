@@ -7,7 +7,8 @@ source of truth: the state machine only carries the execution id and its control
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -46,12 +47,20 @@ from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
 from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES
 
 S = ExecutionStatus
+# How many recommendations a function instance keeps read (each is a few KB).
+RECOMMENDATIONS_KEPT = 256
+
+# Called as each phase of a task begins ("before") and ends without error ("after"), with the
+# phase's name and the execution id. The local runtime's fault injector registers one, to fail or
+# hold a task at one of its phases as it does at a whole task; on AWS nothing does.
+PhaseCheckpoint = Callable[[str, str, str], None]
+phase_checkpoints: list[PhaseCheckpoint] = []
 
 
 class Step(StrEnum):
-    VALIDATE = "validate"
-    PLAN = "plan"
-    AUTO_APPROVE = "auto_approve"
+    """The tasks of the spine: what a state machine asks the executor function to do."""
+
+    PREPARE = "prepare"
     REQUEST_APPROVAL = "request_approval"
     EXPIRE = "expire"
     ACQUIRE_SLOT = "acquire_slot"
@@ -59,19 +68,57 @@ class Step(StrEnum):
     CHECK_BACKUP = "check_backup"
     ACT = "act"
     CHECK_ACTION = "check_action"
-    VERIFY = "verify"
-    RECORD = "record"
+    FINISH = "finish"
     ROLLBACK = "rollback"
     CHECK_ROLLBACK = "check_rollback"
     RECORD_ROLLBACK = "record_rollback"
-    RECORD_ROLLBACK_FAILURE = "record_rollback_failure"
     RECORD_FAILURE = "record_failure"
+    RECORD_ROLLBACK_FAILURE = "record_rollback_failure"
+
+
+class Phase(StrEnum):
+    """The pieces of work that a task does one after another, each logged as its own actor
+    (`state-machine:<phase>`): folded into fewer tasks, so that an execution costs fewer state
+    transitions, the audit log still says which piece did what."""
+
+    VALIDATE = "validate"
+    PLAN = "plan"
+    AUTO_APPROVE = "auto_approve"
+    VERIFY = "verify"
+    RECORD = "record"
+
+
+# The task each phase is done in.
+TASK_OF_PHASE: dict[Phase, Step] = {
+    Phase.VALIDATE: Step.PREPARE,
+    Phase.PLAN: Step.PREPARE,
+    Phase.AUTO_APPROVE: Step.PREPARE,
+    Phase.VERIFY: Step.FINISH,
+    Phase.RECORD: Step.FINISH,
+}
+
+
+class Prepared(StrEnum):
+    """Where Prepare sends the execution (the spine's PrepareOutcome)."""
+
+    ROLLBACK = "rollback"
+    WAIT = "wait"
+    INVALID = "invalid"
+    DRY_RUN = "dry_run"
+    ASK_APPROVERS = "ask_approvers"
+    APPROVED = "approved"
 
 
 class StepRequest(BaseModel):
     step: Step
     execution_id: str
     task_token: str | None = None
+    # What the run was started for (Prepare's answer for a manual rollback's run is to go to Rollback).
+    mode: str | None = None
+    # How many times AcquireSlot asked before (its wait timed out each time: $$.State.RetryCount).
+    asked_before: int = 0
+    # The acting slot AcquireSlot was given (Backup records it).
+    slot: int | None = None
     # What a Catch hands on: {"Error": ..., "Cause": ...}
     error: dict[str, Any] | None = None
 
@@ -125,9 +172,7 @@ class StepRunner:
     def __init__(self, context: EngineContext) -> None:
         self.ctx = context
         self._steps: dict[Step, Callable[[StepRequest], dict[str, Any]]] = {
-            Step.VALIDATE: self.validate,
-            Step.PLAN: self.plan,
-            Step.AUTO_APPROVE: self.auto_approve,
+            Step.PREPARE: self.prepare,
             Step.REQUEST_APPROVAL: self.request_approval,
             Step.EXPIRE: self.expire,
             Step.ACQUIRE_SLOT: self.acquire_slot,
@@ -135,20 +180,27 @@ class StepRunner:
             Step.CHECK_BACKUP: self.check_backup,
             Step.ACT: self.act,
             Step.CHECK_ACTION: self.check_action,
-            Step.VERIFY: self.verify,
-            Step.RECORD: self.record,
+            Step.FINISH: self.finish,
             Step.ROLLBACK: self.rollback,
             Step.CHECK_ROLLBACK: self.check_rollback,
             Step.RECORD_ROLLBACK: self.record_rollback,
             Step.RECORD_ROLLBACK_FAILURE: self.record_rollback_failure,
             Step.RECORD_FAILURE: self.record_failure,
         }
+        # Recommendations are never changed once registered (a different one under the same id is
+        # refused): read once per function instance, not by every step.
+        self._recommendations: dict[str, Recommendation] = {}
 
     def run(self, request: StepRequest) -> dict[str, Any]:
         """Run one step. AWS errors worth retrying leave as `TransientError`, which the state
         machines retry with backoff; every other error fails the step (and is caught there).
         Within the step, its AWS calls that change something and its status changes are logged as its own."""
-        with acting(request.execution_id, f"state-machine:{request.step.value}", self.ctx.audit):
+        # The step's events are written together (cost_engine.stores.audit): before each status
+        # change it writes, after each AWS change it makes, and at its end.
+        with (
+            self.ctx.audit.batched(),
+            acting(request.execution_id, f"state-machine:{request.step.value}", self.ctx.audit),
+        ):
             try:
                 return self._steps[request.step](request)
             except ClientError as error:
@@ -178,7 +230,12 @@ class StepRunner:
 
     def _subject(self, record: ExecutionRecord) -> tuple[Recommendation, AnyExecutor]:
         """The recommendation an execution carries out, and its type's executor."""
-        recommendation = self.ctx.recommendations.get(record.recommendation_id)
+        recommendation = self._recommendations.get(record.recommendation_id)
+        if recommendation is None:
+            recommendation = self.ctx.recommendations.get(record.recommendation_id)
+            if len(self._recommendations) >= RECOMMENDATIONS_KEPT:
+                self._recommendations.clear()
+            self._recommendations[record.recommendation_id] = recommendation
         return recommendation, self.ctx.executor_for(recommendation)
 
     def _advance(
@@ -190,21 +247,49 @@ class StepRunner:
     ) -> ExecutionRecord:
         """A status change that a retried step may repeat: already being there is success."""
         try:
-            return self.ctx.executions.transition(record.execution_id, new_status, expected=expected, changes=changes)
+            return self._transition(record.execution_id, new_status, expected=expected, changes=changes)
         except StatusConflict:
             current = self.ctx.executions.get(record.execution_id)
             if current.status == new_status:
                 return current
             raise
 
-    def _event(self, record: ExecutionRecord, event_type: str, step: Step, **detail: Any) -> None:
+    def _transition(
+        self,
+        execution_id: str,
+        new_status: ExecutionStatus,
+        *,
+        expected: ExecutionStatus | Iterable[ExecutionStatus],
+        changes: dict[str, Any] | None = None,
+        remove: list[str] | None = None,
+    ) -> ExecutionRecord:
+        """A status change. One the run stops at (an end, or waiting for a person) is written after
+        the events before it: whoever sees that status finds the whole log. The others' events are
+        written with the rest of the step's, a moment later."""
+        if new_status in FINAL_STATES or new_status == S.AWAITING_APPROVAL:
+            self.ctx.audit.flush()
+        return self.ctx.executions.transition(
+            execution_id, new_status, expected=expected, changes=changes, remove=remove or []
+        )
+
+    def _event(self, record: ExecutionRecord, event_type: str, step: Step | Phase, **detail: Any) -> None:
         self.ctx.audit.append(record.execution_id, event_type, f"state-machine:{step.value}", detail)
 
+    @contextmanager
+    def _phase(self, execution_id: str, phase: Phase) -> Iterator[None]:
+        """One phase of a task: what it does is logged as its own (`state-machine:<phase>`)."""
+        _checkpoint(phase.value, execution_id, "before")
+        with acting(execution_id, f"state-machine:{phase.value}", self.ctx.audit):
+            yield
+        _checkpoint(phase.value, execution_id, "after")
+
     def _load_acting(self, execution_id: str, step: Step) -> tuple[ExecutionRecord, Recommendation, AnyExecutor]:
-        """`_load` for the steps after the backup began. A cancel asked for since stops here, before
+        return self._acting(self._get(execution_id), step)
+
+    def _acting(self, record: ExecutionRecord, step: Step) -> tuple[ExecutionRecord, Recommendation, AnyExecutor]:
+        """What a step after the backup began works on. A cancel asked for since stops here, before
         this step does anything: the Catch sends the execution to Rollback, which ends it cancelled."""
-        loaded = self._load(execution_id)
-        record = loaded[0]
+        execution_id = record.execution_id
         if record.status not in CANCEL_BY_ROLLBACK_STATES:
             # A step of a run that was stopped, coming back after the execution was reconciled
             # (cost_engine.reconcile): acting now would change a resource that is being restored.
@@ -220,19 +305,34 @@ class StepRunner:
             self.ctx.executions.update(execution_id, expected=record.status, changes={"acting_timed_out": True})
             self._event(record, "acting_time_limit_exceeded", step, reason=str(exceeded))
             raise
-        return loaded
+        return record, *self._subject(record)
 
-    def _poll(
+    def _check(
         self,
         request: StepRequest,
+        record: ExecutionRecord,
         executor: AnyExecutor,
-        expected: ExecutionStatus,
         what: str,
         check: Callable[[], bool],
+        *,
+        first: bool,
+        retried: bool = False,
     ) -> dict[str, Any]:
-        record = self._get(request.execution_id)
+        """The answer of a check (the first one, made by the step that started the work, or one after
+        a wait): done, or how long the state machine waits before the next check. The unfinished
+        checks are counted against the type's budget; a check that finds the work done writes
+        nothing but its event."""
+        if first:  # the check a Check task would make, made by the task that started the work
+            _checkpoint(f"check_{what}", request.execution_id, "before")
         done = check()
-        attempts = 0 if done else record.poll_attempts + 1
+        if done:
+            # A retried task whose first attempt got through found it done then, and logged it.
+            if not (retried and record.poll_attempts == 0):
+                self._event(record, f"{what.replace(' ', '_')}_done", request.step)
+            if record.poll_attempts and not first:
+                self.ctx.executions.update(request.execution_id, expected=record.status, changes={"poll_attempts": 0})
+            return {"done": True, "wait_seconds": 0}
+        attempts = 1 if first else record.poll_attempts + 1
         # The type's budget, unless the deployment sets one for every type (the local runtime does:
         # its waits take no time, so its checks count differently).
         budget = self.ctx.settings.max_poll_attempts or executor.polling.max_checks
@@ -240,18 +340,63 @@ class StepRunner:
             raise ActionFailed(f"{what} did not finish after {budget} checks")
         self.ctx.executions.update(
             request.execution_id,
-            expected=expected,
+            expected=record.status,
             changes={"poll_attempts": attempts, "current_step": request.step.value},
         )
-        if done:
-            self._event(record, f"{what.replace(' ', '_')}_done", request.step)
-        return {"done": done}
+        return {"done": False, "wait_seconds": executor.polling.wait_after(attempts)}
 
     # -- validate, plan, approve -----------------------------------------------------------------
 
-    def validate(self, request: StepRequest) -> dict[str, Any]:
+    def prepare(self, request: StepRequest) -> dict[str, Any]:
+        """Validate, plan, and when the approval policy approves without a person, approve: one task,
+        as these always follow each other. Where the execution goes next is the answer. Every run
+        starts here: a manual rollback's run goes on to Rollback, and a scheduled execution waits
+        for its time before anything is checked."""
+        if request.mode == "rollback":
+            return {"next": Prepared.ROLLBACK.value}
         record, recommendation, executor = self._load(request.execution_id)
-        record = self._advance(record, S.VALIDATING, (S.PENDING, S.SCHEDULED), {"current_step": Step.VALIDATE.value})
+        if record.status == S.SCHEDULED and record.scheduled_time and record.scheduled_time > utc_now():
+            return {"next": Prepared.WAIT.value}
+        if (outcome := self._prepared(record)) is not None:
+            return {"next": outcome.value}  # a retry of a task that got through (its answer was lost)
+        with self._phase(record.execution_id, Phase.VALIDATE):
+            record = self._advance(
+                record, S.VALIDATING, (S.PENDING, S.SCHEDULED), {"current_step": Phase.VALIDATE.value}
+            )
+            validation = self._validate(record, recommendation, executor)
+        if not validation.valid:
+            self._event(record, "failed", Phase.VALIDATE, reason="validation failed", errors=validation.errors)
+            self._transition(
+                record.execution_id,
+                S.FAILED,
+                expected=S.VALIDATING,
+                changes={
+                    "validation": validation,
+                    "success": False,
+                    "completed_at": utc_now(),
+                    "error_message": "validation failed: " + "; ".join(validation.errors),
+                },
+            )
+            return {"next": Prepared.INVALID.value}
+        with self._phase(record.execution_id, Phase.PLAN):
+            return {"next": self._plan(record, recommendation, executor, validation).value}
+
+    @staticmethod
+    def _prepared(record: ExecutionRecord) -> Prepared | None:
+        """Where a Prepare that already got through sent the execution, or None to prepare it now."""
+        if record.status == S.APPROVED:
+            return Prepared.APPROVED
+        if record.status == S.FAILED and record.validation is not None and not record.validation.valid:
+            return Prepared.INVALID
+        if record.status == S.COMPLETED and record.dry_run:
+            return Prepared.DRY_RUN
+        if record.status == S.VALIDATING and record.policy is not None and record.plan is not None:
+            return Prepared.ASK_APPROVERS
+        return None
+
+    def _validate(
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor
+    ) -> ValidationResult:
         # The engine acts with its own credentials: a recommendation for another account is refused
         # rather than carried out on a look-alike resource id here.
         account = self.ctx.clients.sts.get_caller_identity()["Account"]
@@ -270,29 +415,14 @@ class StepRunner:
             self._event(
                 record,
                 "prechecked",
-                Step.VALIDATE,
+                Phase.VALIDATE,
                 passed=not checked.errors,
                 errors=checked.errors,
                 warnings=checked.warnings,
                 **checked.facts,
             )
-        self._event(record, "validated", Step.VALIDATE, **result.model_dump(mode="json"))
-        if not result.valid:
-            self._event(record, "failed", Step.VALIDATE, reason="validation failed", errors=result.errors)
-            self.ctx.executions.transition(
-                record.execution_id,
-                S.FAILED,
-                expected=S.VALIDATING,
-                changes={
-                    "validation": result,
-                    "success": False,
-                    "completed_at": utc_now(),
-                    "error_message": "validation failed: " + "; ".join(result.errors),
-                },
-            )
-            return {"valid": False}
-        self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes={"validation": result})
-        return {"valid": True}
+        self._event(record, "validated", Phase.VALIDATE, **result.model_dump(mode="json"))
+        return result
 
     def _prechecked(
         self, recommendation: Recommendation, executor: AnyExecutor
@@ -350,54 +480,70 @@ class StepRunner:
         if problems:
             raise RefusedAtAction(f"refused {moment}: " + "; ".join(problems))
 
-    def plan(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load(request.execution_id)
-        plan = executor.plan(recommendation, record.execution_id)
+    def _plan(
+        self,
+        record: ExecutionRecord,
+        recommendation: Recommendation,
+        executor: AnyExecutor,
+        validation: ValidationResult,
+    ) -> Prepared:
+        """The plan, priced, and the approval policy's decision on it; written with the validation in
+        one write: the status the decision leads to (a dry run's end, or approved by the policy), or
+        none while a person is to be asked."""
+        try:
+            plan = executor.plan(recommendation, record.execution_id)
+        except Exception:
+            # The validation stands in the record of an execution whose planning failed.
+            self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes={"validation": validation})
+            raise
         policy = decide(
             self.ctx.settings.approval_policy,
             customer_id=record.customer_id,
             recommendation_type=record.recommendation_type,
-            base_risk=record.validation.risk_level if record.validation else executor.risk_level,
+            base_risk=validation.risk_level,
             requires_human_approval=executor.requires_human_approval,
             auto_approve_requested=record.auto_approve_requested,
             estimated_monthly_savings=plan.estimated_monthly_savings,
             one_time_cost=plan.one_time_cost,
         )
         changes = {
+            "validation": validation,
             "plan": plan,
             "policy": policy,
             "estimated_monthly_savings": plan.estimated_monthly_savings,
-            "current_step": Step.PLAN.value,
+            "current_step": Phase.PLAN.value,
         }
         if record.dry_run:
             # What the policy would decide is part of the dry run's report; the last event ends it,
-            # written before the status (see `record`).
-            self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
-            self._event(record, "dry_run_completed", Step.PLAN, plan=plan.model_dump(mode="json"))
+            # written before the status (see `_record`).
+            self._event(record, "approval_policy_decided", Phase.PLAN, **policy.model_dump(mode="json"))
+            self._event(record, "dry_run_completed", Phase.PLAN, plan=plan.model_dump(mode="json"))
             self._advance(record, S.COMPLETED, S.VALIDATING, {**changes, "success": True, "completed_at": utc_now()})
-            return {"dry_run": True, "auto_approve": False}
-        self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
-        self._event(record, "planned", Step.PLAN, plan=plan.model_dump(mode="json"))
-        self._event(record, "approval_policy_decided", Step.PLAN, **policy.model_dump(mode="json"))
-        return {"dry_run": False, "auto_approve": policy.auto_approve}
-
-    def auto_approve(self, request: StepRequest) -> dict[str, Any]:
-        record = self._get(request.execution_id)
-        if record.policy is None or not record.policy.auto_approve:
-            # Only the policy's own decision (recorded by the plan step) approves without a person.
-            raise ActionFailed(f"execution {record.execution_id} was not cleared for automatic approval by the policy")
-        self._advance(
-            record, S.APPROVED, S.VALIDATING, {"auto_approved": True, "current_step": Step.AUTO_APPROVE.value}
-        )
-        self._event(
-            record,
-            "approved",
-            Step.AUTO_APPROVE,
-            approver="policy",
-            reason=record.policy.reason,
-            plan_hash=record.plan.fingerprint() if record.plan else None,
-        )
-        return {"approved": True}
+            return Prepared.DRY_RUN
+        self._event(record, "planned", Phase.PLAN, plan=plan.model_dump(mode="json"))
+        self._event(record, "approval_policy_decided", Phase.PLAN, **policy.model_dump(mode="json"))
+        if not policy.auto_approve:
+            self.ctx.executions.update(record.execution_id, expected=S.VALIDATING, changes=changes)
+            return Prepared.ASK_APPROVERS
+        # Only the policy's own decision approves without a person; its place in the queue for an
+        # acting slot is the moment of that approval.
+        with self._phase(record.execution_id, Phase.AUTO_APPROVE):
+            self._event(
+                record,
+                "approved",
+                Phase.AUTO_APPROVE,
+                approver="policy",
+                reason=policy.reason,
+                plan_hash=plan.fingerprint(),
+            )
+            now = utc_now()
+            self._advance(
+                record,
+                S.APPROVED,
+                S.VALIDATING,
+                {**changes, "auto_approved": True, "queued_at": now, "current_step": Phase.AUTO_APPROVE.value},
+            )
+        return Prepared.APPROVED
 
     def request_approval(self, request: StepRequest) -> dict[str, Any]:
         record = self._get(request.execution_id)
@@ -469,7 +615,7 @@ class StepRunner:
         if record.status in FINAL_STATES:  # a decision or a cancel came first
             return {"status": record.status.value}
         self._event(record, "approval_expired", Step.EXPIRE)
-        self.ctx.executions.transition(
+        self._transition(
             record.execution_id,
             S.EXPIRED,
             expected=S.AWAITING_APPROVAL,
@@ -481,69 +627,100 @@ class StepRunner:
     # -- act -------------------------------------------------------------------------------------
 
     def acquire_slot(self, request: StepRequest) -> dict[str, Any]:
-        """Ask for one of the deployment's acting slots; without one the state machine waits and
-        asks again. Nothing is touched until an execution holds a slot."""
+        """Ask for one of the deployment's acting slots. The state machine waits on this task's token
+        in any case: a free slot is taken and the wait answered at once; otherwise the execution
+        joins the queue with its token, and whoever frees a slot hands it over and answers the wait
+        (cost_engine.limits). Nothing is touched until an execution holds a slot."""
         record = self._get(request.execution_id)
-        first_ask = record.queued_at is None
-        if first_ask:
+        if not request.task_token:
+            raise ActionFailed("acquire_slot needs the task token of the waiting state")
+        if record.status != S.APPROVED:
+            raise StatusConflict(f"execution {record.execution_id} is '{record.status.value}': it asks for no slot")
+        if record.queued_at is None:  # approved before approvals gave it its place in the queue
             record = self.ctx.executions.update(
-                record.execution_id,
-                expected=S.APPROVED,
-                changes={"queued_at": utc_now(), "current_step": Step.ACQUIRE_SLOT.value},
+                record.execution_id, expected=S.APPROVED, changes={"queued_at": utc_now()}
             )
-        claim = self.ctx.limits.claim_slot(record)
+        claim = self.ctx.limits.claim_slot(record, request.task_token, asked_before=request.asked_before > 0)
         if claim.slot is None:
-            if first_ask:
-                self._event(
-                    record,
-                    "waiting_for_slot",
-                    Step.ACQUIRE_SLOT,
-                    acting=claim.acting,
-                    ahead=claim.ahead,
-                    limit=self.ctx.settings.max_concurrent_acting,
-                )
-            return {"acquired": False, "wait_seconds": self.ctx.limits.wait_before_asking_again(claim)}
-        if record.acting_slot != claim.slot:
-            # Right before the backup: the last moment at which nothing at all has been done. A
-            # refusal fails the step (caught: the execution ends failed, and its slot is freed).
-            recommendation, executor = self._subject(record)
-            self._recheck(record, recommendation, executor, Step.ACQUIRE_SLOT, "before the backup")
-            started = utc_now()
-            self.ctx.executions.update(
-                record.execution_id,
-                expected=S.APPROVED,
-                changes={"acting_slot": claim.slot, "acting_started_at": started},
-            )
-            waited = (started - record.queued_at).total_seconds() if record.queued_at else 0.0
             self._event(
-                record, "slot_acquired", Step.ACQUIRE_SLOT, slot=claim.slot, acting=claim.acting, waited_seconds=waited
+                record,
+                "waiting_for_slot",
+                Step.ACQUIRE_SLOT,
+                acting=claim.acting,
+                ahead=claim.ahead,
+                limit=self.ctx.settings.max_concurrent_acting,
             )
-        return {"acquired": True, "wait_seconds": 0}
+            return {"acquired": False}
+        if not self.ctx.limits.wake(request.task_token, claim.slot):
+            raise ActionFailed("the wait for an acting slot was over before the slot was taken")
+        return {"acquired": True}
 
     def backup(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
-        if record.backup is not None and record.status == S.EXECUTING:
-            return {"started": True}  # a retry of a step that got through (its answer was lost)
-        record = self._advance(record, S.EXECUTING, S.APPROVED, {"current_step": Step.BACKUP.value})
+        if record.status == S.APPROVED:
+            record = self._start_acting(record, recommendation, executor, request.slot)
+        elif record.status != S.EXECUTING:  # cancelled (or ended) while it waited for this step
+            raise StatusConflict(f"execution {record.execution_id} is '{record.status.value}': no backup is made")
+        elif record.backup is not None:
+            # A retry of a step that got through (its answer was lost).
+            return self._check(
+                request,
+                record,
+                executor,
+                "backup",
+                lambda: self._backup_ready(recommendation, executor, record),
+                first=False,
+                retried=True,
+            )
         made = executor.backup(recommendation, record.execution_id)
         backup = executor.stored(made)
-        self.ctx.executions.update(
+        record = self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"backup": backup, "rollback_available": True}
         )
         self._event(record, "backup_started", Step.BACKUP, backup=backup)
-        if not executor.backup_waits:
+        self.ctx.audit.flush()  # what was made is in the log before anything else is tried
+        answer = self._check(
+            request, record, executor, "backup", lambda: executor.backup_ready(recommendation, made), first=True
+        )
+        if not executor.backup_waits and not answer["done"]:
             # The type's state machine has no backup wait (cost_engine.spine): the record is the backup,
-            # and it is checked here, once, as CheckBackup would; Act follows at once.
-            if not executor.backup_ready(recommendation, made):
-                raise ActionFailed(f"the backup of {record.recommendation_type.value} was not complete once recorded")
-            self._event(record, "backup_done", Step.BACKUP)
-        return {"started": True}
+            # complete once written; Act follows at once.
+            raise ActionFailed(f"the backup of {record.recommendation_type.value} was not complete once recorded")
+        return answer
+
+    def _start_acting(
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor, slot: int | None
+    ) -> ExecutionRecord:
+        """The execution holds an acting slot: right before the backup, the last moment at which
+        nothing at all has been done, the resource is checked again. A refusal fails the step before
+        anything changed (Backup's Catch of RefusedAtAction ends the execution failed, and its slot
+        is freed)."""
+        if slot is None:
+            raise ActionFailed("the backup step was not told the acting slot the execution holds")
+        self._recheck(record, recommendation, executor, Step.BACKUP, "before the backup")
+        started = utc_now()
+        waited = (started - record.queued_at).total_seconds() if record.queued_at else 0.0
+        self._event(record, "slot_acquired", Step.BACKUP, slot=slot, waited_seconds=waited)
+        return self._advance(
+            record,
+            S.EXECUTING,
+            S.APPROVED,
+            {"acting_slot": slot, "acting_started_at": started, "current_step": Step.BACKUP.value},
+        )
+
+    @staticmethod
+    def _backup_ready(recommendation: Recommendation, executor: AnyExecutor, record: ExecutionRecord) -> bool:
+        return executor.backup_ready(recommendation, executor.read_backup(record.backup or {}))
 
     def check_backup(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.CHECK_BACKUP)
-        backup = executor.read_backup(record.backup or {})
-        return self._poll(
-            request, executor, S.EXECUTING, "backup", lambda: executor.backup_ready(recommendation, backup)
+        return self._check(
+            request,
+            record,
+            executor,
+            "backup",
+            lambda: self._backup_ready(recommendation, executor, record),
+            first=False,
         )
 
     def act(self, request: StepRequest) -> dict[str, Any]:
@@ -551,7 +728,16 @@ class StepRunner:
         if record.action is not None:
             # A retry of a step that got through (its answer was lost): acting again would overwrite
             # what was recorded of the change with what the changed resource looks like now.
-            return {"started": True}
+            action = executor.read_action(record.action)
+            return self._check(
+                request,
+                record,
+                executor,
+                "action",
+                lambda: executor.apply_done(recommendation, action),
+                first=False,
+                retried=True,
+            )
         if not record.rechecked_before_change:
             # Again right before the change: a backup can take long on AWS. Only on the first attempt:
             # a retried step may follow a change that went through (its answer lost), and the changed
@@ -567,53 +753,74 @@ class StepRunner:
             self.ctx.executions.update(
                 record.execution_id, expected=S.EXECUTING, changes={"rechecked_before_change": True}
             )
-        action = executor.stored(executor.apply(recommendation, executor.read_backup(record.backup or {})))
-        self.ctx.executions.update(
+        made = executor.apply(recommendation, executor.read_backup(record.backup or {}))
+        action = executor.stored(made)
+        record = self.ctx.executions.update(
             record.execution_id, expected=S.EXECUTING, changes={"action": action, "current_step": Step.ACT.value}
         )
         self._event(record, "action_started", Step.ACT, action=action)
-        return {"started": True}
+        self.ctx.audit.flush()  # what was changed is in the log before anything else is tried
+        return self._check(
+            request, record, executor, "action", lambda: executor.apply_done(recommendation, made), first=True
+        )
 
     def check_action(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load_acting(request.execution_id, Step.CHECK_ACTION)
         action = executor.read_action(record.action or {})
-        return self._poll(request, executor, S.EXECUTING, "action", lambda: executor.apply_done(recommendation, action))
+        return self._check(
+            request, record, executor, "action", lambda: executor.apply_done(recommendation, action), first=False
+        )
 
-    def verify(self, request: StepRequest) -> dict[str, Any]:
-        record, recommendation, executor = self._load_acting(request.execution_id, Step.VERIFY)
-        record = self._advance(record, S.VERIFYING, S.EXECUTING, {"current_step": Step.VERIFY.value})
-        result = executor.verify(recommendation, executor.read_action(record.action or {}))
-        self.ctx.executions.update(record.execution_id, expected=S.VERIFYING, changes={"verification": result})
-        self._event(record, "verified", Step.VERIFY, **result.model_dump(mode="json"))
-        if not result.passed:
-            raise ActionFailed("verification failed: " + "; ".join(result.failures))
-        return {"passed": True}
-
-    def record(self, request: StepRequest) -> dict[str, Any]:
-        if self._get(request.execution_id).status == S.COMPLETED:
+    def finish(self, request: StepRequest) -> dict[str, Any]:
+        """Verify the change, and if it holds, record the execution completed: one task, as these
+        always follow each other."""
+        record = self._get(request.execution_id)
+        if record.status == S.COMPLETED:
             return {"status": S.COMPLETED.value}  # a retry of a step that got through
-        record, recommendation, executor = self._load_acting(request.execution_id, Step.RECORD)
+        record, recommendation, executor = self._acting(record, Step.FINISH)
+        with self._phase(record.execution_id, Phase.VERIFY):
+            record = self._verify(record, recommendation, executor)
+        with self._phase(record.execution_id, Phase.RECORD):
+            self._record(record, recommendation, executor)
+        return {"status": S.COMPLETED.value}
+
+    def _verify(
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor
+    ) -> ExecutionRecord:
+        if record.status == S.EXECUTING:
+            result = executor.verify(recommendation, executor.read_action(record.action or {}))
+            self._event(record, "verified", Phase.VERIFY, **result.model_dump(mode="json"))
+            record = self._advance(
+                record, S.VERIFYING, S.EXECUTING, {"verification": result, "current_step": Phase.VERIFY.value}
+            )
+        verification = record.verification
+        if verification is None or not verification.passed:
+            failures = verification.failures if verification else ["nothing was verified"]
+            raise ActionFailed("verification failed: " + "; ".join(failures))
+        return record
+
+    def _record(self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor) -> None:
         finalized = executor.finalize(recommendation, executor.read_action(record.action or {}))
         if finalized is not None:
             before, after = record.action or {}, executor.stored(finalized)
             # What finalizing added to the action record, or changed in it, logged before it is
             # recorded: a retried step that finds the record finalized already finds the event too.
+            # Written at once, on its own: the sweeper completes (not rolls back) a finalized change.
             if finalizing := {k: v for k, v in after.items() if before.get(k) != v}:
-                self._event(record, "finalized", Step.RECORD, **finalizing)
+                self._event(record, "finalized", Phase.RECORD, **finalizing)
                 record = self.ctx.executions.update(
                     record.execution_id, expected=S.VERIFYING, changes={"action": after}
                 )
         savings = executor.measure_savings(recommendation, executor.read_backup(record.backup or {}))
         # The outcome is in the log before the status says so: a reader who sees `completed` finds
         # the whole log (only the limits' release follows, from the status change itself).
-        self._event(record, "completed", Step.RECORD, actual_savings=savings)
+        self._event(record, "completed", Phase.RECORD, actual_savings=savings)
         self._advance(
             record,
             S.COMPLETED,
             S.VERIFYING,
-            {"success": True, "completed_at": utc_now(), "actual_savings": savings, "current_step": Step.RECORD.value},
+            {"success": True, "completed_at": utc_now(), "actual_savings": savings, "current_step": Phase.RECORD.value},
         )
-        return {"status": S.COMPLETED.value}
 
     # -- rollback --------------------------------------------------------------------------------
 
@@ -631,38 +838,46 @@ class StepRunner:
             self._event(record, "rollback_started", Step.ROLLBACK, reason=reason, automatic=True)
         elif record.status == S.ROLLING_BACK:
             # Manual (the API moved it here) or a retry of this step.
-            self.ctx.executions.update(
+            record = self.ctx.executions.update(
                 record.execution_id,
                 expected=S.ROLLING_BACK,
                 changes={"current_step": Step.ROLLBACK.value, "poll_attempts": 0},
             )
         else:
             raise Conflict(f"execution {record.execution_id} is '{record.status.value}': nothing to roll back")
+        restored: Any = None
         if record.refused_before_change and record.action is None:
             # The re-check refused before anything was changed: "restoring" would only put the
             # resource back to how it was at the backup, undoing what someone did to it since.
             result: dict[str, Any] = {"nothing_changed": True, "backup_kept": record.backup or {}}
         else:
-            result = executor.stored(
-                executor.rollback(
-                    recommendation,
-                    None if record.backup is None else executor.read_backup(record.backup),
-                    None if record.action is None else executor.read_action(record.action),
-                )
+            restored = executor.rollback(
+                recommendation,
+                None if record.backup is None else executor.read_backup(record.backup),
+                None if record.action is None else executor.read_action(record.action),
             )
-        self.ctx.executions.update(record.execution_id, expected=S.ROLLING_BACK, changes={"rollback": result})
+            result = executor.stored(restored)
+        record = self.ctx.executions.update(record.execution_id, expected=S.ROLLING_BACK, changes={"rollback": result})
         self._event(record, "rollback_action", Step.ROLLBACK, rollback=result)
-        return {"started": True}
+        return self._check(
+            request,
+            record,
+            executor,
+            "rollback",
+            lambda: restored is None or executor.rollback_done(recommendation, restored),
+            first=True,
+        )
 
     def check_rollback(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
         rollback = record.rollback or {}
-        if rollback.get("nothing_changed"):
-            return self._poll(request, executor, S.ROLLING_BACK, "rollback", lambda: True)
-        restored = executor.read_rollback(rollback)
-        return self._poll(
-            request, executor, S.ROLLING_BACK, "rollback", lambda: executor.rollback_done(recommendation, restored)
-        )
+
+        def restored() -> bool:
+            return bool(rollback.get("nothing_changed")) or executor.rollback_done(
+                recommendation, executor.read_rollback(rollback)
+            )
+
+        return self._check(request, record, executor, "rollback", restored, first=False)
 
     def record_rollback(self, request: StepRequest) -> dict[str, Any]:
         record = self._get(request.execution_id)
@@ -697,7 +912,7 @@ class StepRunner:
         target = S.ROLLBACK_FAILED if record.status == S.ROLLING_BACK else S.FAILED
         self._event(record, "rollback_failed", Step.RECORD_ROLLBACK_FAILURE, reason=reason)
         if record.status not in FINAL_STATES:
-            self.ctx.executions.transition(
+            self._transition(
                 record.execution_id,
                 target,
                 expected=record.status,
@@ -707,14 +922,20 @@ class StepRunner:
 
     def record_failure(self, request: StepRequest) -> dict[str, Any]:
         """A step outside the acting phase failed: nothing was changed, the execution fails."""
-        record = self._get(request.execution_id)
-        reason = error_message(request.error)
-        self._event(record, "failed", Step.RECORD_FAILURE, reason=reason)
+        self._fail(self._get(request.execution_id), error_message(request.error), Step.RECORD_FAILURE)
+        return {"status": S.FAILED.value}
+
+    def _fail(self, record: ExecutionRecord, reason: str, step: Step) -> None:
+        self._event(record, "failed", step, reason=reason)
         if record.status not in FINAL_STATES:
-            self.ctx.executions.transition(
+            self._transition(
                 record.execution_id,
                 S.FAILED,
                 expected=record.status,
                 changes={"error_message": reason, "success": False, "completed_at": utc_now()},
             )
-        return {"status": S.FAILED.value}
+
+
+def _checkpoint(phase: str, execution_id: str, when: str) -> None:
+    for checkpoint in phase_checkpoints:
+        checkpoint(phase, execution_id, when)

@@ -57,7 +57,6 @@ class EnvVar:
     RESOURCE_COOLDOWN_SECONDS = "RESOURCE_COOLDOWN_SECONDS"
     MAX_ACTING_SECONDS = "MAX_ACTING_SECONDS"
     # How long an approved execution waits before asking again for an acting slot.
-    SLOT_WAIT_SECONDS = "SLOT_WAIT_SECONDS"
     # Per customer, what the engine may change: allow and deny lists by type, account and resource
     # tag (JSON; see cost_engine.business_rules.BusinessRulesConfig). Unset: no rules.
     BUSINESS_RULES = "BUSINESS_RULES"
@@ -79,8 +78,15 @@ class Index:
     name: str
     partition_key: str
     sort_key: str
-    # What the index holds besides its keys and the table's: everything, or (False) nothing more.
-    projects_all: bool = True
+    # What an index item holds besides its keys and the table's: nothing (KEYS_ONLY) or every attribute
+    # (ALL). Every write that changes an attribute the index holds is written into the index too, so
+    # an index holds only what its queries read: keys, by which the store then reads the records.
+    projects_all: bool = False
+
+    @property
+    def projection_type(self) -> str:
+        """The index's ProjectionType, as CloudFormation and CreateTable name it."""
+        return "ALL" if self.projects_all else "KEYS_ONLY"
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,17 @@ class Table:
     sort_key: str | None = None
     indexes: tuple[Index, ...] = ()
 
+    @property
+    def key_attributes(self) -> tuple[str, ...]:
+        return (self.partition_key, self.sort_key) if self.sort_key else (self.partition_key,)
+
+    def index_attributes(self, index: Index) -> frozenset[str] | None:
+        """The attributes an item of `index` holds (None: all of the table item's), for whoever sizes
+        what a write costs in each index (benchmarks/)."""
+        if index.projects_all:
+            return None
+        return frozenset({*self.key_attributes, index.partition_key, index.sort_key})
+
 
 class IndexName:
     CUSTOMER_CREATED = "by-customer"
@@ -99,7 +116,7 @@ class IndexName:
     # Sparse: only executions that asked for approval carry an `approval_id` (an approval link's id).
     APPROVAL = "by-approval"
     # Sparse: only executions that are not final carry `unfinished`; the sweeper reads it
-    # (cost_engine.sweeper). Keys only: the sweeper reads each record it looks at consistently anyway.
+    # (cost_engine.sweeper).
     UNFINISHED = "by-unfinished"
 
 
@@ -108,13 +125,16 @@ EXECUTIONS_TABLE = Table(
     env_var=EnvVar.EXECUTIONS_TABLE,
     local_name="cost-engine-executions",
     partition_key="execution_id",
+    # Every index holds keys only: a record is rewritten some twenty times in an execution, and an index
+    # holding all of it was rewritten with it each time. The listings read a page's records by their
+    # keys (BatchGetItem), the approval link and the sweeper read the one record they act on.
     indexes=(
         # "Executions of a customer, newest first" and "… with a given status, newest first":
         # `customer_status` is written as "<customer_id>#<status>" with every status change.
         Index(IndexName.CUSTOMER_CREATED, "customer_id", "created_at"),
         Index(IndexName.CUSTOMER_STATUS_CREATED, "customer_status", "created_at"),
         Index(IndexName.APPROVAL, "approval_id", "created_at"),
-        Index(IndexName.UNFINISHED, "unfinished", "created_at", projects_all=False),
+        Index(IndexName.UNFINISHED, "unfinished", "created_at"),
     ),
 )
 AUDIT_TABLE = Table(
@@ -246,6 +266,9 @@ APPROVAL_PAGE_PATH = "/approvals"
 API_STAGE_NAME = "prod"
 # Long enough for a 24-hour approval wait plus the acting phase; the acting phase has its own limit.
 STATE_MACHINE_TIMEOUT_SECONDS = 25 * 3600
+# How long one wait for an acting slot lasts before the run asks again (and renews its place): a
+# wake-up that was lost costs at most this, and the periodic sweep hands slots over meanwhile.
+SLOT_WAIT_TIMEOUT_SECONDS = 3600
 
 EVENT_BUS_CONSTRUCT_ID = "EventBus"
 EVENT_BUS_LOCAL_NAME = "cost-engine-events"

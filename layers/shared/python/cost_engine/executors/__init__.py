@@ -1,13 +1,10 @@
-"""Executors, one per recommendation type. Importing this package registers every module in it."""
+"""Executors, one per recommendation type, each in the module of this package named for its type.
 
-import importlib
-import pkgutil
+Importing the package loads none of them: `executor_class(type)` (or `EXECUTORS[type]`) imports the
+module of the type asked for, so that an executor function loads its own type's executor and nothing
+of the others'; walking `EXECUTORS` loads them all (see `registry`). A new type needs no edit here.
+"""
 
 from cost_engine.executors.registry import EXECUTORS, executor_class, register_executor
-
-# Each executor module registers itself when imported; a new type needs no edit here.
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "registry"):
-        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["EXECUTORS", "executor_class", "register_executor"]

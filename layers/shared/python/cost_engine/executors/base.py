@@ -7,7 +7,6 @@ happens in Step Functions (`Wait` states), never by sleeping in a Lambda.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,16 +40,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Polling:
-    """How a type's state machine waits for AWS: the pause between two checks, and how long it may
-    wait in all before the step fails (and the change is rolled back). A type whose changes take
-    long (an RDS modification, a snapshot of a big volume) waits longer between checks, and longer."""
+    """How a type's state machine waits for AWS. Each piece of work is checked once as soon as it is
+    started (work already done costs no wait); then the pauses between checks start at
+    `first_seconds` and double up to `longest_seconds`, so a quick change is seen quickly and a long
+    one (an RDS modification, a snapshot of a big volume) is not checked every few seconds for hours.
+    Past `budget_seconds` of waiting in all, the step fails (and the change is rolled back)."""
 
-    interval_seconds: int = 15
+    first_seconds: int = 5
+    longest_seconds: int = 30
     budget_seconds: int = 1800
+
+    def wait_after(self, checks: int) -> int:
+        """The pause after the `checks`-th check that found the work unfinished (1, 2, ...)."""
+        return min(self.longest_seconds, self.first_seconds << min(max(checks, 1) - 1, 16))
 
     @property
     def max_checks(self) -> int:
-        return max(1, math.ceil(self.budget_seconds / max(1, self.interval_seconds)))
+        """How many unfinished checks fit in the budget."""
+        checks, waited = 0, 0
+        while waited < self.budget_seconds:
+            checks += 1
+            waited += self.wait_after(checks)
+        return max(1, checks)
 
 
 P = TypeVar("P", bound=BaseModel)  # the type's parameters

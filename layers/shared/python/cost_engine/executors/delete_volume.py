@@ -117,7 +117,7 @@ class DeleteVolumeExecutor(
     resource_name = "EBS volume"
     risk_level = RiskLevel.MEDIUM
     # The snapshot of a large volume can take hours.
-    polling = Polling(interval_seconds=30, budget_seconds=4 * 3600)
+    polling = Polling(first_seconds=15, longest_seconds=120, budget_seconds=4 * 3600)
     permissions = (
         # LookupEvents, like the EC2 Describe calls, supports no resource-level permissions.
         Permission(("ec2:DescribeVolumes", "ec2:DescribeSnapshots", "cloudtrail:LookupEvents")),

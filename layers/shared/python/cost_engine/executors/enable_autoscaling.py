@@ -159,7 +159,7 @@ class EnableAutoscalingExecutor(
     resource_name = "EC2 instance"
     risk_level = RiskLevel.MEDIUM
     # The AMI of the instance comes first, and can take an hour for large volumes.
-    polling = Polling(interval_seconds=15, budget_seconds=2 * 3600)
+    polling = Polling(first_seconds=5, longest_seconds=30, budget_seconds=2 * 3600)
     # The instance itself is left as it was; the group is new, made outside any stack.
     cloudformation_managed = DependencyRule.WARN
     permissions = (

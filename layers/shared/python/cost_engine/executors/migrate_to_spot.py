@@ -182,7 +182,7 @@ class MigrateToSpotExecutor(
     resource_name = "EC2 instance"
     risk_level = RiskLevel.HIGH
     # The AMI of the original comes first, and can take an hour for large volumes.
-    polling = Polling(interval_seconds=15, budget_seconds=2 * 3600)
+    polling = Polling(first_seconds=5, longest_seconds=30, budget_seconds=2 * 3600)
     # The spot instance that replaces it has a new id: the load balancer would lose its target.
     load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True

@@ -134,7 +134,7 @@ class RightsizeDatabaseExecutor(
     resource_name = "RDS DB instance"
     risk_level = RiskLevel.MEDIUM
     # A DB snapshot and a class change (with a Multi-AZ failover) take tens of minutes, or hours.
-    polling = Polling(interval_seconds=60, budget_seconds=4 * 3600)
+    polling = Polling(first_seconds=30, longest_seconds=300, budget_seconds=4 * 3600)
     permissions = (
         Permission(("rds:DescribeDBInstances",), (DB_ARN,)),
         Permission(("rds:DescribeDBSnapshots",), (DB_ARN, DB_SNAPSHOT_ARN)),

@@ -11,8 +11,9 @@ people's decisions (approve, reject, cancel, rollback) to them, each as a condit
 
 from __future__ import annotations
 
+from cost_engine.errors import TASK_WAIT_OVER_ERRORS
 from cost_engine.models import AuditEvent, ExecutionRecord, ExecutionStatus
-from cost_engine.service.decisions import TASK_WAIT_OVER_ERRORS, Decisions, LinkOutcome
+from cost_engine.service.decisions import Decisions, LinkOutcome
 from cost_engine.service.interventions import STRANDED_ROLLBACK_STATES, Interventions
 from cost_engine.service.runs import Runs, execution_arn, rollback_run_name
 from cost_engine.service.start import MAX_SCHEDULE_AHEAD, StartExecutions, execution_id_for_key

@@ -11,15 +11,12 @@ from botocore.exceptions import ClientError
 from cost_engine.approval_links import LinkCheck
 from cost_engine.audit_trail import acting
 from cost_engine.aws import error_code
-from cost_engine.errors import ApprovalRefused, Conflict, PlanChanged
+from cost_engine.errors import TASK_WAIT_OVER_ERRORS, ApprovalRefused, Conflict, PlanChanged
 from cost_engine.models import ApprovalDecision, ExecutionRecord, ExecutionStatus, utc_now
 from cost_engine.service.runs import Runs
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
 
 S = ExecutionStatus
-
-# Step Functions' answers to a task token whose wait is over (answered, timed out, or its run ended).
-TASK_WAIT_OVER_ERRORS = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,10 @@ class Decisions(Runs):
             approval.comment = decision.comment
         changes: dict[str, Any] = {"approval": approval}
         self._before_decision(record, decision, approve, actor)
-        if not approve:
+        if approve:
+            # Its place in the queue for an acting slot: slots go out in the order of approval.
+            changes["queued_at"] = now
+        else:
             changes |= {
                 "success": False,
                 "completed_at": now,

@@ -84,9 +84,10 @@ class Runs:
                 return execution_arn(state_machine_arn, name)
             message = f"the state machine could not be started: {error}"
             target = S.FAILED if fail_from != S.ROLLING_BACK else S.ROLLBACK_FAILED
-            self.ctx.executions.transition(
-                record.execution_id, target, expected=fail_from, changes={"error_message": message}
-            )
+            changes: dict[str, Any] = {"error_message": message}
+            if fail_from != S.ROLLING_BACK:  # it has no run: the ARN its record was created with names none
+                changes["state_machine_execution_arn"] = None
+            self.ctx.executions.transition(record.execution_id, target, expected=fail_from, changes=changes)
             self.ctx.audit.append(record.execution_id, "start_failed", "api", {"error": message})
             raise
         return str(started["executionArn"])

@@ -28,7 +28,7 @@ from cost_engine.models import (
     utc_now,
 )
 from cost_engine.prechecks import request_refusals, staleness
-from cost_engine.service.runs import Runs, iso_seconds
+from cost_engine.service.runs import Runs, execution_arn, iso_seconds
 
 S = ExecutionStatus
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
@@ -108,6 +108,8 @@ class StartExecutions(Runs):
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint if idempotency_key else None,
         )
+        # Its run is named after it, so the run's ARN is known now: written with the record, not after.
+        record.state_machine_execution_arn = execution_arn(state_machine_arn, record.execution_id)
         if not record.dry_run:
             # One execution per resource (a dry run changes nothing and takes no lock). Held at most
             # as long as this execution can run: its wait, its approval and its acting phase.
@@ -152,9 +154,9 @@ class StartExecutions(Runs):
         return existing
 
     def _resume(self, record: ExecutionRecord, state_machine_arn: str) -> ExecutionRecord:
-        """Start the record's state machine unless it already runs. Its run is named after the
+        """Start the record's state machine unless it has moved on. Its run is named after the
         execution and its input depends only on the record, so starting it twice is harmless."""
-        if record.state_machine_execution_arn or record.status not in (S.PENDING, S.SCHEDULED):
+        if record.status not in (S.PENDING, S.SCHEDULED):
             return record
         state_input: dict[str, Any] = {
             "execution_id": record.execution_id,
@@ -165,8 +167,5 @@ class StartExecutions(Runs):
             # Always present (null when unset) so the state machine's Choice never meets a missing path.
             "scheduled_time": iso_seconds(record.scheduled_time),
         }
-        arn = self._start(state_machine_arn, record.execution_id, state_input, record, record.status)
-        # The state machine may already have moved on: record its ARN whatever the status is now.
-        return self.ctx.executions.update(
-            record.execution_id, expected=set(ExecutionStatus), changes={"state_machine_execution_arn": arn}
-        )
+        self._start(state_machine_arn, record.execution_id, state_input, record, record.status)
+        return record

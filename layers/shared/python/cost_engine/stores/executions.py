@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from cost_engine.errors import Conflict, InvalidRequest, NotFound, StatusConflict
 from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
-from cost_engine.stores.dynamo import decode_cursor, encode_cursor, from_item, sortable_time, table, to_item
+from cost_engine.stores.dynamo import (
+    batch_get,
+    decode_cursor,
+    encode_cursor,
+    from_item,
+    is_conditional_failure,
+    item_at_failure,
+    sortable_time,
+    table,
+    to_item,
+)
 from cost_engine.topology import EXECUTIONS_TABLE, IndexName
 from cost_engine.transitions import FINAL_STATES, check_transition
 
@@ -19,6 +29,8 @@ TASK_TOKEN_ATTRIBUTE = "approval_task_token"
 # for all: the executions in flight at once are few, and the sweeper reads them all.
 UNFINISHED_ATTRIBUTE = "unfinished"
 UNFINISHED = "unfinished"
+# How many executions' customers a store remembers (see ExecutionStore._customers).
+CUSTOMERS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -29,10 +41,6 @@ class Page:
 
 def _customer_status(customer_id: str, status: ExecutionStatus) -> str:
     return f"{customer_id}#{status.value}"
-
-
-def _is_conditional_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 def execution_not_found(execution_id: str) -> NotFound:
@@ -59,6 +67,17 @@ class ExecutionStore:
     def __init__(self, table_name: str, region: str, on_transition: TransitionObserver | None = None) -> None:
         self._table = table(table_name, region)
         self.on_transition = on_transition
+        # The customer of each execution this store has read or written, which never changes: a status
+        # change writes it into `customer_status` without reading the record first. The oldest go first.
+        self._customers: dict[str, str] = {}
+
+    def _remember(self, item: dict[str, Any]) -> None:
+        self._customers[str(item["execution_id"])] = str(item["customer_id"])
+        if len(self._customers) > CUSTOMERS_KEPT:
+            del self._customers[next(iter(self._customers))]
+
+    def _customer_of(self, execution_id: str) -> str:
+        return self._customers.get(execution_id) or self.get(execution_id).customer_id
 
     def create(self, record: ExecutionRecord) -> None:
         item = to_item(record)
@@ -73,21 +92,29 @@ class ExecutionStore:
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(execution_id)")
         except ClientError as error:
-            if _is_conditional_failure(error):
+            if is_conditional_failure(error):
                 raise Conflict(f"execution {record.execution_id} already exists") from None
             raise
+        self._remember(item)
 
-    def _raw(self, execution_id: str) -> dict[str, Any]:
+    def get(self, execution_id: str) -> ExecutionRecord:
         item = self._table.get_item(Key={"execution_id": execution_id}, ConsistentRead=True).get("Item")
         if item is None:
             raise execution_not_found(execution_id)
-        return dict(item)
-
-    def get(self, execution_id: str) -> ExecutionRecord:
-        return ExecutionRecord.model_validate(from_item(self._raw(execution_id)))
+        self._remember(item)
+        return ExecutionRecord.model_validate(from_item(item))
 
     def task_token(self, execution_id: str) -> str | None:
-        token = self._raw(execution_id).get(TASK_TOKEN_ATTRIBUTE)
+        # The id too, so that an execution without a token still reads as an item.
+        item = self._table.get_item(
+            Key={"execution_id": execution_id},
+            ConsistentRead=True,
+            ProjectionExpression="execution_id, #t",
+            ExpressionAttributeNames={"#t": TASK_TOKEN_ATTRIBUTE},
+        ).get("Item")
+        if item is None:
+            raise execution_not_found(execution_id)
+        token = item.get(TASK_TOKEN_ATTRIBUTE)
         return str(token) if token else None
 
     def transition(
@@ -109,29 +136,25 @@ class ExecutionStore:
             check_transition(old, new_status)
         final = new_status in FINAL_STATES
         removed = [*remove, UNFINISHED_ATTRIBUTE] if final else list(remove)
-        while True:
-            record = self.get(execution_id)
-            # The status goes last: DynamoDB applies an update atomically, but the local emulator applies
-            # its actions one by one, and a reader that sees the new status must see the rest with it.
-            values = {
-                **(changes or {}),
-                **({} if final else {UNFINISHED_ATTRIBUTE: UNFINISHED}),
-                "customer_status": _customer_status(record.customer_id, new_status),
-                "status": new_status,
-            }
-            # Conditioned on the status just read, so that the change observed (from -> to) is the one
-            # written; read again when another writer moved it on to a status still in `expected`
-            # (statuses only move forward, so this ends).
-            condition = {record.status} if record.status in expected_set else expected_set
-            try:
-                after = self._update(execution_id, values, condition, removed, intent=f"become '{new_status.value}'")
-            except StatusConflict:
-                if condition != expected_set and self.get(execution_id).status in expected_set:
-                    continue
-                raise
-            if self.on_transition is not None:
-                self.on_transition(record, after)
-            return after
+        # The status goes last: DynamoDB applies an update atomically, but the local emulator applies
+        # its actions one by one, and a reader that sees the new status must see the rest with it.
+        values = {
+            "updated_at": utc_now(),
+            **(changes or {}),
+            **({} if final else {UNFINISHED_ATTRIBUTE: UNFINISHED}),
+            "customer_status": _customer_status(self._customer_of(execution_id), new_status),
+            "status": new_status,
+        }
+        # One write, which returns the record it replaced: the change observed (from -> to) is the one
+        # written, and the record after it is that one with these values.
+        written = {name: to_item(value) for name, value in values.items()}
+        old_item = self._write(execution_id, written, expected_set, removed, f"become '{new_status.value}'", "ALL_OLD")
+        new_item = {name: value for name, value in {**old_item, **written}.items() if name not in removed}
+        before = ExecutionRecord.model_validate(from_item(old_item))
+        after = ExecutionRecord.model_validate(from_item(new_item))
+        if self.on_transition is not None:
+            self.on_transition(before, after)
+        return after
 
     def update(
         self,
@@ -143,23 +166,27 @@ class ExecutionStore:
     ) -> ExecutionRecord:
         """Record `changes` while the status is still one of `expected`, without changing it."""
         expected_set = {expected} if isinstance(expected, ExecutionStatus) else set(expected)
-        return self._update(execution_id, changes, expected_set, remove, intent="be updated")
+        written = {name: to_item(value) for name, value in {"updated_at": utc_now(), **changes}.items()}
+        new_item = self._write(execution_id, written, expected_set, list(remove), "be updated", "ALL_NEW")
+        return ExecutionRecord.model_validate(from_item(new_item))
 
-    def _update(
+    def _write(
         self,
         execution_id: str,
-        values: dict[str, Any],
+        written: dict[str, Any],
         expected: set[ExecutionStatus],
-        remove: Iterable[str],
+        remove: list[str],
         intent: str,
-    ) -> ExecutionRecord:
-        values = {"updated_at": utc_now(), **values}
+        returning: Literal["ALL_OLD", "ALL_NEW"],
+    ) -> dict[str, Any]:
+        """Set `written` (item values) and remove `remove` while the status is one of `expected`; the
+        item before the write (ALL_OLD) or after it (ALL_NEW)."""
         names = {"#status": "status"}
         attribute_values: dict[str, Any] = {}
         sets = []
-        for i, (name, value) in enumerate(values.items()):
+        for i, (name, value) in enumerate(written.items()):
             names[f"#f{i}"] = name
-            attribute_values[f":v{i}"] = to_item(value)
+            attribute_values[f":v{i}"] = value
             sets.append(f"#f{i} = :v{i}")
         removes = []
         for i, name in enumerate(remove):
@@ -177,18 +204,24 @@ class ExecutionStore:
                 ConditionExpression=f"attribute_exists(execution_id) AND #status IN ({', '.join(expected_keys)})",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=attribute_values,
-                ReturnValues="ALL_NEW",
+                ReturnValues=returning,
+                # A refusal tells what the record is instead, without reading it again.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            if not _is_conditional_failure(error):
+            if not is_conditional_failure(error):
                 raise
-            current = self.get(execution_id).status  # raises NotFound when it never existed
+            current = item_at_failure(error)
+            if current is None:
+                raise execution_not_found(execution_id) from None
             wanted = ", ".join(sorted(s.value for s in expected))
             raise StatusConflict(
-                f"execution {execution_id} is '{current.value}', not '{wanted}': "
+                f"execution {execution_id} is '{current['status']}', not '{wanted}': "
                 f"it cannot {intent} (another change came first)"
             ) from None
-        return ExecutionRecord.model_validate(from_item(result["Attributes"]))
+        item = dict(result["Attributes"])
+        self._remember(item)
+        return item
 
     def list_by_customer(
         self, customer_id: str, status: ExecutionStatus | None, limit: int, cursor: str | None
@@ -201,12 +234,19 @@ class ExecutionStore:
                 "customer_status",
                 _customer_status(customer_id, status),
             )
-        return self._query(index, key, value, limit, cursor)
+        keys, next_cursor = self._query_keys(index, key, value, limit, cursor)
+        items = [ExecutionRecord.model_validate(from_item(item)) for item in batch_get(self._table, keys)]
+        # The index is eventually consistent and the records are read after it: one whose status moved
+        # on since is left out of a listing by status, as the index itself will leave it out.
+        return Page(
+            items=[record for record in items if status is None or record.status == status],
+            next_cursor=next_cursor,
+        )
 
     def find_by_approval(self, approval_id: str) -> ExecutionRecord | None:
         """The execution whose approval link has this id, read consistently; None if there is none."""
-        page = self._query(IndexName.APPROVAL, "approval_id", approval_id, 1, None)
-        return self.get(page.items[0].execution_id) if page.items else None
+        keys, _ = self._query_keys(IndexName.APPROVAL, "approval_id", approval_id, 1, None)
+        return self.get(str(keys[0]["execution_id"])) if keys else None
 
     def unfinished_ids(self, page_size: int = 100) -> Iterator[str]:
         """The ids of the executions that are not final, oldest first, from the sparse index (no Scan).
@@ -225,9 +265,12 @@ class ExecutionStore:
                 return
             request["ExclusiveStartKey"] = result["LastEvaluatedKey"]
 
-    def _query(self, index: str, key: str, value: str, limit: int, cursor: str | None) -> Page:
+    def _query_keys(
+        self, index_name: str, key: str, value: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The table keys of a page of an index (newest first), and the cursor of the next page."""
         request: dict[str, Any] = {
-            "IndexName": index,
+            "IndexName": index_name,
             "KeyConditionExpression": "#k = :v",
             "ExpressionAttributeNames": {"#k": key},
             "ExpressionAttributeValues": {":v": value},
@@ -235,11 +278,8 @@ class ExecutionStore:
             "Limit": limit,
         }
         # A page's last key holds the table key and the index keys: nothing else is a valid cursor.
-        index_keys = next(i for i in EXECUTIONS_TABLE.indexes if i.name == index)
-        start = decode_cursor(
-            cursor,
-            frozenset({EXECUTIONS_TABLE.partition_key, index_keys.partition_key, index_keys.sort_key}),
-        )
+        index = next(i for i in EXECUTIONS_TABLE.indexes if i.name == index_name)
+        start = decode_cursor(cursor, frozenset({EXECUTIONS_TABLE.partition_key, index.partition_key, index.sort_key}))
         if start:
             if start[key] != value:
                 # Another listing's cursor (another customer's, or another status filter): DynamoDB
@@ -250,8 +290,10 @@ class ExecutionStore:
                 )
             request["ExclusiveStartKey"] = start
         result = self._table.query(**request)
-        items = [ExecutionRecord.model_validate(from_item(item)) for item in result.get("Items", [])]
-        return Page(items=items, next_cursor=encode_cursor(result.get("LastEvaluatedKey")))
+        keys = [
+            {EXECUTIONS_TABLE.partition_key: item[EXECUTIONS_TABLE.partition_key]} for item in result.get("Items", [])
+        ]
+        return keys, encode_cursor(result.get("LastEvaluatedKey"))
 
     def clear_task_token(self, execution_id: str) -> None:
         """Forget the task token once the wait it completes is over, whatever the status is now."""
@@ -272,6 +314,6 @@ class ExecutionStore:
                 ConditionExpression="attribute_exists(execution_id)",
             )
         except ClientError as error:
-            if _is_conditional_failure(error):
+            if is_conditional_failure(error):
                 raise execution_not_found(execution_id) from None
             raise

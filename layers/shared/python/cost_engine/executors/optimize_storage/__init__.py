@@ -119,7 +119,7 @@ class OptimizeStorageExecutor(
     )
     risk_level = RiskLevel.MEDIUM
     # An EBS modification runs for hours on a large volume before it is optimizing.
-    polling = Polling(interval_seconds=30, budget_seconds=2 * 3600)
+    polling = Polling(first_seconds=10, longest_seconds=60, budget_seconds=2 * 3600)
     # The backup is the record of the volume's settings or the bucket's configuration.
     backup_waits = False
     permissions = (

@@ -89,7 +89,7 @@ class TerminateInstanceExecutor(
     )
     risk_level = RiskLevel.HIGH
     # An AMI or a DB snapshot, a deletion with a final snapshot, a restore: each can take hours.
-    polling = Polling(interval_seconds=30, budget_seconds=4 * 3600)
+    polling = Polling(first_seconds=15, longest_seconds=120, budget_seconds=4 * 3600)
     load_balancer_targets = DependencyRule.REFUSE
     requires_human_approval = True
     permissions = Ec2InstanceTermination.permissions + RdsInstanceTermination.permissions
