@@ -309,7 +309,7 @@ def rollback_execution(execution_id: str) -> Response[Any]:
 def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
     caller, record = _execution(execution_id, Role.APPROVER)
     caller.check_four_eyes(record, service.ctx.settings.approval_policy)
-    return _view(service.decide(execution_id, decision, approve=True, actor=caller.principal))
+    return _view(service.decide(execution_id, decision, approve=True, actor=caller.principal, record=record))
 
 
 @app.post(
@@ -318,8 +318,8 @@ def approve_execution(execution_id: str, decision: Annotated[ApprovalDecision, B
 )
 @tracer.capture_method
 def reject_execution(execution_id: str, decision: Annotated[ApprovalDecision, Body()]) -> dict[str, Any]:
-    caller, _ = _execution(execution_id, Role.APPROVER)
-    return _view(service.decide(execution_id, decision, approve=False, actor=caller.principal))
+    caller, record = _execution(execution_id, Role.APPROVER)
+    return _view(service.decide(execution_id, decision, approve=False, actor=caller.principal, record=record))
 
 
 # -- the contract --------------------------------------------------------------------------------

@@ -291,3 +291,29 @@ def test_only_the_schedules_event_is_a_sweep() -> None:
     assert not is_sweep_event({**scheduled, "source": "acme.tools"})
     assert not is_sweep_event({"detail-type": "Recommendation Approved", "source": "aws.events"})
     assert not is_sweep_event(None)
+
+
+def test_a_sweep_hands_a_slot_left_free_to_the_oldest_waiting_execution(
+    service: ExecutionService, execution: Callable[..., ExecutionRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits = service.ctx.limits
+    monkeypatch.setattr(limits.settings, "max_concurrent_acting", 1)
+    woken: list[tuple[str, int]] = []
+
+    def wake(token: str, slot: int) -> bool:
+        woken.append((token, slot))
+        return True
+
+    monkeypatch.setattr(limits, "wake", wake)
+    holder = execution(S.EXECUTING, running=True, queued_at=utc_now() - timedelta(minutes=2))
+    waiter = execution(S.APPROVED, running=True, queued_at=utc_now() - timedelta(minutes=1))
+    assert limits.claim_slot(holder, "token-of-holder").slot == 0
+    assert limits.claim_slot(waiter, "token-of-waiter").slot is None
+    # The holder's slot is freed, but the hand-over that should have followed was lost
+    limits.store.release_slot(holder.execution_id)
+
+    report = sweep(service)
+
+    assert report.slots_handed_over == [waiter.execution_id]
+    assert woken == [("token-of-waiter", 0)]
+    assert limits.claim_slot(waiter, "token-of-waiter", asked_before=True).slot == 0  # it is the waiter's

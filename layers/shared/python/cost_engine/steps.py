@@ -549,13 +549,14 @@ class StepRunner:
         record = self._get(request.execution_id)
         if not request.task_token:
             raise ActionFailed("request_approval needs the task token of the waiting state")
-        # The token is stored before the status says "awaiting", so whoever sees that status
-        # can complete the wait. It is never logged, returned by the API nor put in a link.
-        self.ctx.executions.store_task_token(record.execution_id, request.task_token)
+        # The token is stored no later than the status says "awaiting" (in the same write), so whoever
+        # sees that status can complete the wait. It is never logged, returned by the API nor put in
+        # a link.
         settings = self.ctx.settings
         if record.status == S.AWAITING_APPROVAL and record.approval and record.approval_id:
             # A retried step (the message may not have gone out): the same approval and link again,
-            # so a link already sent keeps working.
+            # so a link already sent keeps working; the wait is the retry's, with its own token.
+            self.ctx.executions.store_task_token(record.execution_id, request.task_token)
             approval, approval_id = record.approval, record.approval_id
         else:
             now = utc_now()
@@ -584,7 +585,12 @@ class StepRunner:
                 record,
                 S.AWAITING_APPROVAL,
                 S.VALIDATING,
-                {"approval": approval, "approval_id": approval_id, "current_step": Step.REQUEST_APPROVAL.value},
+                {
+                    "approval": approval,
+                    "approval_id": approval_id,
+                    "current_step": Step.REQUEST_APPROVAL.value,
+                    TASK_TOKEN_ATTRIBUTE: request.task_token,
+                },
             )
         link = self.ctx.links.link(approval_id, approval.deadline) if self.ctx.links else None
         self._notify_approvers(record, approval, link)

@@ -14,7 +14,9 @@ trigger function, locally a thread of the runtime) runs `sweep`:
   which ends it `rolled_back` (or `rollback_failed`, or `cancelled` when a cancel was asked for);
 - one that is `approved` while its run still waits on the approval's task token (Step Functions
   could not be reached when it was approved) gets the approval handed over;
-- one whose run never started (its start was lost) fails once `START_GRACE` has passed.
+- one whose run never started (its start was lost) fails once `START_GRACE` has passed;
+- then the free acting slots go to the oldest executions waiting for one (cost_engine.limits): a
+  wake-up that could not be sent, or a slot reclaimed from a holder that had finished.
 
 Each decision is a `swept` audit event (actor `engine:sweeper`) written before the status changes,
 and every change is the same conditional write the steps use, so a step or a reconciliation acting
@@ -68,6 +70,8 @@ class SweepReport:
     looked_at: int = 0
     decisions: dict[str, Decision] = field(default_factory=dict)
     left: dict[str, str] = field(default_factory=dict)
+    # The waiting executions a free acting slot was handed to.
+    slots_handed_over: list[str] = field(default_factory=list)
 
 
 def is_sweep_event(event: Any) -> bool:
@@ -93,6 +97,12 @@ def sweep(service: ExecutionService) -> SweepReport:
             continue
         if decision is not None:
             report.decisions[execution_id] = decision
+    # Acting slots that a lost wake-up or a reclaimed holder left free go to the oldest waiters.
+    try:
+        report.slots_handed_over = [w.execution_id for w in service.ctx.limits.hand_over(SWEEPER_ACTOR)]
+    except (ClientError, BotoCoreError, EngineError) as error:
+        logger.warning("acting slots left for the next sweep to hand over: %s", error)
+        report.left["slots"] = str(error)
     return report
 
 

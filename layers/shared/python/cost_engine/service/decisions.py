@@ -40,13 +40,16 @@ class Decisions(Runs):
         actor: str,
         via: str = "api",
         source: str | None = None,
+        record: ExecutionRecord | None = None,
     ) -> ExecutionRecord:
         """Approve or reject a waiting execution. The first decision wins: the write is conditional
         on the status still being awaiting_approval, so a second (or concurrent) one is a 409.
 
         `actor` is who decided as the engine knows it (the authenticated caller, or the link), and is
-        what the record keeps as the approver; the decision's name is kept beside it, for display."""
-        record = self.ctx.executions.get(execution_id)
+        what the record keeps as the approver; the decision's name is kept beside it, for display.
+        `record` is the execution as the caller just read it, if it did (the write checks the status
+        again)."""
+        record = record if record is not None else self.ctx.executions.get(execution_id)
         if record.status != S.AWAITING_APPROVAL:
             raise Conflict(
                 f"execution {execution_id} is '{record.status.value}', not awaiting approval: "
@@ -80,27 +83,29 @@ class Decisions(Runs):
                 "error_message": f"rejected by {decision.approver} ({actor})"
                 + (f": {decision.comment}" if decision.comment else ""),
             }
-        with acting(execution_id, f"approver:{actor}", self.ctx.audit):
-            record = self.ctx.executions.transition(
+        # The status change's event and the decision's are written together.
+        with self.ctx.audit.batched():
+            with acting(execution_id, f"approver:{actor}", self.ctx.audit):
+                record = self.ctx.executions.transition(
+                    execution_id,
+                    S.APPROVED if approve else S.REJECTED,
+                    expected=S.AWAITING_APPROVAL,
+                    changes=changes,
+                    # An approval keeps the token until the run has it (see `deliver_approval`).
+                    remove=[] if approve else [TASK_TOKEN_ATTRIBUTE],
+                )
+            self.ctx.audit.append(
                 execution_id,
-                S.APPROVED if approve else S.REJECTED,
-                expected=S.AWAITING_APPROVAL,
-                changes=changes,
-                # An approval keeps the token until the run has it (see `deliver_approval`).
-                remove=[] if approve else [TASK_TOKEN_ATTRIBUTE],
+                "approved" if approve else "rejected",
+                f"approver:{actor}",
+                {
+                    "comment": decision.comment,
+                    "via": via,
+                    "name": decision.approver,
+                    "plan_hash": approved_plan,
+                    **({"source": source} if source else {}),
+                },
             )
-        self.ctx.audit.append(
-            execution_id,
-            "approved" if approve else "rejected",
-            f"approver:{actor}",
-            {
-                "comment": decision.comment,
-                "via": via,
-                "name": decision.approver,
-                "plan_hash": approved_plan,
-                **({"source": source} if source else {}),
-            },
-        )
         if token:
             if approve:
                 self.deliver_approval(record, token, actor)
