@@ -111,10 +111,13 @@ class PurchaseLimits:
         raise PeriodPurchaseLimitReached(self._refusal(record, account, period, cents))
 
     def _drop_released(self, account: str, period: str) -> bool:
+        """Release the reservations of executions that ended without buying; whether there were any
+        (released here, or by their own release at this moment: either way there is room to ask again)."""
         dropped = False
         for entry in self.store.read(account, period).entries:
             if entry.state == EntryState.RESERVED and self._ended_without_buying(entry.execution_id):
-                dropped = self.store.release(account, period, entry.execution_id) is not None or dropped
+                self.store.release(account, period, entry.execution_id)
+                dropped = True
         return dropped
 
     def _ended_without_buying(self, execution_id: str) -> bool:
