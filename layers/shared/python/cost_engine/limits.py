@@ -36,7 +36,7 @@ from cost_engine.settings import Settings
 from cost_engine.stores.audit import AuditStore
 from cost_engine.stores.dynamo import sortable_time
 from cost_engine.stores.executions import ExecutionStore
-from cost_engine.stores.limits import LimitsStore, ResourceBusy, SlotClaim, Waiter, resource_scope
+from cost_engine.stores.limits import LimitsStore, ResourceBusy, SlotClaim, Waiter, resource_scope, waiter_key
 from cost_engine.topology import SLOT_WAIT_TIMEOUT_SECONDS
 from cost_engine.transitions import FINAL_STATES
 
@@ -192,7 +192,7 @@ class Limits:
             logger.exception("limits not released for %s", after.execution_id)
 
     def _release(self, after: ExecutionRecord) -> None:
-        queue_key = f"{sortable_time(after.queued_at)}#{after.execution_id}" if after.queued_at else None
+        queue_key = waiter_key(sortable_time(after.queued_at), after.execution_id) if after.queued_at else None
         slot = self.store.release_slot(after.execution_id, queue_key)
         if slot is not None:
             self.audit.append(after.execution_id, "slot_released", "engine:limits", {"slot": slot})

@@ -47,9 +47,6 @@ from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
 from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES
 
 S = ExecutionStatus
-# How many recommendations a function instance keeps read (each is a few KB).
-RECOMMENDATIONS_KEPT = 256
-
 # Called as each phase of a task begins ("before") and ends without error ("after"), with the
 # phase's name and the execution id. The local runtime's fault injector registers one, to fail or
 # hold a task at one of its phases as it does at a whole task; on AWS nothing does.
@@ -187,9 +184,6 @@ class StepRunner:
             Step.RECORD_ROLLBACK_FAILURE: self.record_rollback_failure,
             Step.RECORD_FAILURE: self.record_failure,
         }
-        # Recommendations are never changed once registered (a different one under the same id is
-        # refused): read once per function instance, not by every step.
-        self._recommendations: dict[str, Recommendation] = {}
 
     def run(self, request: StepRequest) -> dict[str, Any]:
         """Run one step. AWS errors worth retrying leave as `TransientError`, which the state
@@ -230,12 +224,8 @@ class StepRunner:
 
     def _subject(self, record: ExecutionRecord) -> tuple[Recommendation, AnyExecutor]:
         """The recommendation an execution carries out, and its type's executor."""
-        recommendation = self._recommendations.get(record.recommendation_id)
-        if recommendation is None:
-            recommendation = self.ctx.recommendations.get(record.recommendation_id)
-            if len(self._recommendations) >= RECOMMENDATIONS_KEPT:
-                self._recommendations.clear()
-            self._recommendations[record.recommendation_id] = recommendation
+        # Read from the table once per function instance (the store keeps what it has read).
+        recommendation = self.ctx.recommendations.get(record.recommendation_id)
         return recommendation, self.ctx.executor_for(recommendation)
 
     def _advance(

@@ -22,7 +22,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from cost_engine.errors import Conflict, ErrorCode
-from cost_engine.stores.dynamo import table
+from cost_engine.stores.dynamo import is_conditional_failure, table
 
 SLOTS = "slots"
 # How long a resource lock may name an execution that has no record yet (its start is creating it).
@@ -40,10 +40,6 @@ class ResourceBusy(Conflict):
         super().__init__(message)
         # The execution that has it (None: cooling down).
         self.holder = holder
-
-
-def _conditional_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 def resource_scope(account_id: str, region: str, resource_id: str) -> str:
@@ -107,7 +103,7 @@ class LimitsStore:
                 )
                 return
             except ClientError as error:
-                if not _conditional_failure(error):
+                if not is_conditional_failure(error):
                     raise
             current = self._table.get_item(Key={"scope": scope, "key": LOCK}, ConsistentRead=True).get("Item", {})
             holder = current.get("holder")
@@ -148,7 +144,7 @@ class LimitsStore:
             )
             return True
         except ClientError as error:
-            if _conditional_failure(error):
+            if is_conditional_failure(error):
                 return False
             raise
 
@@ -161,7 +157,7 @@ class LimitsStore:
                 ExpressionAttributeValues={":old": holder},
             )
         except ClientError as error:
-            if not _conditional_failure(error):
+            if not is_conditional_failure(error):
                 raise
 
     # -- acting slots ------------------------------------------------------------------------------
@@ -184,7 +180,7 @@ class LimitsStore:
         mine = next(
             (i for i, item in slots.items() if item.get("holder") == execution_id and self._held(item, now)), None
         )
-        queue_key = f"{queued_at}#{execution_id}"
+        queue_key = waiter_key(queued_at, execution_id)
         if mine is not None:  # a retried ask, or one that a hand-over answered while it asked again
             self._delete_waiter(queue_key)
             return SlotClaim(mine, 0, self._acting(slots, now))
@@ -300,7 +296,7 @@ class LimitsStore:
                     },
                 )
             except ClientError as error:
-                if _conditional_failure(error):
+                if is_conditional_failure(error):
                     continue
                 raise
             return slot
@@ -332,7 +328,7 @@ class LimitsStore:
                 ExpressionAttributeValues={":token": task_token},
             )
         except ClientError as error:
-            if not _conditional_failure(error):
+            if not is_conditional_failure(error):
                 raise
             return False
         return True
@@ -365,7 +361,7 @@ class LimitsStore:
             )
             return True
         except ClientError as error:
-            if _conditional_failure(error):
+            if is_conditional_failure(error):
                 return False
             raise
 
@@ -408,6 +404,11 @@ class LimitsStore:
             if "LastEvaluatedKey" not in page:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def waiter_key(queued_at: str, execution_id: str) -> str:
+    """An execution's place in the queue for a slot: in the order of its approval (`queued_at`, sortable)."""
+    return f"{queued_at}#{execution_id}"
 
 
 def _slot_key(slot: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cost_engine.stores.dynamo import table
+from cost_engine.stores.dynamo import is_conditional_failure, table
 
 SCOPE_PREFIX = "ri-purchases#"
 # A conditional write that lost to a concurrent one is tried again this many times with what is there now.
@@ -48,10 +48,6 @@ class PeriodLedger:
 
 def ledger_scope(account_id: str) -> str:
     return f"{SCOPE_PREFIX}{account_id}"
-
-
-def _conditional_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 class PurchaseLedgerStore:
@@ -96,7 +92,7 @@ class PurchaseLedgerStore:
             )
             return True
         except ClientError as error:
-            if not _conditional_failure(error):
+            if not is_conditional_failure(error):
                 raise
         return self.read(account_id, period).entry(execution_id) is not None
 
@@ -128,7 +124,7 @@ class PurchaseLedgerStore:
                 )
                 return True
             except ClientError as error:
-                if not _conditional_failure(error):
+                if not is_conditional_failure(error):
                     raise
             if delta > 0 and self.read(account_id, period).committed_cents > cap_cents - delta:
                 return False
@@ -151,7 +147,7 @@ class PurchaseLedgerStore:
                 )
                 return entry.cents
             except ClientError as error:
-                if not _conditional_failure(error):
+                if not is_conditional_failure(error):
                     raise
         return None
 
@@ -167,7 +163,7 @@ class PurchaseLedgerStore:
             )
             return True
         except ClientError as error:
-            if _conditional_failure(error):
+            if is_conditional_failure(error):
                 return False
             raise
 

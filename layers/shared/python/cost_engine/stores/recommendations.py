@@ -6,7 +6,7 @@ from botocore.exceptions import ClientError
 
 from cost_engine.errors import Conflict, NotFound
 from cost_engine.models import Recommendation
-from cost_engine.stores.dynamo import from_item, table, to_item
+from cost_engine.stores.dynamo import from_item, is_conditional_failure, table, to_item
 
 _COMPARED = {"created_at"}
 # How many recommendations a store keeps once read (see RecommendationStore._known).
@@ -35,7 +35,7 @@ class RecommendationStore:
             self._keep(recommendation)
             return recommendation, True
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not is_conditional_failure(error):
                 raise
         existing = self.get(recommendation.recommendation_id)
         if existing.model_dump(exclude=_COMPARED) != recommendation.model_dump(exclude=_COMPARED):
