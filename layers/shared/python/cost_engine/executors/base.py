@@ -1,8 +1,9 @@
 """The contract every executor fulfils, step by step along the common state machine spine.
 
-Validate → Plan → (approval) → Backup → Act → poll until done → Verify → Record, and on any failure
-in an acting step: Rollback → poll until done. Each method does one short piece of work; waiting
-happens in Step Functions (`Wait` states), never by sleeping in a Lambda.
+Validate → Plan → (approval) → Backup → Act → checked until done → Verify → Record, and on any
+failure in an acting step: Rollback → checked until done. Each method does one short piece of work;
+the step that starts a piece of work checks it once, and any waiting happens in Step Functions
+(`Wait` states, as long as the type's `Polling` says), never by sleeping in a Lambda.
 """
 
 from __future__ import annotations
