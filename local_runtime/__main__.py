@@ -21,6 +21,18 @@ def serve() -> int:
         log_level=os.environ.get("LOG_LEVEL", "INFO"),
         echo_function_output=True,
     )
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Both set here rather than left to Python's defaults: a supervisor stops a server with
+    # SIGTERM, and a process started from a shell that ignores SIGINT (a background job of a
+    # non-interactive shell, some CI runners) inherits that ignore, so Ctrl-C would do nothing.
+    # Installed before the server says Ready: a client that signals as soon as it reads Ready must
+    # not find SIGINT still ignored, or the signal is lost and the server runs on.
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     with runtime:
         print(
             f"Cost Execution Engine, local runtime\n"
@@ -35,16 +47,6 @@ def serve() -> int:
             f"Ready. Ctrl-C stops.",
             flush=True,
         )
-        stop = threading.Event()
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        # Both set here rather than left to Python's defaults: a supervisor stops a server with
-        # SIGTERM, and a process started from a shell that ignores SIGINT (a background job of a
-        # non-interactive shell, some CI runners) inherits that ignore, so Ctrl-C would do nothing.
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
         # A timed wait, so the main thread comes back to run the handlers as signals arrive.
         while not stop.wait(1.0):
             pass
