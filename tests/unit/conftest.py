@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -68,3 +69,11 @@ def engine_settings(**fields: Any) -> Settings:
         region=REGION,
         **fields,
     )
+
+
+def waits_a_minute() -> dict[str, Any]:
+    """A state machine definition whose run waits a minute. Until a time, not for seconds: a process that
+    has run the local runtime makes waits of seconds take none (local_runtime.emulations.poll_waits), and
+    a test must not depend on which tests ran before it in its process."""
+    until = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Timestamp": until, "End": True}}}

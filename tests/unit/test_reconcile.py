@@ -20,18 +20,19 @@ from cost_engine.reconcile import (
     reconcile_run_ended,
 )
 from cost_engine.service import ExecutionService
-from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings
+from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings, waits_a_minute
 
 S = ExecutionStatus
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/state-machine"
-WAITS = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 60, "End": True}}}
 
 
 @pytest.fixture
 def service(tables: None) -> ExecutionService:
     """Given the engine's tables and the terminate_instance state machine (moto records its runs)."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    machine = sfn.create_state_machine(name="cost-engine-terminate", definition=json.dumps(WAITS), roleArn=ROLE_ARN)
+    machine = sfn.create_state_machine(
+        name="cost-engine-terminate", definition=json.dumps(waits_a_minute()), roleArn=ROLE_ARN
+    )
     settings = engine_settings(
         state_machine_arns={RecommendationType.TERMINATE_INSTANCE.value: machine["stateMachineArn"]},
     )

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -18,7 +17,7 @@ from moto import mock_aws
 from cost_engine.topology import run_ended_event_pattern
 from local_runtime.emulations import stepfunctions_status_events
 from local_runtime.emulations.stepfunctions_status_events import wait_announced
-from tests.unit.conftest import ACCOUNT_ID, REGION
+from tests.unit.conftest import ACCOUNT_ID, REGION, waits_a_minute
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -26,14 +25,6 @@ if TYPE_CHECKING:
     from mypy_boto3_stepfunctions import SFNClient
 
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/state-machine"
-
-
-def waits() -> dict[str, Any]:
-    """A run that waits a minute. Until a time, not for seconds: a process that has run the local runtime
-    makes waits of seconds take none (local_runtime.emulations.poll_waits), and a test must not depend
-    on which tests ran before it in its process."""
-    until = (datetime.now(UTC) + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Timestamp": until, "End": True}}}
 
 
 FAILS = {"StartAt": "Fail", "States": {"Fail": {"Type": "Fail", "Error": "Broken", "Cause": "no Catch applies"}}}
@@ -84,7 +75,7 @@ def account(monkeypatch: pytest.MonkeyPatch) -> Iterator[Account]:
 
 
 def test_a_stopped_run_is_announced_once_as_aborted_on_the_default_bus_as_aws_shapes_it(account: Account) -> None:
-    machine = account.state_machine(waits())
+    machine = account.state_machine(waits_a_minute())
     run = account.run(machine)
 
     account.sfn.stop_execution(executionArn=run)
@@ -159,7 +150,7 @@ def test_a_run_failing_where_no_catch_applies_is_announced_as_failed_with_its_er
 
 
 def test_a_run_past_its_timeout_is_announced_as_timed_out(account: Account) -> None:
-    run = account.run(account.state_machine({**waits(), "TimeoutSeconds": 1}))
+    run = account.run(account.state_machine({**waits_a_minute(), "TimeoutSeconds": 1}))
 
     wait_announced(run, timeout=30)
 
@@ -182,8 +173,8 @@ def test_the_engines_run_ended_rule_matches_the_announced_ends_its_steps_did_not
     account: Account,
 ) -> None:
     """The rule the local runtime provisions from the topology sees the emulated events as AWS's."""
-    machine = account.state_machine(waits())
-    other_machine = account.state_machine(waits())
+    machine = account.state_machine(waits_a_minute())
+    other_machine = account.state_machine(waits_a_minute())
     account.events.put_rule(Name="engine", EventPattern=json.dumps(run_ended_event_pattern([machine])))
     account.events.put_targets(
         Rule="engine",

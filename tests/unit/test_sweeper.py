@@ -16,11 +16,10 @@ from cost_engine.errors import Conflict
 from cost_engine.models import ExecutionRecord, ExecutionStatus, RecommendationType, new_execution_id, utc_now
 from cost_engine.service import ExecutionService
 from cost_engine.sweeper import SWEEPER_ACTOR, SWEPT, Decision, is_sweep_event, sweep
-from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings
+from tests.unit.conftest import ACCOUNT_ID, REGION, engine_settings, waits_a_minute
 
 S = ExecutionStatus
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/state-machine"
-WAITS = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 60, "End": True}}}
 TYPES = (RecommendationType.TERMINATE_INSTANCE, RecommendationType.MIGRATE_TO_SPOT)
 
 
@@ -29,8 +28,9 @@ def service(tables: None) -> ExecutionService:
     """Given the engine's tables and two state machines (moto records their runs, which never end by
     themselves: a test stops one to end it)."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
+    definition = json.dumps(waits_a_minute())
     machines = {
-        t.value: sfn.create_state_machine(name=f"ce-{t.value}", definition=json.dumps(WAITS), roleArn=ROLE_ARN)[
+        t.value: sfn.create_state_machine(name=f"ce-{t.value}", definition=definition, roleArn=ROLE_ARN)[
             "stateMachineArn"
         ]
         for t in TYPES
