@@ -121,6 +121,8 @@ def _show_status(execution: dict[str, Any], out: TextIO) -> None:
     )
     if execution.get("error_message"):
         print(f"  error     {execution['error_message']}", file=out)
+    if execution.get("earlier_steps"):
+        print(f"    …         earlier steps: cost-engine logs {execution['execution_id']}", file=out)
     for step in execution.get("steps") or []:
         print(f"    {step['at'][11:19]}  {step['event']:<24} {step['actor']}", file=out)
 
@@ -180,17 +182,22 @@ def cmd_execute(api: Api, args: argparse.Namespace, out: TextIO) -> tuple[Any, i
 
 def _watch(api: Api, execution_id: str, args: argparse.Namespace, out: TextIO) -> tuple[Any, int]:
     """Follow an execution until it ends or waits for a person, printing each step as it happens."""
-    seen = 0
+    # The status shows the newest steps only: a step is known by its key, not by its place in the list.
+    seen: set[str] | None = None
     deadline = time.monotonic() + args.timeout
     while True:
         execution = api.call("GET", f"/executions/{execution_id}")
         steps = execution.get("steps") or []
         if not args.json:
-            if seen == 0:
+            if seen is None:
                 print(f"{execution_id}  {execution['recommendation_type']} on {execution['resource_id']}", file=out)
-            for step in steps[seen:]:
-                print(f"  {step['at'][11:19]}  {step['event']:<24} {step['actor']}", file=out, flush=True)
-        seen = len(steps)
+            if seen and steps and steps[0]["key"] not in seen and execution.get("earlier_steps"):
+                # More steps came between two polls than a status shows: say where the rest are.
+                print(f"  …         more steps: cost-engine logs {execution_id}", file=out)
+            for step in steps:
+                if step["key"] not in (seen or ()):
+                    print(f"  {step['at'][11:19]}  {step['event']:<24} {step['actor']}", file=out, flush=True)
+        seen = (seen or set()) | {step["key"] for step in steps}
         if execution["status"] in FINAL or execution["status"] == "awaiting_approval":
             if not args.json:
                 print(

@@ -80,11 +80,42 @@ def test_the_steps_are_the_events_without_their_details(audit: AuditStore) -> No
     audit.append(execution_id, "backup_done", "state-machine:backup", {"image_id": "ami-1", "volumes": [8]})
     audit.append(execution_id, "approved", "apikey:approver")
 
-    # Then the steps are what happened, when and by whom, in order
-    assert [(s.event_type, s.timestamp, s.actor) for s in audit.steps(execution_id)] == [
+    # Then the steps are what happened, when and by whom, in order, and none is earlier than those
+    steps, earlier = audit.latest_steps(execution_id, 10)
+    assert [(s.event_type, s.timestamp, s.actor) for s in steps] == [
         (e.event_type, e.timestamp, e.actor) for e in audit.events(execution_id)
     ]
-    assert audit.steps(new_execution_id()) == []
+    assert not earlier
+    assert len({s.event_key for s in steps}) == 3
+    assert audit.latest_steps(new_execution_id(), 10) == ([], False)
+
+
+def test_the_latest_steps_are_the_newest_ones_oldest_first_and_say_that_earlier_ones_exist(
+    audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a long log of twelve events
+    execution_id = new_execution_id()
+    appended = [audit.append(execution_id, f"step_{n}", "state-machine:test") for n in range(12)]
+    queries: list[dict[str, Any]] = []
+    query = audit._table.query
+
+    def counted(**kwargs: Any) -> Any:
+        queries.append(kwargs)
+        return query(**kwargs)
+
+    monkeypatch.setattr(audit._table, "query", counted)
+
+    # When the newest five are asked for
+    steps, earlier = audit.latest_steps(execution_id, 5)
+
+    # Then they are the last five, in the order they happened, with word of the seven before them
+    assert [s.event_type for s in steps] == [e.event_type for e in appended[-5:]]
+    assert earlier
+    # And one query read no more than those and one to tell whether there are earlier ones
+    [asked] = queries
+    assert (asked["Limit"], asked["ScanIndexForward"]) == (6, False)
+    # And exactly as many as the log holds is no earlier one
+    assert audit.latest_steps(execution_id, 12)[1] is False
 
 
 # -- events written together ------------------------------------------------------------------------

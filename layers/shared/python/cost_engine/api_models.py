@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, SecurityScheme
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from cost_engine.models import (
     ApprovalState,
@@ -73,10 +73,16 @@ class ErrorBody(_Strict):
     details: list[dict[str, Any]] | None = None
 
 
+# The newest steps a status read shows: enough for a whole execution's steps as a rule, and a bound on
+# what each poll of a status reads however long the log grows (GET /executions/{id}/logs has them all).
+STATUS_STEPS = 50
+
+
 class StepView(_Strict):
     event: str
     at: datetime
     actor: str
+    key: str = Field(description="the event's key in the log: unique, and in the order the events happened")
 
 
 # An execution as listed: the record without its bookkeeping fields.
@@ -98,7 +104,8 @@ class ExecutionView(ExecutionSummary):
     pending_approval: ApprovalState | None
     result: ExecutionResult | None
     rollback_result: RollbackResult | None
-    steps: list[StepView]
+    steps: list[StepView] = Field(description=f"the newest steps, oldest first (at most {STATUS_STEPS})")
+    earlier_steps: bool = Field(description="whether the execution has earlier steps than these (see its logs)")
 
 
 class ExecutionPage(_Strict):

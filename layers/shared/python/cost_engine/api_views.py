@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cost_engine.api_models import HIDDEN_RECORD_FIELDS
+from cost_engine.api_models import HIDDEN_RECORD_FIELDS, STATUS_STEPS
 from cost_engine.models import ExecutionRecord, ExecutionResult, ExecutionStatus, RollbackResult
 from cost_engine.stores.audit import AuditStore
 from cost_engine.transitions import FINAL_STATES
@@ -51,9 +51,11 @@ def status_view(record: ExecutionRecord, audit: AuditStore) -> dict[str, Any]:
         or (record.status == S.CANCELLED and record.rollback_executed)
         else None
     )
-    # Every event of the log, without its detail (GET /executions/{id}/logs has those).
+    # The newest events of the log, without their details (GET /executions/{id}/logs has those). A
+    # step's key tells a client following the execution which steps it has already shown.
+    steps, earlier = audit.latest_steps(record.execution_id, STATUS_STEPS)
     view["steps"] = [
-        {"event": e.event_type, "at": e.timestamp.isoformat(), "actor": e.actor}
-        for e in audit.steps(record.execution_id)
+        {"event": e.event_type, "at": e.timestamp.isoformat(), "actor": e.actor, "key": e.event_key} for e in steps
     ]
+    view["earlier_steps"] = earlier
     return view

@@ -25,15 +25,21 @@ from cost_engine.stores.dynamo import from_item, sortable_time, table, to_item
 
 
 class AuditStep(BaseModel):
-    """An event without its detail: what happened, when and by whom (an execution's steps)."""
+    """An event without its detail: what happened, when and by whom (an execution's steps), and its
+    key in the log (time and id: unique, and in the order the events happened)."""
 
     event_type: str
     timestamp: datetime
     actor: str
+    event_key: str
 
 
 # The attributes of an AuditStep, as a read names them (`timestamp` is a reserved word).
 _STEP_ATTRIBUTES = {f"#{name}": name for name in AuditStep.model_fields}
+_STEP_PROJECTION: dict[str, Any] = {
+    "ProjectionExpression": ", ".join(_STEP_ATTRIBUTES),
+    "ExpressionAttributeNames": _STEP_ATTRIBUTES,
+}
 
 
 # BatchWriteItem's most items per request, and how often unprocessed ones are sent again.
@@ -111,11 +117,22 @@ class AuditStore:
         """All events of an execution, oldest first."""
         return [AuditEvent.model_validate(from_item(item)) for item in self._items(execution_id, {})]
 
-    def steps(self, execution_id: str) -> list[AuditStep]:
-        """All events of an execution without their details, oldest first: DynamoDB sends only these
-        attributes (it still counts each event's whole size in read units)."""
-        projection = {"ProjectionExpression": ", ".join(_STEP_ATTRIBUTES), "ExpressionAttributeNames": _STEP_ATTRIBUTES}
-        return [AuditStep.model_validate(item) for item in self._items(execution_id, projection)]
+    def latest_steps(self, execution_id: str, count: int) -> tuple[list[AuditStep], bool]:
+        """The newest `count` steps of an execution, oldest first, and whether it has earlier ones.
+
+        One query from the newest end that stops after `count + 1` events: what it reads (and is
+        billed) does not grow with the log, so a client can poll an execution's status cheaply."""
+        result = self._table.query(
+            KeyConditionExpression="execution_id = :e",
+            ExpressionAttributeValues={":e": execution_id},
+            ConsistentRead=True,
+            ScanIndexForward=False,
+            Limit=count + 1,
+            **_STEP_PROJECTION,
+        )
+        items = result.get("Items", [])
+        newest = [AuditStep.model_validate(item) for item in items[:count]]
+        return newest[::-1], len(items) > count
 
     def _items(self, execution_id: str, options: dict[str, Any]) -> list[dict[str, Any]]:
         request: dict[str, Any] = {
