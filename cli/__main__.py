@@ -113,12 +113,7 @@ def _show_status(execution: dict[str, Any], out: TextIO) -> None:
         print(f"  scheduled {execution['scheduled_time']}", file=out)
     if execution.get("cancel_requested_by") and execution["status"] not in FINAL:
         print(f"  cancel    asked by {execution['cancel_requested_by']}: rolling back, then cancelled", file=out)
-    savings = execution.get("actual_savings")
-    print(
-        f"  savings   estimated {_money(execution.get('estimated_monthly_savings'))}/month"
-        + (f", measured {_money(savings)}/month" if savings is not None else ""),
-        file=out,
-    )
+    print(f"  savings   {_savings(execution)}", file=out)
     if execution.get("error_message"):
         print(f"  error     {execution['error_message']}", file=out)
     if execution.get("earlier_steps"):
@@ -246,6 +241,55 @@ def _act(action: str) -> Callable[[Api, argparse.Namespace, TextIO], tuple[Any, 
     return command
 
 
+def _savings(execution: dict[str, Any]) -> str:
+    """Estimated (the recommendation's), expected (the catalog's, at completion) and measured (the bill's,
+    with the quality and accuracy of the measurement that stands for it)."""
+    parts = [f"estimated {_money(execution.get('estimated_monthly_savings'))}/month"]
+    if execution.get("expected_savings") is not None:
+        parts.append(f"expected {_money(execution['expected_savings'])}")
+    measured = execution.get("actual_savings")
+    standing = [m for m in execution.get("measurements") or [] if m.get("monthly_savings") == measured]
+    if measured is not None and standing:
+        latest = standing[-1]
+        accuracy = (
+            f", {latest['accuracy_percent']:.0f}% of expected" if latest.get("accuracy_percent") is not None else ""
+        )
+        parts.append(f"measured {_money(measured)} ({latest['quality']}, {latest['days']} days{accuracy})")
+    elif execution.get("status") == "completed" and not execution.get("dry_run"):
+        parts.append("not measured yet")
+    return ", ".join(parts)
+
+
+def cmd_measure(api: Api, args: argparse.Namespace, out: TextIO) -> tuple[Any, int]:
+    body = {} if args.window_days is None else {"window_days": args.window_days}
+    measurement = api.call("POST", f"/executions/{args.execution_id}/measure", body)
+    if not args.json:
+        window = (
+            f"{measurement['before_start']}..{measurement['before_end']} against "
+            f"{measurement['after_start']}..{measurement['after_end']}"
+            if measurement.get("before_start")
+            else "no window yet"
+        )
+        print(f"{args.execution_id}  {measurement['quality']}  {window}", file=out)
+        if measurement.get("monthly_savings") is not None:
+            accuracy = measurement.get("accuracy_percent")
+            print(
+                f"  cost      {_money(measurement['before_cost'])} before, {_money(measurement['after_cost'])} after"
+                f" ({measurement['days']} days each, {measurement['attribution']})",
+                file=out,
+            )
+            print(
+                f"  saving    {_money(measurement['monthly_savings'])}/month measured, "
+                f"{_money(measurement.get('expected_savings'))}/month expected"
+                + (f": {accuracy:.1f}% accurate" if accuracy is not None else ""),
+                file=out,
+            )
+        if measurement.get("reason"):
+            print(f"  why       {measurement['reason']}", file=out)
+        print(f"  method    {measurement['method']}", file=out)
+    return measurement, EXIT_OK
+
+
 def cmd_logs(api: Api, args: argparse.Namespace, out: TextIO) -> tuple[Any, int]:
     logs = api.call("GET", f"/executions/{args.execution_id}/logs")
     if not args.json:
@@ -335,6 +379,13 @@ def parser() -> argparse.ArgumentParser:
         act = commands.add_parser(name, help=helptext)
         act.add_argument("execution_id")
         act.set_defaults(run=_act(name))
+
+    measure = commands.add_parser("measure", help="measure a completed execution's saving from the bill now")
+    measure.add_argument("execution_id")
+    measure.add_argument(
+        "--window-days", type=int, help="days before and after the change to compare (default: the longest scheduled)"
+    )
+    measure.set_defaults(run=cmd_measure)
 
     logs = commands.add_parser("logs", help="an execution's audit events, oldest first")
     logs.add_argument("execution_id")

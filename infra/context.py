@@ -20,12 +20,14 @@ from cost_engine.settings import (
     DEFAULT_RESOURCE_COOLDOWN_SECONDS,
     DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD,
     DEFAULT_RI_PURCHASE_LIMIT_USD,
+    DEFAULT_SAVINGS_MEASURE_DAYS,
     ApprovalTimeoutSeconds,
     MaxActingSeconds,
     MaxConcurrentActing,
     MaxRecommendationAgeDays,
     PurchaseLimitUsd,
     ResourceCooldownSeconds,
+    SavingsMeasureDays,
 )
 
 # The state machines' TimeoutSeconds (topology.STATE_MACHINE_TIMEOUT_SECONDS) leaves an hour for the
@@ -80,9 +82,16 @@ class DeploymentContext(BaseModel):
     ri_purchase_limit_period: Period = Period.MONTH
     # Recommendations older than this are refused (409 at execute, refused again at validation).
     max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
+    # After how many days a completed execution's saving is measured from the bill (a list, or "7,30").
+    savings_measure_days: SavingsMeasureDays = DEFAULT_SAVINGS_MEASURE_DAYS
     # cost_engine.access.AccessPolicy, as an object or as its JSON: the roles per customer of each IAM
     # principal. Unset: no principal may do anything through the API but open approval links.
     access: AccessPolicy | None = None
+
+    @field_validator("savings_measure_days", mode="before")
+    @classmethod
+    def _split_days(cls, value: object) -> object:
+        return [d.strip() for d in value.split(",") if d.strip()] if isinstance(value, str) else value
 
     @field_validator("approver_emails", mode="before")
     @classmethod

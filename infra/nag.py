@@ -13,6 +13,7 @@ from cost_engine import topology
 from cost_engine.access import routes_of
 from cost_engine.executors import executor_class
 from cost_engine.prechecks import precheck_permissions
+from cost_engine.service.measurements import MEASURE_SCHEDULE_PREFIX, SCHEDULE_GROUP
 from infra.constructs.api import route_resource
 from infra.stack import CostExecutionEngineStack
 
@@ -82,7 +83,8 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
     _suppress(
         stack.roles[topology.API_FUNCTION.construct_id],
         "IAM5",
-        f"{TRACING_REASON} StopExecution, DescribeExecution and GetExecutionHistory are granted on the "
+        f"{TRACING_REASON} Cost Explorer's reads (POST /executions/{{id}}/measure) support no resource-level "
+        "permissions either. StopExecution, DescribeExecution and GetExecutionHistory are granted on the "
         "executions of this stack's state machines only, whose names Step Functions generates at run time.",
         [ANY_RESOURCE]
         + [
@@ -94,11 +96,16 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
     _suppress(
         stack.roles[topology.TRIGGER_FUNCTION.construct_id],
         "IAM5",
-        f"{TRACING_REASON} Its other permissions name their resources: this stack's tables, state machines "
-        "(StartExecution and SendTaskSuccess) and trigger dead-letter queue; the sweeper's DescribeExecution "
-        "is granted on the executions of this stack's state machines only, whose names Step Functions "
-        "generates at run time.",
-        [ANY_RESOURCE]
+        f"{TRACING_REASON} Cost Explorer's GetCostAndUsage and GetCostAndUsageWithResources (savings "
+        "measurements) support no resource-level permissions either. Its other permissions name their "
+        "resources: this stack's tables, state machines (StartExecution and SendTaskSuccess) and trigger "
+        "dead-letter queue; the sweeper's DescribeExecution is granted on the executions of this stack's state "
+        "machines only, whose names Step Functions generates at run time; CreateSchedule on the engine's "
+        "measurement schedules only (cost-engine-measure-<execution>-<days>d, one per execution and window).",
+        [
+            ANY_RESOURCE,
+            f"Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:schedule/{SCHEDULE_GROUP}/{MEASURE_SCHEDULE_PREFIX}*",
+        ]
         + [
             "Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
             f"<{stack.logical_id(sm)}.Name>:*"

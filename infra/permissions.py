@@ -62,6 +62,11 @@ SWEEPER_EXECUTION_ACTIONS = ("states:DescribeExecution",)
 SWEEPER_TASK_ACTIONS = ("states:SendTaskSuccess",)
 # What EventBridge Scheduler may do on the schedules schedule_instance creates.
 SCHEDULER_ACTIONS = ("ec2:StopInstances", "ec2:StartInstances")
+# Reading what Cost Explorer knows of a resource's or a service's daily cost (savings measurements).
+# Cost Explorer has no resource-level permissions: these are granted on "*".
+COST_READ_ACTIONS = ("ce:GetCostAndUsage", "ce:GetCostAndUsageWithResources")
+# Making the one-time schedules of an execution's savings measurements (they delete themselves).
+MEASURE_SCHEDULE_ACTIONS = ("scheduler:CreateSchedule",)
 
 
 def permission_statement(permission: Permission) -> iam.PolicyStatement:

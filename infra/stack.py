@@ -106,6 +106,7 @@ class CostExecutionEngineStack(Stack):
             data=self.data,
             event_bus=self.events.bus,
             state_machines=machines,
+            scheduler_role=self.events.scheduler_role,
         )
 
     def _deployment(self, context: DeploymentContext) -> Deployment:
@@ -125,6 +126,7 @@ class CostExecutionEngineStack(Stack):
             resource_cooldown_seconds=context.resource_cooldown_seconds,
             max_acting_seconds=context.max_acting_seconds,
             max_recommendation_age_days=context.max_recommendation_age_days,
+            savings_measure_days=context.savings_measure_days,
             ri_purchase_limit_usd=context.ri_purchase_limit_usd,
             ri_purchase_limit_per_period_usd=context.ri_purchase_limit_per_period_usd,
             ri_purchase_limit_period=context.ri_purchase_limit_period,

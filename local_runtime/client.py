@@ -107,6 +107,10 @@ class ApiClient:
     def rollback(self, execution_id: str) -> dict[str, Any]:
         return self._json("POST", f"/executions/{execution_id}/rollback")
 
+    def measure(self, execution_id: str, window_days: int | None = None) -> dict[str, Any]:
+        body = {} if window_days is None else {"window_days": window_days}
+        return self._json("POST", f"/executions/{execution_id}/measure", json=body)
+
     def list(self, customer_id: str, **params: Any) -> dict[str, Any]:
         return self._json("GET", "/executions", params={"customer_id": customer_id, **params})
 

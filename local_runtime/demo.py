@@ -126,13 +126,13 @@ class Demo:
 
     def summary(self) -> bool:
         print("\nSummary of executions")
-        print(f"  {'scenario':<36} {'type':<20} {'status':<13} {'savings/month':>13}  result")
+        print(f"  {'scenario':<36} {'type':<20} {'status':<13} {'expected/month':>14}  result")
         for outcome in self.outcomes:
-            savings = outcome.execution.get("actual_savings")
+            savings = outcome.execution.get("expected_savings")
             shown = "-" if savings is None else f"${savings:,.2f}"
             print(
                 f"  {outcome.scenario:<36} {outcome.execution['recommendation_type']:<20} "
-                f"{outcome.execution['status']:<13} {shown:>13}  {'ok' if outcome.ok else 'UNEXPECTED'}"
+                f"{outcome.execution['status']:<13} {shown:>14}  {'ok' if outcome.ok else 'UNEXPECTED'}"
             )
         print("\nFinal state of each EC2 instance")
         reservations = self.ec2.describe_instances()["Reservations"]

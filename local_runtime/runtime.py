@@ -44,10 +44,21 @@ DEFAULT_KEY_NAME = "local-dev"
 MAX_POLL_ATTEMPTS = 200
 
 
+# Every port free_port has handed out in this process: the system may offer a port again once its probe
+# is closed, before the server that was given it binds it.
+_HANDED_OUT: set[int] = set()
+_HANDING_OUT = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with _HANDING_OUT:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def _placeholder_zip() -> bytes:
@@ -391,6 +402,7 @@ class LocalRuntime:
         # Its pattern names the state machines, so it comes after them.
         self._provision_run_ended_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
         self._provision_sweep_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
+        self._provision_completed_rule(function_arns[topology.TRIGGER_FUNCTION.local_name])
 
     def _provision_trigger(self, trigger_arn: str) -> None:
         """The Recommendation Approved rule on the engine's bus, as the stack builds it: the trigger
@@ -432,6 +444,24 @@ class LocalRuntime:
         )
         events.put_targets(
             Rule=topology.RUN_ENDED_RULE_LOCAL_NAME,
+            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
+        )
+
+    def _provision_completed_rule(self, trigger_arn: str) -> None:
+        """The rule on the engine's bus that sends completed executions' status events to the trigger,
+        which schedules their savings measurements, as the stack builds it."""
+        dlq_arn = self.client("sqs").get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        events = self.client("events")
+        events.put_rule(
+            Name=topology.COMPLETED_RULE_LOCAL_NAME,
+            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
+            EventPattern=json.dumps(topology.completed_event_pattern()),
+        )
+        events.put_targets(
+            Rule=topology.COMPLETED_RULE_LOCAL_NAME,
+            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
             Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
         )
 

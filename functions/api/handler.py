@@ -45,7 +45,15 @@ from cost_engine.errors import (
 )
 from cost_engine.formats import ImportRequest
 from cost_engine.formats import import_recommendation as to_recommendation
-from cost_engine.models import ApprovalDecision, ExecutionRecord, ExecutionRequest, ExecutionStatus, Recommendation
+from cost_engine.models import (
+    ApprovalDecision,
+    ExecutionRecord,
+    ExecutionRequest,
+    ExecutionStatus,
+    MeasureRequest,
+    Recommendation,
+    SavingsMeasurement,
+)
 from cost_engine.request_body import refusal as body_refusal
 from cost_engine.service import ExecutionService, LinkOutcome
 from cost_engine.settings import load_settings
@@ -299,6 +307,20 @@ def rollback_execution(execution_id: str) -> Response[Any]:
     caller, _ = _execution(execution_id, Role.OPERATOR)
     record = service.rollback(execution_id, caller.principal)
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=_view(record))
+
+
+@app.post(
+    "/executions/<execution_id>/measure",
+    responses={
+        200: json_response("the measurement, also kept on the execution", SavingsMeasurement),
+        **error_responses(403, 400, 404, 409, 413, 422),
+    },
+)
+@tracer.capture_method
+def measure_execution(execution_id: str, request: Annotated[MeasureRequest, Body()]) -> dict[str, Any]:
+    caller, _ = _execution(execution_id, Role.OPERATOR)
+    measurement = service.measure_savings(execution_id, caller.principal, request.window_days)
+    return measurement.model_dump(mode="json")
 
 
 @app.post(

@@ -18,6 +18,7 @@ from infra.constructs.data import Data
 from infra.constructs.functions import EngineFunctions
 from infra.constructs.monitoring import Monitoring
 from infra.permissions import (
+    COST_READ_ACTIONS,
     EXECUTION_CONTROL_ACTIONS,
     LISTING_READ_ACTIONS,
     TABLE_READ_ACTIONS,
@@ -74,6 +75,8 @@ class Api(Construct):
         machine_arns = [sm.state_machine_arn for sm in state_machines]
         allow(self.role, ["states:StartExecution", *TASK_RESPONSE_ACTIONS], machine_arns)
         allow(self.role, EXECUTION_CONTROL_ACTIONS, execution_arns(self, state_machines))
+        # POST /executions/{id}/measure reads Cost Explorer, which has no resource-level permissions.
+        allow(self.role, COST_READ_ACTIONS, ["*"])
         self.rest_api = self._rest_api(monitoring)
         # Where approval links point unless the deployment chooses an address. Built from the API's id,
         # not from its stage: a reference to the stage would make each executor depend on it, and the

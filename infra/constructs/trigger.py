@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from cost_engine import topology
+from cost_engine.service.measurements import MEASURE_SCHEDULE_PREFIX, SCHEDULE_GROUP
 from infra.constructs.data import Data
 from infra.constructs.functions import EngineFunctions
 from infra.permissions import (
+    COST_READ_ACTIONS,
+    MEASURE_SCHEDULE_ACTIONS,
     SWEEPER_EXECUTION_ACTIONS,
     SWEEPER_TASK_ACTIONS,
     TABLE_READ_ACTIONS,
@@ -50,6 +54,7 @@ class Trigger(Construct):
         data: Data,
         event_bus: events.IEventBus,
         state_machines: Sequence[sfn.StateMachine],
+        scheduler_role: iam.Role,
     ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letter_queue = sqs.Queue(
@@ -62,6 +67,7 @@ class Trigger(Construct):
         trigger = functions.add(self, topology.TRIGGER_FUNCTION)
         self.function, self.role = trigger.function, trigger.role
         self._allow_trigger(data, state_machines)
+        self._allow_measurements(scheduler_role)
         # Lambda retries a failed invocation, then sends the event with the error to the queue (this
         # grants the function's role sqs:SendMessage, GetQueueAttributes and GetQueueUrl on it).
         self.function.configure_async_invoke(
@@ -89,6 +95,18 @@ class Trigger(Construct):
             ),
             targets=[self._to_trigger()],
         )
+        # A completed execution (not a dry run): the trigger schedules its savings measurements.
+        completed = topology.completed_event_pattern()
+        self.completed_rule = events.Rule(
+            self,
+            topology.COMPLETED_RULE_CONSTRUCT_ID,
+            event_bus=event_bus,
+            description="Schedules the savings measurements of each completed execution",
+            event_pattern=events.EventPattern(
+                source=completed["source"], detail_type=completed["detail-type"], detail=completed["detail"]
+            ),
+            targets=[self._to_trigger()],
+        )
         # The sweeper: a Scheduled Event to the same function, which finishes stranded executions.
         self.sweep_rule = events.Rule(
             self,
@@ -107,6 +125,27 @@ class Trigger(Construct):
             dead_letter_queue=self.dead_letter_queue,
             retry_attempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
             max_event_age=TRIGGER_MAX_EVENT_AGE,
+        )
+
+    def _allow_measurements(self, scheduler_role: iam.Role) -> None:
+        """The trigger makes each completed execution's measurement schedules (named for the engine, in
+        the default group), passing them the Scheduler role, which may invoke the trigger and nothing
+        more of Lambda; when one is due, the trigger reads the costs from Cost Explorer."""
+        schedules = (
+            f"arn:{Aws.PARTITION}:scheduler:{Aws.REGION}:{Aws.ACCOUNT_ID}:schedule/"
+            f"{SCHEDULE_GROUP}/{MEASURE_SCHEDULE_PREFIX}*"
+        )
+        allow(self.role, MEASURE_SCHEDULE_ACTIONS, [schedules])
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[scheduler_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
+            )
+        )
+        allow(self.role, COST_READ_ACTIONS, ["*"])
+        scheduler_role.add_to_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.function.function_arn])
         )
 
     def _allow_trigger(self, data: Data, state_machines: Sequence[sfn.StateMachine]) -> None:

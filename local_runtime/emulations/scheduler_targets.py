@@ -1,9 +1,11 @@
-"""EventBridge Scheduler's universal targets, which moto stores but never fires.
+"""EventBridge Scheduler's universal targets and Lambda targets, which moto stores but never fires.
 
 `fire_schedule` does what Scheduler does when a schedule with a universal target comes due: it reads
 the schedule through the Scheduler API, checks that Scheduler could assume its role, and calls
 `<service>:<Action>` with the schedule's JSON `Input` as the request parameters (PascalCase keys, as
-the service's API takes them). Time is not emulated: a test or the demo fires a schedule when it
+the service's API takes them), or, for a Lambda function's ARN, invokes the function with the `Input`
+as its event (as Scheduler's templated Lambda target does, asynchronously on AWS; here at once, so
+that the caller sees its answer). Time is not emulated: a test or the demo fires a schedule when it
 wants to see its effect.
 
 Firing an `ec2:stopInstances` target with `"Hibernate": true` also needs EC2 to hibernate, which moto
@@ -27,6 +29,7 @@ from cost_engine.aws import AwsClients
 if TYPE_CHECKING:
     from local_runtime.runtime import LocalRuntime
 
+LAMBDA_TARGET = re.compile(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+")
 UNIVERSAL_TARGET = re.compile(
     r"arn:aws[a-z-]*:scheduler:::aws-sdk:(?P<service>[a-z0-9-]+):(?P<action>[a-z][A-Za-z0-9]*)"
 )
@@ -152,11 +155,13 @@ def fire_schedule(source: ClientFactory | AwsClients, name: str, group: str = "d
     if schedule.get("State") != "ENABLED":
         raise TargetRefused(f"schedule {group}/{name} is {schedule.get('State')}: Scheduler does not invoke it")
     target = schedule["Target"]
+    if LAMBDA_TARGET.fullmatch(target["Arn"]):
+        return _invoke_function(source, name, group, target)
     match = UNIVERSAL_TARGET.fullmatch(target["Arn"])
     if match is None:
         raise TargetRefused(
             f"schedule {group}/{name} targets {target['Arn']}: only universal targets "
-            "(arn:aws:scheduler:::aws-sdk:<service>:<apiAction>) are emulated"
+            "(arn:aws:scheduler:::aws-sdk:<service>:<apiAction>) and Lambda functions are emulated"
         )
     service, action = match["service"], match["action"]
     if action.startswith(READ_ONLY_PREFIXES):
@@ -173,3 +178,15 @@ def fire_schedule(source: ClientFactory | AwsClients, name: str, group: str = "d
     response = dict(getattr(client, xform_name(operation))(**parameters))
     response.pop("ResponseMetadata", None)
     return FiredTarget(name, group, service, operation, parameters, response)
+
+
+def _invoke_function(source: ClientFactory | AwsClients, name: str, group: str, target: dict[str, Any]) -> FiredTarget:
+    """A Lambda target: the function is invoked with the schedule's Input as its event; an error of the
+    function is raised (Scheduler would retry, then drop it or send it to the dead-letter queue)."""
+    _check_role(source, target["RoleArn"])
+    event = json.loads(target.get("Input") or "{}")
+    answer = _client(source, "lambda").invoke(FunctionName=target["Arn"], Payload=json.dumps(event).encode())
+    payload = json.loads(answer["Payload"].read() or b"null")
+    if answer.get("FunctionError"):
+        raise RuntimeError(f"schedule {group}/{name}: {target['Arn']} failed: {payload}")
+    return FiredTarget(name, group, "lambda", "Invoke", event, {"Payload": payload})

@@ -56,7 +56,7 @@ def run(demo: Demo) -> None:
         execution,
         "completed",
         f"DB {'gone' if _database(rds, idle) is None else 'still there'}, snapshot {snapshot_id} {snapshot}, "
-        f"saves ${execution['actual_savings']}/month",
+        f"saves ${execution['expected_savings']}/month",
         _database(rds, idle) is None and snapshot == "available",
     )
 
@@ -72,7 +72,7 @@ def run(demo: Demo) -> None:
         execution,
         "completed",
         f"DB is {database.get('DBInstanceClass')} ({database.get('DBInstanceStatus')}), "
-        f"saves ${execution['actual_savings']}/month",
+        f"saves ${execution['expected_savings']}/month",
         database.get("DBInstanceClass") == "db.m5.large" and database.get("DBInstanceStatus") == "available",
     )
 

@@ -42,7 +42,7 @@ def run(demo: Demo) -> None:
         "rightsize: execute",
         execution,
         "completed",
-        "instance now {} and {}, saves ${}/month".format(*_type_and_state(demo, api), execution["actual_savings"]),
+        "instance now {} and {}, saves ${}/month".format(*_type_and_state(demo, api), execution["expected_savings"]),
         _type_and_state(demo, api) == ("m5.large", "running"),
     )
 

@@ -60,7 +60,7 @@ def run(demo: Demo) -> None:
         execution,
         "completed",
         f"{len(schedules)} schedules enabled, the stop hibernates: {hibernates}; "
-        f"saves ${execution['actual_savings']}/month",
+        f"saves ${execution['expected_savings']}/month",
         set(schedules) == {"stopInstances", "startInstances"} and hibernates,
     )
 

@@ -44,7 +44,7 @@ def run(demo: Demo) -> None:
         "terminate: execute",
         execution,
         "completed",
-        f"instance {demo.state(batch)}, backup AMI {image_id} kept, saves ${execution['actual_savings']}/month",
+        f"instance {demo.state(batch)}, backup AMI {image_id} kept, saves ${execution['expected_savings']}/month",
         demo.state(batch) == "terminated" and bool(images),
     )
 

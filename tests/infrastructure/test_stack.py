@@ -485,6 +485,7 @@ def test_each_role_has_a_managed_policy_that_invokes_exactly_its_routes_and_only
         "POST/executions/execute",
         "POST/executions/*/cancel",
         "POST/executions/*/rollback",
+        "POST/executions/*/measure",
     }
     assert invoked_routes(synthesized, policies[Role.APPROVER]) == reads | {
         "POST/executions/*/approve",
@@ -820,6 +821,30 @@ def arn_of(synthesized: Synthesized, construct: IConstruct) -> dict[str, Any]:
     return {"Fn::GetAtt": [synthesized.stack.logical_id(construct), "Arn"]}
 
 
+def ENGINE_RULES(stack: Any) -> tuple[IConstruct, ...]:
+    """The trigger's rules, in the order the stack makes them."""
+    return (stack.trigger.rule, stack.trigger.run_ended_rule, stack.trigger.completed_rule, stack.trigger.sweep_rule)
+
+
+def test_the_rule_on_the_engines_bus_sends_completed_executions_not_dry_runs_to_the_trigger(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
+    props = synthesized.resource(topology.COMPLETED_RULE_CONSTRUCT_ID, stack.trigger.completed_rule)["Properties"]
+
+    assert props["EventBusName"] == {"Ref": stack.logical_id(stack.events.bus)}
+    assert props["EventPattern"] == topology.completed_event_pattern()
+    assert props["EventPattern"] == {
+        "source": [topology.EVENT_SOURCE],
+        "detail-type": [topology.STATUS_CHANGED_DETAIL_TYPE],
+        "detail": {"new_status": ["completed"], "dry_run": [False]},
+    }
+    [target] = props["Targets"]
+    assert target["Arn"] == arn_of(synthesized, trigger)
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
+
+
 def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_events_to_the_trigger(
     synthesized: Synthesized,
 ) -> None:
@@ -831,6 +856,7 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
         stack.logical_id(stack.trigger.rule),
         stack.logical_id(stack.trigger.run_ended_rule),
         stack.logical_id(stack.trigger.sweep_rule),
+        stack.logical_id(stack.trigger.completed_rule),
     }
     props = synthesized.resource(topology.TRIGGER_RULE_CONSTRUCT_ID, stack.trigger.rule)["Properties"]
     assert props["EventBusName"] == {"Ref": stack.logical_id(stack.events.bus)}
@@ -895,7 +921,7 @@ def test_the_sweep_schedule_invokes_the_trigger_every_five_minutes_with_its_retr
     assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
 
 
-def test_only_the_engines_three_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
+def test_only_the_engines_four_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
     stack = synthesized.stack
     trigger = arn_of(synthesized, stack.functions[topology.TRIGGER_FUNCTION.construct_id])
     permissions = synthesized.template.find_resources("AWS::Lambda::Permission").values()
@@ -909,7 +935,7 @@ def test_only_the_engines_three_rules_may_invoke_the_trigger(synthesized: Synthe
                 "Principal": "events.amazonaws.com",
                 "SourceArn": arn_of(synthesized, rule),
             }
-            for rule in (stack.trigger.rule, stack.trigger.run_ended_rule, stack.trigger.sweep_rule)
+            for rule in ENGINE_RULES(stack)
         ),
         key=json.dumps,
     )
@@ -996,7 +1022,26 @@ def test_the_trigger_role_holds_only_what_starting_and_reconciling_executions_ne
         "sqs:SendMessage",
         "sqs:GetQueueAttributes",
         "sqs:GetQueueUrl",
+        # A completed execution's savings measurements: their schedules (passed the Scheduler role),
+        # and the costs Cost Explorer reads when one is due.
+        "scheduler:CreateSchedule",
+        "iam:PassRole",
+        "ce:GetCostAndUsage",
+        "ce:GetCostAndUsageWithResources",
     }
+
+
+def test_the_trigger_makes_only_measurement_schedules_and_passes_only_the_scheduler_role(
+    synthesized: Synthesized,
+) -> None:
+    stack = synthesized.stack
+    statements = synthesized.role_statements(topology.TRIGGER_FUNCTION.construct_id)
+
+    [schedules] = [s for s in statements if "scheduler:CreateSchedule" in as_list(s["Action"])]
+    assert json.dumps(schedules["Resource"]).endswith(':schedule/default/cost-engine-measure-*"]]}')
+    [passing] = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    assert passing["Resource"] == arn_of(synthesized, stack.events.scheduler_role)
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}
 
 
 def test_the_trigger_role_reads_and_writes_the_tables_and_deletes_only_in_the_limits_table(
@@ -1050,7 +1095,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
     statements = policies[0]["PolicyDocument"]["Statement"]
     refusals = [(s["Principal"], s["Action"], s["Condition"]) for s in statements if s["Effect"] == "Deny"]
     assert refusals == [({"AWS": "*"}, "sqs:*", {"Bool": {"aws:SecureTransport": "false"}})]
-    # EventBridge may send to it, for the trigger's three rules only.
+    # EventBridge may send to it, for the trigger's four rules only.
     allowed = [s for s in statements if s["Effect"] == "Allow"]
     assert [(s["Principal"], s["Action"], s["Condition"]) for s in allowed] == [
         (
@@ -1058,7 +1103,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
             "sqs:SendMessage",
             {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, rule)}},
         )
-        for rule in (stack.trigger.rule, stack.trigger.run_ended_rule, stack.trigger.sweep_rule)
+        for rule in ENGINE_RULES(stack)
     ]
 
 
@@ -1102,7 +1147,7 @@ def test_the_powertools_layer_is_the_release_the_tests_run_with() -> None:
     assert POWERTOOLS_LAYER_PARAMETER.endswith(f"/{VERSION}")
 
 
-def test_the_scheduler_role_can_only_stop_and_start_instances_for_eventbridge_scheduler(
+def test_the_scheduler_role_can_only_stop_and_start_instances_and_invoke_the_trigger(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
@@ -1110,7 +1155,10 @@ def test_the_scheduler_role_can_only_stop_and_start_instances_for_eventbridge_sc
     statements = synthesized.statements_of(stack.events.scheduler_role)
 
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
-    assert {a for s in statements for a in as_list(s["Action"])} == set(SCHEDULER_ACTIONS)
+    assert {a for s in statements for a in as_list(s["Action"])} == {*SCHEDULER_ACTIONS, "lambda:InvokeFunction"}
+    # The measurement schedules invoke the trigger function, and no other.
+    [invoke] = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
+    assert invoke["Resource"] == arn_of(synthesized, stack.functions[topology.TRIGGER_FUNCTION.construct_id])
 
 
 def test_every_function_publishes_status_events_to_the_engines_own_bus_only(synthesized: Synthesized) -> None:

@@ -8,17 +8,21 @@ log, `runtime.aws_requests`, is the independent witness).
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import botocore.session
 import pytest
 
 from cost_engine.audit_replay import Replay, replay
 from cost_engine.aws_calls import changes_something
 from cost_engine.models import AuditEvent
+from cost_engine.settings import DEFAULT_SAVINGS_MEASURE_DAYS
 from cost_engine.steps import TASK_OF_PHASE, Phase
 from local_runtime.client import ApiClient
 from local_runtime.emulations.aws_requests import AwsRequest
@@ -31,6 +35,31 @@ APPROVER = "lead@example.com"
 # tables, state machines, approval topic, status bus, identity, secret, and Lambda (which Step
 # Functions invokes through the same server here). Every other request is the executors' own.
 PLUMBING_SERVICES = frozenset({"dynamodb", "states", "sns", "events", "sts", "secretsmanager", "lambda"})
+
+
+@functools.cache
+def _rest_routes(service: str) -> list[tuple[str, re.Pattern[str], str]]:
+    """The operations of a REST service's model: method, path pattern, name."""
+    model = botocore.session.get_session().get_service_model(service)
+    routes = []
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        path = http["requestUri"].split("?")[0]
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path))
+        routes.append((http["method"], re.compile(f"{pattern}/?"), name))
+    return routes
+
+
+def rest_operation(service: str, operation: str) -> str:
+    """The API operation a REST request of the request log ("POST /schedules/name") is, as the engine's
+    `aws_call` events name it; any other operation as it is."""
+    method, _, path = operation.partition(" ")
+    if not path.startswith("/"):
+        return operation
+    for route_method, pattern, name in _rest_routes(service):
+        if route_method == method and pattern.fullmatch(path):
+            return name
+    return operation
 
 
 @dataclass(frozen=True)
@@ -48,10 +77,11 @@ class Traced:
     @property
     def changes_received(self) -> Counter[tuple[str, str]]:
         # A DryRun request (the pre-checks' permission question) changes nothing and is no aws_call.
+        named = ((r.service, rest_operation(r.service, r.operation), r.dry_run) for r in self.requests)
         return Counter(
-            (r.service, r.operation)
-            for r in self.requests
-            if changes_something(r.service, r.operation, {"DryRun": r.dry_run})
+            (service, operation)
+            for service, operation, dry_run in named
+            if changes_something(service, operation, {"DryRun": dry_run})
         )
 
     @property
@@ -75,7 +105,13 @@ def trace(runtime: LocalRuntime, api: ApiClient, customer_id: str) -> Callable[.
             # reader can see the final status.
             logs = api.logs(execution["execution_id"])
             changes = [e for e in logs["events"] if e["event_type"] == "status_changed"]
-            return logs if changes and changes[-1]["detail"]["to"] == execution["status"] else None
+            if not changes or changes[-1]["detail"]["to"] != execution["status"]:
+                return None
+            # A completion (not a dry run's) has the trigger schedule its savings measurements, after it.
+            if execution["status"] == "completed" and not execution["dry_run"]:
+                schedules = [e for e in logs["events"] if e["detail"].get("operation") == "CreateSchedule"]
+                return logs if len(schedules) >= len(DEFAULT_SAVINGS_MEASURE_DAYS) else None
+            return logs
 
         logs = eventually(final_change_logged, f"the change to {execution['status']} in the log")
         requests = [r for r in runtime.aws_requests.since(mark) if r.service not in PLUMBING_SERVICES]

@@ -138,7 +138,7 @@ def test_execution_deletes_the_volume_and_keeps_a_snapshot_with_its_settings(
     assert recorded["availability_zone"] == ZONE
     assert recorded["tags"] == {"Name": "orphaned-data", "team": "bi"}
     assert execution["verification"]["passed"] is True
-    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["expected_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
     assert step_events(events(api, execution["execution_id"]))[-len(COMPLETED) :] == COMPLETED
 
 

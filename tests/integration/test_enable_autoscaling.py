@@ -107,7 +107,7 @@ def test_execution_puts_the_instance_behind_a_healthy_group_and_leaves_it_runnin
     # and the original keeps serving
     assert instance_state(ec2, instance_id) == "running"
     assert execution["verification"]["passed"] is True
-    assert execution["actual_savings"] == 35.0
+    assert execution["expected_savings"] == 35.0
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def test_execution_sets_the_retention_and_records_that_it_never_expired(
     assert retention(logs, log_group) == 30
     assert execution["backup"]["previous"] == {"retention_in_days": None}
     assert execution["verification"]["checks"] == [f"retention of CloudWatch Logs group {log_group} is 30 days"]
-    assert execution["actual_savings"] == 8.0
+    assert execution["expected_savings"] == 8.0
 
 
 @pytest.mark.parametrize(("step", "when"), ACTING_STEPS, ids=lambda value: str(value))
@@ -178,7 +178,7 @@ def test_required_tags_are_set_and_a_manual_rollback_restores_exactly_the_previo
     # Then the tags are set, with no direct savings
     assert execution["status"] == "completed", execution["error_message"]
     assert instance_tags(ec2, instance_id) == {"Name": "web", "team": "payments", "cost-center": "cc-42"}
-    assert execution["actual_savings"] == 0.0
+    assert execution["expected_savings"] == 0.0
     assert execution["backup"]["previous"] == {"tags": {"team": "data", "cost-center": None}}
 
     # When a rollback is asked for, then the old value is back and the absent tag is absent again

@@ -101,7 +101,7 @@ def test_execution_leaves_a_running_spot_instance_of_the_same_configuration_and_
     assert execution["verification"]["passed"] is True
     assert [image["State"] for image in backup_images(ec2, execution["execution_id"])] == ["available"]
     assert execution["rollback_available"] is True
-    assert execution["actual_savings"] == ESTIMATE
+    assert execution["expected_savings"] == ESTIMATE
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
     assert step_events(events)[-4:] == ["action_done", "verified", "finalized", "completed"]
 

@@ -20,6 +20,7 @@ DOCUMENTED_ROUTES = {
     ("/executions/{execution_id}/logs", "get"),
     ("/executions/{execution_id}/cancel", "post"),
     ("/executions/{execution_id}/rollback", "post"),
+    ("/executions/{execution_id}/measure", "post"),
     ("/executions/{execution_id}/approve", "post"),
     ("/executions/{execution_id}/reject", "post"),
     ("/approvals/{approval_id}", "get"),

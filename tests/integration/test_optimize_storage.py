@@ -277,7 +277,7 @@ def test_execution_merges_the_transitions_with_the_existing_rule_and_adds_the_ar
     ]
     assert tiering_ids(s3, bucket) == ["logs-archive"]
     assert execution["backup"]["lifecycle"]["rules"] == [EXISTING_RULE]
-    assert execution["actual_savings"] == 70.0  # the recommendation's estimate: no S3 prices in the catalog
+    assert execution["expected_savings"] == 70.0  # the recommendation's estimate: no S3 prices in the catalog
 
 
 @pytest.mark.parametrize(("step", "when"), ACTING_STEP_FAILURES, ids=[f"{s}-{w}" for s, w in ACTING_STEP_FAILURES])

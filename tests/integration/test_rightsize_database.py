@@ -112,7 +112,7 @@ def test_applied_immediately_the_class_is_the_target_after_a_snapshot(
     assert execution_snapshots(rds, execution["execution_id"]) == {execution["backup"]["snapshot_id"]: "available"}
     assert execution["backup"]["original_instance_class"] == ORIGINAL
     assert execution["action"]["takes_effect"] == "immediately"
-    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["expected_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
 
 
 def test_by_default_the_change_is_pending_until_the_maintenance_window_runs(

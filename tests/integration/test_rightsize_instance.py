@@ -82,7 +82,7 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
     assert type_and_state(ec2, instance_id) == ("m5.large", "running")
     assert execution["backup"]["original_type"] == "m5.2xlarge"
     assert execution["verification"]["passed"] is True
-    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["expected_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
     assert execution["rollback_available"] is True
     assert any("downtime" in warning for warning in execution["validation"]["warnings"])
     # A medium-risk change with modest savings: the policy lets auto_approve stand
@@ -109,7 +109,7 @@ def test_a_stopped_instance_gets_the_new_type_and_stays_stopped(
 
     assert execution["status"] == "completed", execution["error_message"]
     assert type_and_state(ec2, instance_id) == ("m5.large", "stopped")
-    assert execution["actual_savings"] == 0.0
+    assert execution["expected_savings"] == 0.0
 
 
 def test_no_capacity_for_the_new_type_rolls_back_to_the_original_type_running(

@@ -124,7 +124,7 @@ def test_execution_creates_both_schedules_and_firing_them_stops_and_starts_the_i
     assert json.loads(stop["Target"]["Input"]) == {"InstanceIds": [instance_id]}
     scheduler_role = runtime.client("iam").get_role(RoleName="cost-engine-local-scheduler")["Role"]["Arn"]
     assert stop["Target"]["RoleArn"] == start["Target"]["RoleArn"] == scheduler_role
-    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["expected_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
     assert instance_state(ec2, instance_id) == "running"
 
     # and when the stop schedule fires, the instance stops (a plain stop: no hibernation configured)

@@ -81,7 +81,7 @@ def test_every_status_change_of_an_execution_is_published_in_order_with_its_savi
     assert last["execution_id"] == execution["execution_id"]
     assert last["recommendation_id"] == recommendation["recommendation_id"]
     assert last["recommendation_type"] == "fix_config"
-    assert last["actual_savings"] == execution["actual_savings"]
+    assert last["expected_savings"] == execution["expected_savings"]
     assert last["estimated_monthly_savings"] == execution["estimated_monthly_savings"]
 
 

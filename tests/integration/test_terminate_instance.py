@@ -99,10 +99,10 @@ def test_execution_terminates_the_instance_and_keeps_an_ami_backup(
     assert launch_config["instance_type"] == "m5.large"
     assert launch_config["tags"]["Name"] == "batch-7"
     assert execution["rollback_available"] is True
-    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["expected_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
     assert execution["verification"]["passed"] is True
     assert execution["result"]["success"] is True
-    assert execution["result"]["actual_savings"] == execution["actual_savings"]
+    assert execution["result"]["expected_savings"] == execution["expected_savings"]
     events = api.logs(execution["execution_id"])["events"]
     assert step_events([event["event_type"] for event in events]) == [*APPROVED_BY_A_PERSON, *COMPLETED]
     [approved] = [event for event in events if event["event_type"] == "approved"]

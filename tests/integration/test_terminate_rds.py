@@ -137,7 +137,7 @@ def test_execution_deletes_the_database_and_keeps_its_snapshots(
     assert backup["restore_config"]["instance_class"] == "db.t3.large"
     assert backup["restore_config"]["tags"]["Name"] == "old-reports"
     assert execution["verification"]["passed"] is True
-    assert execution["actual_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
+    assert execution["expected_savings"] == pytest.approx(execution["plan"]["estimated_monthly_savings"])
 
 
 @pytest.mark.parametrize(

@@ -288,7 +288,7 @@ def test_backup_delete_verify_and_savings(ec2: EC2Client, executor: DeleteVolume
     assert executor.apply_done(recommendation, action)
     verification = executor.verify(recommendation, action)
     assert verification.passed, verification.failures
-    assert executor.measure_savings(recommendation, backup) == pytest.approx(
+    assert executor.expected_savings(recommendation, backup) == pytest.approx(
         (price_catalog().volume_monthly("gp3", 100) or 0) - price_catalog().snapshot_monthly(100)
     )
 

@@ -274,7 +274,7 @@ def test_the_group_is_built_from_the_instance_and_verified_healthy(
     assert "target-tracking policy" in " ".join(verification.checks)
     # and the original keeps running
     assert state(account, instance_id) == "running"
-    assert executor.measure_savings(recommendation, done["backup"]) == 42.0
+    assert executor.expected_savings(recommendation, done["backup"]) == 42.0
 
 
 def test_a_repeated_backup_and_apply_create_nothing_twice(

@@ -188,7 +188,7 @@ def test_log_retention_is_set_and_a_rollback_makes_the_group_never_expire_again(
     assert "recommendation's own estimate" in plan.savings_basis
     assert executor.stored(backup)["previous"] == {"retention_in_days": None}
     assert retention(logs) == 30
-    assert executor.measure_savings(recommendation, backup) == 12.5
+    assert executor.expected_savings(recommendation, backup) == 12.5
 
     # and a rollback removes the retention policy again
     roll_back(executor, recommendation, backup)
@@ -333,7 +333,7 @@ def test_required_tags_are_set_on_an_instance_and_a_rollback_restores_exactly_wh
     assert executor.stored(backup)["previous"] == {"tags": {"cost-center": "unknown", "owner": None}}
     assert plan.estimated_monthly_savings == 0.0
     assert "cost attributable" in plan.savings_basis
-    assert executor.measure_savings(recommendation, backup) == 0.0
+    assert executor.expected_savings(recommendation, backup) == 0.0
 
     # and a rollback puts back the old value and removes the tag that was absent
     roll_back(executor, recommendation, backup)

@@ -484,7 +484,7 @@ def test_finalize_terminates_the_original_and_says_so(
 def test_measured_savings_fall_back_to_the_estimate_without_a_usable_spot_price(
     executor: MigrateToSpotExecutor, launched: Migration
 ) -> None:
-    assert executor.measure_savings(launched.recommendation, launched.backup) == ESTIMATE
+    assert executor.expected_savings(launched.recommendation, launched.backup) == ESTIMATE
 
 
 # -- roll back -------------------------------------------------------------------------------------

@@ -397,7 +397,8 @@ def test_the_measured_savings_of_a_volume_match_the_plan(
     recommendation = recommendation_for(volume_id, savings=9.0)
 
     assert (
-        executor.measure_savings(recommendation, backup) == executor.plan(recommendation, "x").estimated_monthly_savings
+        executor.expected_savings(recommendation, backup)
+        == executor.plan(recommendation, "x").estimated_monthly_savings
     )
 
 

@@ -354,7 +354,7 @@ def test_the_purchase_is_bought_once_tagged_waited_for_and_verified(
     assert verification.passed, verification.failures
     assert f"tagged {EXECUTION_TAG}={execution_id}" in verification.checks
     assert (
-        executor.measure_savings(recommendation, backup)
+        executor.expected_savings(recommendation, backup)
         == executor.plan(recommendation, execution_id).estimated_monthly_savings
     )
 

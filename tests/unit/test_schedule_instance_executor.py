@@ -595,4 +595,4 @@ def test_measured_savings_are_those_of_the_plan(
     backup, _ = scheduled
     plan = executor.plan(recommendation_for(dev_box), execution_id)
 
-    assert executor.measure_savings(recommendation_for(dev_box), backup) == plan.estimated_monthly_savings
+    assert executor.expected_savings(recommendation_for(dev_box), backup) == plan.estimated_monthly_savings

@@ -181,7 +181,7 @@ def test_a_schedule_in_its_own_group_is_fired_from_there(
 @pytest.mark.parametrize(
     ("arn", "refusal"),
     [
-        ("arn:aws:lambda:us-east-1:123456789012:function:report", "only universal targets"),
+        ("arn:aws:sqs:us-east-1:123456789012:reports", "only universal targets"),
         ("arn:aws:scheduler:::aws-sdk:ec2:describeInstances", "'ec2:describeInstances' only reads"),
         ("arn:aws:scheduler:::aws-sdk:ec2:rebootEverything", "'ec2' has no API action 'rebootEverything'"),
         ("arn:aws:scheduler:::aws-sdk:notaservice:stopInstances", "'notaservice' is not an AWS SDK service name"),

@@ -408,7 +408,7 @@ def test_a_stopped_database_saves_only_its_storage(rds: RDSClient, executor: Ter
     recommendation = recommendation_for(identifier)
     backup = executor.backup(recommendation, new_execution_id())
 
-    savings = executor.measure_savings(recommendation, backup)
+    savings = executor.expected_savings(recommendation, backup)
 
     storage = catalog.rds_storage_gb_month["gp3"] * STORAGE_GB
     assert savings == pytest.approx(storage - catalog.rds_snapshot_gb_month * STORAGE_GB, abs=0.01)

@@ -52,6 +52,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/executions/execute"): Role.OPERATOR,
     ("POST", "/executions/{execution_id}/cancel"): Role.OPERATOR,
     ("POST", "/executions/{execution_id}/rollback"): Role.OPERATOR,
+    ("POST", "/executions/{execution_id}/measure"): Role.OPERATOR,
     ("POST", "/executions/{execution_id}/approve"): Role.APPROVER,
     ("POST", "/executions/{execution_id}/reject"): Role.APPROVER,
 }

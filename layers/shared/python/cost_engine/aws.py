@@ -18,6 +18,7 @@ from cost_engine.errors import ActionFailed, TransientError
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_ce import CostExplorerClient
     from mypy_boto3_cloudtrail import CloudTrailClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_elb import ElasticLoadBalancingClient
@@ -159,6 +160,11 @@ class AwsClients:
     @cached_property
     def elb(self) -> ElasticLoadBalancingClient:
         return self._client("elb")  # type: ignore[no-any-return]
+
+    @cached_property
+    def ce(self) -> CostExplorerClient:
+        # Cost Explorer answers from one endpoint (us-east-1) for every region of the account.
+        return self._client("ce")  # type: ignore[no-any-return]
 
     @cached_property
     def iam(self) -> IAMClient:

@@ -25,6 +25,7 @@ from cost_engine.settings import (
     DEFAULT_RESOURCE_COOLDOWN_SECONDS,
     DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD,
     DEFAULT_RI_PURCHASE_LIMIT_USD,
+    DEFAULT_SAVINGS_MEASURE_DAYS,
 )
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
@@ -66,6 +67,7 @@ class Deployment:
     resource_cooldown_seconds: int = DEFAULT_RESOURCE_COOLDOWN_SECONDS
     max_acting_seconds: int = DEFAULT_MAX_ACTING_SECONDS
     max_recommendation_age_days: int = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
+    savings_measure_days: tuple[int, ...] = DEFAULT_SAVINGS_MEASURE_DAYS
     ri_purchase_limit_usd: float = DEFAULT_RI_PURCHASE_LIMIT_USD
     ri_purchase_limit_per_period_usd: float = DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD
     ri_purchase_limit_period: Period = Period.MONTH
@@ -115,6 +117,7 @@ def _every_function(deployment: Deployment) -> dict[str, str]:
         EnvVar.RESOURCE_COOLDOWN_SECONDS: str(deployment.resource_cooldown_seconds),
         EnvVar.MAX_ACTING_SECONDS: str(deployment.max_acting_seconds),
         EnvVar.MAX_RECOMMENDATION_AGE_DAYS: str(deployment.max_recommendation_age_days),
+        EnvVar.SAVINGS_MEASURE_DAYS: ",".join(str(days) for days in deployment.savings_measure_days),
         **POWERTOOLS_SERVICE,
         POWERTOOLS_LOG_LEVEL: deployment.log_level,
     }

@@ -33,8 +33,14 @@ class ExecutionStatusChanged(BaseModel):
     old_status: ExecutionStatus
     new_status: ExecutionStatus
     changed_at: datetime
-    estimated_monthly_savings: float | None = Field(description="USD per month, as planned")
-    actual_savings: float | None = Field(description="USD per month, as measured once completed")
+    dry_run: bool = Field(default=False, description="a dry run changes nothing: it completes with no saving")
+    estimated_monthly_savings: float | None = Field(description="USD per month, as the recommendation estimated")
+    expected_savings: float | None = Field(
+        default=None, description="USD per month, the catalog's price difference for what was done (at completion)"
+    )
+    actual_savings: float | None = Field(
+        description="USD per month, measured from billing data after completion; empty until measured"
+    )
     error_message: str | None = None
 
     @classmethod
@@ -49,7 +55,9 @@ class ExecutionStatusChanged(BaseModel):
             old_status=before.status,
             new_status=after.status,
             changed_at=after.updated_at,
+            dry_run=after.dry_run,
             estimated_monthly_savings=after.estimated_monthly_savings,
+            expected_savings=after.expected_savings,
             actual_savings=after.actual_savings,
             error_message=after.error_message,
         )

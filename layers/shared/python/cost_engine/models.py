@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -148,6 +148,18 @@ class ApprovalDecision(StrictModel):
     plan_hash: Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
 
 
+# The longest window a savings measurement may ask for: Cost Explorer answers for the last 13 months,
+# and two windows of half a year, before and after the change, fit in them.
+MAX_WINDOW_DAYS = 180
+
+
+class MeasureRequest(StrictModel):
+    """`POST /executions/{id}/measure`: measure over windows of this many days (by default the
+    deployment's longest scheduled window; cost_engine.savings)."""
+
+    window_days: StrictInt | None = Field(default=None, ge=1, le=MAX_WINDOW_DAYS)
+
+
 class ValidationResult(BaseModel):
     valid: bool
     errors: list[str] = Field(default_factory=list)
@@ -241,6 +253,36 @@ class ApprovalState(BaseModel):
     plan_hash: str | None = None
 
 
+class MeasurementQuality(StrEnum):
+    COMPLETE = "complete"  # both windows over, every day's cost final
+    PARTIAL = "partial"  # a figure, with the reason it is not final (window not over, data missing...)
+    NOT_MEASURABLE = "not_measurable"  # no figure, and why
+
+
+class SavingsMeasurement(BaseModel):
+    """One measurement of an execution's realized saving from billing data (cost_engine.savings): the
+    cost over equal windows before and after the change, normalized to a month."""
+
+    measured_at: datetime
+    requested_by: str  # "schedule" for the automatic ones, else the caller
+    window_days: int  # the length asked for; `days` is how many were measured
+    days: int
+    before_start: date | None = None
+    before_end: date | None = None
+    after_start: date | None = None
+    after_end: date | None = None
+    before_cost: float | None = None  # USD over the before window
+    after_cost: float | None = None
+    monthly_savings: float | None = None
+    expected_savings: float | None = None
+    # How close the measured saving came to the expected one, in percent (the seed's target: 90).
+    accuracy_percent: float | None = None
+    quality: MeasurementQuality
+    reason: str | None = None  # why partial or not measurable
+    method: str  # how this type's saving is measured
+    attribution: str | None = None  # "resource", or the filter the cost was attributed by
+
+
 class ExecutionRecord(BaseModel):
     """One execution, as stored in the executions table (the seed's columns and what steps record)."""
 
@@ -268,8 +310,13 @@ class ExecutionRecord(BaseModel):
     error_message: str | None = None
     rollback_available: bool = False
     rollback_executed: bool = False
-    actual_savings: float | None = None
+    # USD per month. Estimated: the recommendation's figure, as planned. Expected: the catalog's price
+    # difference for what was actually done, recorded at completion. Actual: measured from billing
+    # data (cost_engine.savings), empty until a measurement has a figure.
     estimated_monthly_savings: float | None = None
+    expected_savings: float | None = None
+    actual_savings: float | None = None
+    measurements: list[SavingsMeasurement] = Field(default_factory=list)
     scheduled_time: datetime | None = None
     current_step: str | None = None
     validation: ValidationResult | None = None
@@ -317,6 +364,7 @@ class ExecutionResult(BaseModel):
     success: bool
     error_message: str | None
     rollback_available: bool
+    expected_savings: float | None
     actual_savings: float | None
 
     @classmethod
@@ -330,6 +378,7 @@ class ExecutionResult(BaseModel):
             success=bool(record.success),
             error_message=record.error_message,
             rollback_available=record.rollback_available,
+            expected_savings=record.expected_savings,
             actual_savings=record.actual_savings,
         )
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from cost_engine.access import AccessPolicy
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.business_rules import BusinessRulesConfig
-from cost_engine.models import RecommendationType
+from cost_engine.models import MAX_WINDOW_DAYS, RecommendationType
 from cost_engine.periods import Period
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
@@ -24,6 +24,9 @@ MaxConcurrentActing = Annotated[int, Field(ge=1, le=1000)]
 ResourceCooldownSeconds = Annotated[int, Field(ge=0, le=86400)]
 MaxActingSeconds = Annotated[int, Field(ge=1, le=86400)]
 MaxRecommendationAgeDays = Annotated[int, Field(ge=1, le=3650)]
+# The windows of the scheduled savings measurements, in days (cost_engine.savings): each a whole
+# number of days up to the longest window a measurement may ask for.
+SavingsMeasureDays = Annotated[tuple[Annotated[int, Field(ge=1, le=MAX_WINDOW_DAYS)], ...], Field(max_length=5)]
 # ...and their defaults: the seed's limits, and a first cap on what RI purchases may commit.
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 86400
 DEFAULT_RI_PURCHASE_LIMIT_USD = 10_000.0
@@ -32,6 +35,10 @@ DEFAULT_MAX_CONCURRENT_ACTING = 10
 DEFAULT_RESOURCE_COOLDOWN_SECONDS = 300
 DEFAULT_MAX_ACTING_SECONDS = 1800
 DEFAULT_MAX_RECOMMENDATION_AGE_DAYS = 30
+# The seed's window is 30 days. The first look, a week after the change, compares 6 days before it with
+# 6 after: those and the day of the change are what Cost Explorer's 14 days of resource-level data still
+# hold once the last day's cost is final, so the first look reads the resource's own cost.
+DEFAULT_SAVINGS_MEASURE_DAYS = (6, 30)
 
 
 class Settings(BaseModel):
@@ -63,6 +70,7 @@ class Settings(BaseModel):
     # The pre-checks of every execution (see cost_engine.prechecks).
     business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
     max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
+    savings_measure_days: SavingsMeasureDays = DEFAULT_SAVINGS_MEASURE_DAYS
     own_role_arn: str | None = None
     # Who may do what through the API (cost_engine.access).
     access_policy: AccessPolicy = Field(default_factory=AccessPolicy)
@@ -87,6 +95,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         "approver_emails": [e.strip() for e in (env.get(EnvVar.APPROVER_EMAILS) or "").split(",") if e.strip()],
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
     }
+    if (days := env.get(EnvVar.SAVINGS_MEASURE_DAYS)) is not None:
+        values["savings_measure_days"] = [d.strip() for d in days.split(",") if d.strip()]
     for field_name, var in (
         ("approval_timeout_seconds", EnvVar.APPROVAL_TIMEOUT_SECONDS),
         ("max_poll_attempts", EnvVar.MAX_POLL_ATTEMPTS),

@@ -807,15 +807,20 @@ class StepRunner:
                 record = self.ctx.executions.update(
                     record.execution_id, expected=S.VERIFYING, changes={"action": after}
                 )
-        savings = executor.measure_savings(recommendation, executor.read_backup(record.backup or {}))
+        expected = executor.expected_savings(recommendation, executor.read_backup(record.backup or {}))
         # The outcome is in the log before the status says so: a reader who sees `completed` finds
         # the whole log (only the limits' release follows, from the status change itself).
-        self._event(record, "completed", Phase.RECORD, actual_savings=savings)
+        self._event(record, "completed", Phase.RECORD, expected_savings=expected)
         self._advance(
             record,
             S.COMPLETED,
             S.VERIFYING,
-            {"success": True, "completed_at": utc_now(), "actual_savings": savings, "current_step": Phase.RECORD.value},
+            {
+                "success": True,
+                "completed_at": utc_now(),
+                "expected_savings": expected,
+                "current_step": Phase.RECORD.value,
+            },
         )
 
     # -- rollback --------------------------------------------------------------------------------
@@ -882,7 +887,7 @@ class StepRunner:
             "rollback_executed": True,
             "rollback_available": False,
             "completed_at": utc_now(),
-            "actual_savings": 0.0,
+            "expected_savings": 0.0,
             "current_step": Step.RECORD_ROLLBACK.value,
         }
         if automatic:

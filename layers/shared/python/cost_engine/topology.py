@@ -62,6 +62,9 @@ class EnvVar:
     BUSINESS_RULES = "BUSINESS_RULES"
     # Recommendations older than this many days are not acted on.
     MAX_RECOMMENDATION_AGE_DAYS = "MAX_RECOMMENDATION_AGE_DAYS"
+    # After how many days a completed execution's saving is measured from the bill, comma-separated
+    # (each a one-time schedule; cost_engine.savings).
+    SAVINGS_MEASURE_DAYS = "SAVINGS_MEASURE_DAYS"
     # The one recommendation type an executor function runs steps for: it refuses any other, as its
     # role allows only that type's AWS calls.
     RECOMMENDATION_TYPE = "RECOMMENDATION_TYPE"
@@ -314,6 +317,21 @@ def run_ended_event_pattern(state_machine_arns: Iterable[str]) -> dict[str, Any]
         "source": [STEP_FUNCTIONS_SOURCE],
         "detail-type": [STEP_FUNCTIONS_STATUS_CHANGE_DETAIL_TYPE],
         "detail": {"status": list(RUN_ENDED_STATUSES), "stateMachineArn": list(state_machine_arns)},
+    }
+
+
+# The engine's own `Execution Status Changed` event of a completed execution (not a dry run): a rule on
+# the engine's bus sends it to TRIGGER_FUNCTION, which schedules the execution's savings measurements
+# (cost_engine.service.measurements); each schedule invokes TRIGGER_FUNCTION when it is due.
+COMPLETED_RULE_CONSTRUCT_ID = "ExecutionCompletedRule"
+COMPLETED_RULE_LOCAL_NAME = "cost-engine-execution-completed"
+
+
+def completed_event_pattern() -> dict[str, Any]:
+    return {
+        "source": [EVENT_SOURCE],
+        "detail-type": [STATUS_CHANGED_DETAIL_TYPE],
+        "detail": {"new_status": ["completed"], "dry_run": [False]},
     }
 
 

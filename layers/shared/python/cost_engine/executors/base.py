@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cost_engine.aws import AwsClients
 from cost_engine.business_rules import DependencyRule
+from cost_engine.cost_scope import EC2_COMPUTE, CostScope
 from cost_engine.models import (
     ExecutionPlan,
     ExecutionRecord,
@@ -111,6 +112,10 @@ class BaseExecutor(ABC, Generic[P, T, B, A, R]):
     # Whether `finalize` does something: a verified change of such a type is complete only once
     # finalized (the sweeper rolls back rather than leave, say, a spot migration's original stopped).
     finalizes: ClassVar[bool] = False
+    # How the type's saving is measured from the bill (cost_engine.savings), shown with each
+    # measurement, and the Cost Explorer service its resource is billed under.
+    savings_method: ClassVar[str]
+    billing_service: ClassVar[str] = EC2_COMPUTE
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -239,9 +244,15 @@ class BaseExecutor(ABC, Generic[P, T, B, A, R]):
         failure here still rolls back."""
         return None
 
+    def cost_scope(self, recommendation: Recommendation, action: A | None) -> CostScope:
+        """Where the change's saving shows in the bill: by default, the resource's own cost."""
+        return CostScope(self.savings_method, self.billing_service, (recommendation.resource_id,))
+
     @abstractmethod
-    def measure_savings(self, recommendation: Recommendation, backup: B) -> float | None:
-        """Monthly run-rate removed by the verified change, in USD."""
+    def expected_savings(self, recommendation: Recommendation, backup: B) -> float | None:
+        """The monthly run-rate the verified change is expected to remove, in USD: the catalog's price
+        difference for what was done. An expectation, not a measurement: the bill measures it later
+        (cost_engine.savings)."""
 
 
 # An executor of any type, as the step runner, the registry and the pre-checks hold one.

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StrictInt
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.cost_scope import EC2_OTHER, CostScope, snapshot_arn
 from cost_engine.ec2_instances import EXECUTION_TAG, RESTORED_FOR_TAG
 from cost_engine.ec2_reads import find_volume, require_volume
 from cost_engine.errors import ActionFailed
@@ -109,6 +110,8 @@ class DeleteVolumeExecutor(
     BaseExecutor[DeleteVolumeParameters, "VolumeTypeDef", VolumeBackup, VolumeDeletion, VolumeRestore]
 ):
     recommendation_type = RecommendationType.DELETE_VOLUME
+    savings_method = "deletion: the volume's cost (EC2 - Other) before, against its kept snapshot's after"
+    billing_service = EC2_OTHER
     flow = (
         "Validate (unattached, not attached recently) → (dry run → report) → approval → snapshot "
         "backup with the volume settings recorded → poll → delete → poll → verify → record; Catch "
@@ -395,7 +398,15 @@ class DeleteVolumeExecutor(
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: VolumeBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: VolumeDeletion | None) -> CostScope:
+        # The snapshot kept as the backup is billed from then on: its cost counts against the saving,
+        # as the expected saving (the volume's price less the snapshot's) counts it.
+        region, account = recommendation.region, recommendation.account_id
+        kept = () if action is None else (snapshot_arn(region, account, action.snapshot_id),)
+        resources = (recommendation.resource_id, *kept)
+        return CostScope(self.savings_method, self.billing_service, resources, removes_resource=True)
+
+    def expected_savings(self, recommendation: Recommendation, backup: VolumeBackup) -> float | None:
         savings = self._monthly_savings(backup.volume)
         return recommendation.estimated_monthly_savings if savings is None else savings
 

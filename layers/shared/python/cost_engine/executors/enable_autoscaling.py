@@ -17,6 +17,7 @@ from pydantic import Field, StrictFloat, StrictInt, StringConstraints, model_val
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.business_rules import DependencyRule
+from cost_engine.cost_scope import CostScope
 from cost_engine.ec2_instances import EXECUTION_TAG, GONE_STATES, SOURCE_INSTANCE_TAG, Ec2InstanceReads, LaunchConfig
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
@@ -151,6 +152,7 @@ class EnableAutoscalingExecutor(
     ],
 ):
     recommendation_type = RecommendationType.ENABLE_AUTOSCALING
+    savings_method = "the instance's cost before, against its Auto Scaling group's instances' after"
     flow = (
         "Validate → (dry run → report) → approval → AMI of the instance → launch template, Auto "
         "Scaling group, target-tracking policy → poll until healthy at the desired size → verify "
@@ -614,7 +616,14 @@ class EnableAutoscalingExecutor(
         check(state == "running", f"the original instance {action.instance_id} is {state}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: AutoscalingBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
+        # The group's instances come and go: after the change the cost is the group's, by the tag AWS
+        # puts on each of them (a cost allocation tag once activated).
+        group = action.group if isinstance(action, AutoscalingSetup) else None
+        tags = {"aws:autoscaling:groupName": (group,)} if group else {}
+        return CostScope(self.savings_method, self.billing_service, (recommendation.resource_id,), tags=tags)
+
+    def expected_savings(self, recommendation: Recommendation, backup: AutoscalingBackup) -> float | None:
         # See the plan's savings_basis: only the recommendation can say how often the group scales in.
         return recommendation.estimated_monthly_savings
 

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from pydantic import AfterValidator, Field, RootModel, StrictBool, StrictInt, ValidationError, field_validator
 
 from cost_engine.aws import AwsClients, aws_failure, error_code
+from cost_engine.cost_scope import CLOUDWATCH, CostScope
 from cost_engine.ec2_reads import find_instance, find_volume, tag_map
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
@@ -503,6 +504,11 @@ def _shown(values: Values) -> str:
 @register_executor
 class FixConfigExecutor(BaseExecutor[FixConfigParameters, Located[Any], ConfigBackup, ConfigChange, ConfigRestore]):
     recommendation_type = RecommendationType.FIX_CONFIG
+    savings_method = (
+        "the setting's cost before and after: a log group's stored bytes, an instance's detailed "
+        "monitoring metrics (CloudWatch); tags save nothing and are not measured"
+    )
+    billing_service = CLOUDWATCH
     flow = (
         "Validate (not already compliant) → (dry run → report) → approval → record the previous "
         "values → apply the baseline → poll → verify compliance → record; Catch → rollback (write "
@@ -709,7 +715,11 @@ class FixConfigExecutor(BaseExecutor[FixConfigParameters, Located[Any], ConfigBa
             return VerificationResult(passed=True, checks=[line])
         return VerificationResult(passed=False, failures=[f"{line}, not {_shown(action.target)}"])
 
-    def measure_savings(self, recommendation: Recommendation, backup: ConfigBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
+        # CloudWatch bills a log group and an instance's metrics under the resource they are about.
+        return CostScope(self.savings_method, self.billing_service, (recommendation.resource_id,))
+
+    def expected_savings(self, recommendation: Recommendation, backup: ConfigBackup) -> float | None:
         return self._savings(recommendation, self._baseline(recommendation))[0]
 
     # -- rollback ------------------------------------------------------------------------------

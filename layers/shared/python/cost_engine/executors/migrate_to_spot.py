@@ -19,6 +19,7 @@ from pydantic import Field, StrictFloat
 
 from cost_engine.aws import aws_failure, error_code
 from cost_engine.business_rules import DependencyRule
+from cost_engine.cost_scope import CostScope
 from cost_engine.ec2_instances import (
     GONE_STATES,
     RESTORED_FOR_TAG,
@@ -173,6 +174,7 @@ class MigrateToSpotExecutor(
     BaseExecutor[MigrateToSpotParameters, "InstanceTypeDef", SpotBackup, SpotMigration, SpotRestore],
 ):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
+    savings_method = "the on-demand instance's cost before, against its spot replacement's after"
     flow = (
         "Validate → (dry run → report) → approval → AMI backup → launch the spot instance → poll "
         "until it runs and the original is stopped → verify → record (terminates the original); "
@@ -601,7 +603,12 @@ class MigrateToSpotExecutor(
                 raise aws_failure("TerminateInstances", error) from error
         return action.model_copy(update={"ended_instance_ids": [original_id]})
 
-    def measure_savings(self, recommendation: Recommendation, backup: SpotBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: SpotMigration | None) -> CostScope:
+        # The replacement is another instance: the saving is both instances' cost, before and after.
+        replacement = (action.spot_instance_id,) if action is not None else ()
+        return CostScope(self.savings_method, self.billing_service, (recommendation.resource_id, *replacement))
+
+    def expected_savings(self, recommendation: Recommendation, backup: SpotBackup) -> float | None:
         config = backup.launch_config
         savings, _ = self._savings(recommendation, config.instance_type, config.availability_zone or "")
         return savings

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 from pydantic import Field, StrictInt, StringConstraints
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.cost_scope import AMORTIZED, CostScope
 from cost_engine.ec2_instances import EXECUTION_TAG
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
@@ -221,6 +222,10 @@ class PurchaseReservedInstancesExecutor(
     BaseExecutor[PurchaseReservedInstancesParameters, PurchaseFindings, PurchaseBackup, Purchase, PurchaseRollback]
 ):
     recommendation_type = RecommendationType.PURCHASE_RESERVED_INSTANCES
+    savings_method = (
+        "commitment: the amortized cost of the instance type's usage in the account and region before, "
+        "against after (the reservation's utilization and the on-demand spend it replaced)"
+    )
     flow = (
         "Validate → (dry run → report) → approval by a person (always) → record the offering → "
         "DryRun, then buy at most once → poll until active → verify → record; Catch → rollback (a "
@@ -741,7 +746,14 @@ class PurchaseReservedInstancesExecutor(
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: PurchaseBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
+        # A reservation covers whatever instances of its type run: no one resource's cost.
+        instance_type = self.parameters(recommendation).instance_type
+        return CostScope(
+            self.savings_method, self.billing_service, dimensions={"INSTANCE_TYPE": (instance_type,)}, metric=AMORTIZED
+        )
+
+    def expected_savings(self, recommendation: Recommendation, backup: PurchaseBackup) -> float | None:
         savings, _basis = self._monthly_savings(recommendation, backup.offering, backup.instance_count)
         return savings
 

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from pydantic import StrictBool, StringConstraints
 
 from cost_engine.aws import aws_failure, error_code
+from cost_engine.cost_scope import RDS, CostScope, rds_arn
 from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
@@ -126,6 +127,8 @@ class RightsizeDatabaseExecutor(
     ]
 ):
     recommendation_type = RecommendationType.RIGHTSIZE_DATABASE
+    savings_method = "the DB instance's cost at its old class before, against its new class after"
+    billing_service = RDS
     flow = (
         "Validate → (dry run → report) → approval → DB snapshot → modify the DB instance class "
         "(now, or pending for the maintenance window) → poll → verify → record; Catch → rollback "
@@ -398,7 +401,11 @@ class RightsizeDatabaseExecutor(
         (checks if snapshot == "available" else failures).append(f"DB snapshot {action.snapshot_id} is {snapshot}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: DatabaseClassBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
+        arn = rds_arn(recommendation.region, recommendation.account_id, recommendation.resource_id)
+        return CostScope(self.savings_method, self.billing_service, (arn,))
+
+    def expected_savings(self, recommendation: Recommendation, backup: DatabaseClassBackup) -> float | None:
         # The run-rate once the new class is in place (after the maintenance window when it waits for it).
         return self._monthly_savings(backup.original_instance_class, backup.target_instance_class, backup.multi_az)
 

@@ -112,6 +112,7 @@ class RightsizeInstanceExecutor(
     ],
 ):
     recommendation_type = RecommendationType.RIGHTSIZE_INSTANCE
+    savings_method = "the instance's cost at its old type before, against its new type after"
     flow = (
         "Validate → (dry run → report) → approval → record the original type and state → stop → "
         "poll (change the type, start, status checks) → verify → record; Catch → rollback (back "
@@ -494,7 +495,7 @@ class RightsizeInstanceExecutor(
             )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: InstanceTypeBackup) -> float | None:
+    def expected_savings(self, recommendation: Recommendation, backup: InstanceTypeBackup) -> float | None:
         savings, _ = self._savings_and_basis(
             recommendation, backup.original_state, backup.original_type, backup.target_type
         )

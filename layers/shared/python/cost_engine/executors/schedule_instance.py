@@ -289,6 +289,7 @@ class ScheduleInstanceExecutor(
     BaseExecutor[ScheduleInstanceParameters, "InstanceTypeDef", ScheduleBackup, ScheduleCreation, ScheduleRemoval],
 ):
     recommendation_type = RecommendationType.SCHEDULE_INSTANCE
+    savings_method = "stopped hours: the instance's cost before the schedule, against after it"
     flow = (
         "Validate → (dry run → report) → approval → record the instance's state → create the "
         "off-hours stop and start schedules → poll until both are enabled → verify their targets, "
@@ -686,7 +687,7 @@ class ScheduleInstanceExecutor(
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: ScheduleBackup) -> float | None:
+    def expected_savings(self, recommendation: Recommendation, backup: ScheduleBackup) -> float | None:
         savings, _ = self._monthly_savings(backup.instance_type, backup.parameters)
         return savings if savings is not None else recommendation.estimated_monthly_savings
 

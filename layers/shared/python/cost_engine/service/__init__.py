@@ -7,6 +7,7 @@ people's decisions (approve, reject, cancel, rollback) to them, each as a condit
     start.py          starting executions: the request's checks, idempotency, the resource's lock
     decisions.py      approvals, through the API or the emailed link
     interventions.py  cancel and rollback
+    measurements.py   savings measured from the bill, asked for and scheduled
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cost_engine.errors import TASK_WAIT_OVER_ERRORS
 from cost_engine.models import AuditEvent, ExecutionRecord, ExecutionStatus
 from cost_engine.service.decisions import Decisions, LinkOutcome
 from cost_engine.service.interventions import STRANDED_ROLLBACK_STATES, Interventions
+from cost_engine.service.measurements import Measurements
 from cost_engine.service.runs import Runs, execution_arn, rollback_run_name
 from cost_engine.service.start import MAX_SCHEDULE_AHEAD, StartExecutions, execution_id_for_key
 from cost_engine.stores.executions import Page
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class ExecutionService(StartExecutions, Decisions, Interventions):
+class ExecutionService(StartExecutions, Decisions, Interventions, Measurements):
     """The service the API and the trigger function use: each part in its module, one object."""
 
     def get(self, execution_id: str) -> ExecutionRecord:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from cost_engine.errors import Conflict, InvalidRequest, NotFound, StatusConflict
-from cost_engine.models import ExecutionRecord, ExecutionStatus, utc_now
+from cost_engine.models import ExecutionRecord, ExecutionStatus, SavingsMeasurement, utc_now
+from cost_engine.savings import best
 from cost_engine.stores.dynamo import (
     batch_get,
     decode_cursor,
@@ -23,6 +24,9 @@ from cost_engine.stores.dynamo import (
 )
 from cost_engine.topology import EXECUTIONS_TABLE, IndexName
 from cost_engine.transitions import FINAL_STATES, check_transition
+
+# How often a measurement's write is tried again when another measurement was written in between.
+MEASUREMENT_WRITE_ATTEMPTS = 5
 
 TASK_TOKEN_ATTRIBUTE = "approval_task_token"
 # Carried while the execution is not final, the key of the sparse index the sweeper reads. One value
@@ -317,3 +321,45 @@ class ExecutionStore:
             if is_conditional_failure(error):
                 raise execution_not_found(execution_id) from None
             raise
+
+    def add_measurement(self, execution_id: str, measurement: SavingsMeasurement) -> ExecutionRecord:
+        """Add a savings measurement to a completed execution and make the best of its measurements its
+        actual saving, in one write conditioned on the measurements it read: a measurement written
+        in between (a scheduled one and one asked for at once) makes it read and write again."""
+        for _ in range(MEASUREMENT_WRITE_ATTEMPTS):
+            record = self.get(execution_id)
+            if record.status != ExecutionStatus.COMPLETED:
+                raise StatusConflict(
+                    f"execution {execution_id} is '{record.status.value}': only a completed execution's saving"
+                    " can be measured"
+                )
+            measurements = [*record.measurements, measurement]
+            chosen = best(measurements)
+            values: dict[str, Any] = {
+                ":m": to_item(measurements),
+                ":a": to_item(chosen.monthly_savings if chosen else None),
+                ":u": to_item(utc_now()),
+                ":completed": ExecutionStatus.COMPLETED.value,
+                ":count": len(record.measurements),
+            }
+            try:
+                answer = self._table.update_item(
+                    Key={"execution_id": execution_id},
+                    UpdateExpression="SET #m = :m, #a = :a, #u = :u",
+                    # The measurements as read (a record written before they existed has none).
+                    ConditionExpression="#s = :completed AND (attribute_not_exists(#m) OR size(#m) = :count)",
+                    ExpressionAttributeNames={
+                        "#m": "measurements",
+                        "#a": "actual_savings",
+                        "#u": "updated_at",
+                        "#s": "status",
+                    },
+                    ExpressionAttributeValues=values,
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as error:
+                if is_conditional_failure(error):
+                    continue  # another measurement came in (or the status changed): read again
+                raise
+            return ExecutionRecord.model_validate(from_item(answer["Attributes"]))
+        raise Conflict(f"execution {execution_id}'s measurements kept changing: try again")

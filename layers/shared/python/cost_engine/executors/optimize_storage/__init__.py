@@ -24,10 +24,11 @@ share state or checks by accident:
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import ValidationError
 
+from cost_engine.cost_scope import EC2_OTHER, S3, CostScope, bucket_arn
 from cost_engine.executors.base import BaseExecutor, Permission, Polling
 from cost_engine.executors.optimize_storage.ebs import (
     EbsBackup,
@@ -110,6 +111,7 @@ class OptimizeStorageExecutor(
     ]
 ):
     recommendation_type = RecommendationType.OPTIMIZE_STORAGE
+    savings_method = "the volume's or bucket's storage cost before the change, against after it"
     flow = (
         "Validate (rules AWS accepts, no conflicting rule, no EBS modification in the last six "
         "hours) → (dry run → report) → approval → record the exact configuration → S3 "
@@ -263,8 +265,13 @@ class OptimizeStorageExecutor(
             return self._volumes.rollback_done(recorded(EbsRestore, rollback, recommendation))
         return self._buckets.rollback_done(recorded(S3Restore, rollback, recommendation))
 
-    def measure_savings(self, recommendation: Recommendation, backup: StorageBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
+        if self._is_volume(recommendation):
+            return CostScope(self.savings_method, EC2_OTHER, (recommendation.resource_id,))
+        return CostScope(self.savings_method, S3, (bucket_arn(recommendation.resource_id),))
+
+    def expected_savings(self, recommendation: Recommendation, backup: StorageBackup) -> float | None:
         params = self.parameters(recommendation)
         if self._is_volume(recommendation):
-            return self._volumes.measure_savings(recommendation, params, recorded(EbsBackup, backup, recommendation))
-        return self._buckets.measure_savings(recommendation, params, recorded(S3Backup, backup, recommendation))
+            return self._volumes.expected_savings(recommendation, params, recorded(EbsBackup, backup, recommendation))
+        return self._buckets.expected_savings(recommendation, params, recorded(S3Backup, backup, recommendation))

@@ -422,7 +422,7 @@ class VolumeStrategy(StorageStrategy["VolumeTypeDef", EbsBackup, EbsChange, EbsR
         )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(
+    def expected_savings(
         self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: EbsBackup
     ) -> float | None:
         size_gb = backup.original.size_gb

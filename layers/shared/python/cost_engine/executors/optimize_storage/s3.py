@@ -419,7 +419,7 @@ class BucketStrategy(StorageStrategy[Bucket, S3Backup, S3Change, S3Restore]):
             )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(
+    def expected_savings(
         self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: S3Backup
     ) -> float | None:
         return recommendation.estimated_monthly_savings

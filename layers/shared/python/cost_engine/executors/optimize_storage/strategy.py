@@ -110,7 +110,7 @@ class StorageStrategy(ABC, Generic[T, B, A, R]):
         """True once the resource is as recorded again."""
 
     @abstractmethod
-    def measure_savings(
+    def expected_savings(
         self, recommendation: Recommendation, params: OptimizeStorageParameters, backup: B
     ) -> float | None:
         """Monthly savings of the verified change."""

@@ -12,9 +12,10 @@ One registered executor, two strategies chosen by the resource id (`ec2.py`, `rd
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from cost_engine.business_rules import DependencyRule
+from cost_engine.cost_scope import RDS, CostScope, rds_arn
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Polling
 from cost_engine.executors.registry import register_executor
@@ -83,6 +84,7 @@ class TerminateInstanceExecutor(
     """`terminate_instance`: EC2 instance ids go to the EC2 strategy, DB identifiers to the RDS one."""
 
     recommendation_type = RecommendationType.TERMINATE_INSTANCE
+    savings_method = "deletion: the instance's cost before, against none after"
     flow = (
         "Validate → (dry run → report) → approval → AMI backup → terminate → poll → verify → "
         "record; Catch → rollback (relaunch from the AMI)."
@@ -165,10 +167,18 @@ class TerminateInstanceExecutor(
             return self._ec2.finalize(recommendation, _recorded(Ec2Termination, action, recommendation))
         return self._rds.finalize(recommendation, _recorded(RdsDeletion, action, recommendation))
 
-    def measure_savings(self, recommendation: Recommendation, backup: TerminationBackup) -> float | None:
+    def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
         if self._is_ec2(recommendation):
-            return self._ec2.measure_savings(recommendation, _recorded(Ec2Backup, backup, recommendation))
-        return self._rds.measure_savings(recommendation, _recorded(RdsBackup, backup, recommendation))
+            return CostScope(
+                self.savings_method, self.billing_service, (recommendation.resource_id,), removes_resource=True
+            )
+        arn = rds_arn(recommendation.region, recommendation.account_id, recommendation.resource_id)
+        return CostScope(self.savings_method, RDS, (arn,), removes_resource=True)
+
+    def expected_savings(self, recommendation: Recommendation, backup: TerminationBackup) -> float | None:
+        if self._is_ec2(recommendation):
+            return self._ec2.expected_savings(recommendation, _recorded(Ec2Backup, backup, recommendation))
+        return self._rds.expected_savings(recommendation, _recorded(RdsBackup, backup, recommendation))
 
     def rollback(
         self,

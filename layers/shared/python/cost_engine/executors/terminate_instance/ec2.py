@@ -327,7 +327,7 @@ class Ec2InstanceTermination(
         (checks if image_state == "available" else failures).append(f"backup AMI {action.image_id} is {image_state}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: Ec2Backup) -> float | None:
+    def expected_savings(self, recommendation: Recommendation, backup: Ec2Backup) -> float | None:
         return self._monthly_savings(backup.original_state, backup.launch_config.instance_type, backup.volumes)
 
     # -- rollback ------------------------------------------------------------------------------

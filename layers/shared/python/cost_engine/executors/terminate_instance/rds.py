@@ -335,7 +335,7 @@ class RdsInstanceTermination(
             (checks if status == "available" else failures).append(f"{label} DB snapshot {snapshot_id} is {status}")
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
 
-    def measure_savings(self, recommendation: Recommendation, backup: RdsBackup) -> float | None:
+    def expected_savings(self, recommendation: Recommendation, backup: RdsBackup) -> float | None:
         return self._monthly_savings(backup.original_status, backup.restore_config)
 
     # -- rollback ------------------------------------------------------------------------------
