@@ -122,6 +122,7 @@ class LocalRuntime:
         self.approval_secret_arn = ""
         self.scheduler_role_arn = ""
         self.trigger_dlq_url = ""
+        self.trigger_dlq_arn = ""
         self._moto_server: Any = None
         self._api: ApiServer | None = None
 
@@ -410,59 +411,44 @@ class LocalRuntime:
         eventbridge_lambda_targets emulation)."""
         sqs = self.client("sqs")
         self.trigger_dlq_url = sqs.create_queue(QueueName=topology.TRIGGER_DLQ_LOCAL_NAME)["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
+        # Kept: every rule to the trigger sends what it cannot deliver to this queue too.
+        self.trigger_dlq_arn = sqs.get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         self.client("lambda").put_function_event_invoke_config(
             FunctionName=topology.TRIGGER_FUNCTION.local_name,
             MaximumRetryAttempts=topology.TRIGGER_MAX_RETRY_ATTEMPTS,
-            DestinationConfig={"OnFailure": {"Destination": dlq_arn}},
+            DestinationConfig={"OnFailure": {"Destination": self.trigger_dlq_arn}},
         )
-        events = self.client("events")
-        events.put_rule(
-            Name=topology.TRIGGER_RULE_LOCAL_NAME,
-            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
-            EventPattern=json.dumps(topology.trigger_event_pattern()),
-        )
-        events.put_targets(
-            Rule=topology.TRIGGER_RULE_LOCAL_NAME,
-            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
-            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
+        self._rule_to_trigger(
+            topology.TRIGGER_RULE_LOCAL_NAME, topology.trigger_event_pattern(), trigger_arn, on_engine_bus=True
         )
 
     def _provision_run_ended_rule(self, trigger_arn: str) -> None:
         """The rule on the default bus that sends the ends of the engine's state machine runs that its
         steps did not write (stopped, timed out, failed) to the trigger, as the stack builds it, with
         the trigger's dead-letter queue (the stepfunctions_status_events emulation puts the events)."""
-        dlq_arn = self.client("sqs").get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        events = self.client("events")
-        events.put_rule(
-            Name=topology.RUN_ENDED_RULE_LOCAL_NAME,
-            EventPattern=json.dumps(topology.run_ended_event_pattern(self.state_machine_arns.values())),
-        )
-        events.put_targets(
-            Rule=topology.RUN_ENDED_RULE_LOCAL_NAME,
-            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
-        )
+        pattern = topology.run_ended_event_pattern(self.state_machine_arns.values())
+        self._rule_to_trigger(topology.RUN_ENDED_RULE_LOCAL_NAME, pattern, trigger_arn)
 
     def _provision_completed_rule(self, trigger_arn: str) -> None:
         """The rule on the engine's bus that sends completed executions' status events to the trigger,
         which schedules their savings measurements, as the stack builds it."""
-        dlq_arn = self.client("sqs").get_queue_attributes(QueueUrl=self.trigger_dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        pattern = topology.completed_event_pattern()
+        self._rule_to_trigger(topology.COMPLETED_RULE_LOCAL_NAME, pattern, trigger_arn, on_engine_bus=True)
+
+    def _rule_to_trigger(
+        self, name: str, pattern: dict[str, Any], trigger_arn: str, *, on_engine_bus: bool = False
+    ) -> None:
+        """A rule (on the engine's bus, or the default one) whose events go to the trigger, with the
+        trigger's dead-letter queue for what cannot be delivered."""
+        bus = {"EventBusName": topology.EVENT_BUS_LOCAL_NAME} if on_engine_bus else {}
         events = self.client("events")
-        events.put_rule(
-            Name=topology.COMPLETED_RULE_LOCAL_NAME,
-            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
-            EventPattern=json.dumps(topology.completed_event_pattern()),
-        )
+        events.put_rule(Name=name, EventPattern=json.dumps(pattern), **bus)
         events.put_targets(
-            Rule=topology.COMPLETED_RULE_LOCAL_NAME,
-            EventBusName=topology.EVENT_BUS_LOCAL_NAME,
-            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": dlq_arn}}],
+            Rule=name,
+            Targets=[{"Id": "trigger", "Arn": trigger_arn, "DeadLetterConfig": {"Arn": self.trigger_dlq_arn}}],
+            **bus,
         )
 
     def _provision_sweep_rule(self, trigger_arn: str) -> None:
