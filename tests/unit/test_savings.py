@@ -20,6 +20,8 @@ from cost_engine.models import (
     SavingsMeasurement,
 )
 from cost_engine.savings import MONTH_DAYS, Where, accuracy_percent, best, cost_filter, measure, windows
+from cost_engine.stores.executions import ExecutionStore
+from cost_engine.topology import EXECUTIONS_TABLE
 from local_runtime.billing import daily_result, set_daily_costs, steady_costs
 from local_runtime.emulations import cost_explorer_resources
 from tests.unit.conftest import ACCOUNT_ID, REGION
@@ -269,3 +271,31 @@ def test_the_billing_helper_answers_each_day_as_cost_explorer_shapes_it() -> Non
             "Estimated": True,
         }
     ]
+
+
+# -- keeping measurements ---------------------------------------------------------------------------
+
+
+def test_a_measurement_written_meanwhile_is_kept_and_the_best_one_is_the_actual_saving(tables: None) -> None:
+    store = ExecutionStore(EXECUTIONS_TABLE.local_name, REGION)
+    store.create(completed(days_ago=8))
+    read = store.get("exec-1")
+
+    def made(quality: Q, saving: float) -> SavingsMeasurement:
+        return SavingsMeasurement(
+            measured_at=NOW,
+            requested_by="schedule",
+            window_days=6,
+            days=6,
+            quality=quality,
+            monthly_savings=saving,
+            method="m",
+        )
+
+    # A complete measurement lands after this one's caller read the record...
+    store.add_measurement(read, made(Q.COMPLETE, 12.0))
+    # ...and this one, made from that older read, is written after reading again, not over it
+    stored = store.add_measurement(read, made(Q.PARTIAL, 20.0))
+
+    assert [m.monthly_savings for m in stored.measurements] == [12.0, 20.0]
+    assert stored.actual_savings == 12.0

@@ -28,8 +28,6 @@ SCHEDULE_GROUP = "default"
 # A day's cost is final in Cost Explorer about a day after it ends: a scheduled measurement comes
 # that long after its window is over, so that it can be complete.
 BILLING_DELAY = timedelta(days=1)
-
-
 MEASURE_SCHEDULE_PREFIX = "cost-engine-measure-"
 
 
@@ -75,7 +73,7 @@ class Measurements(Runs):
         action = executor.read_action(record.action) if record.action else None
         scope = executor.cost_scope(recommendation, action)
         measurement = measure(self.ctx.clients.ce, record, scope, window_days=days, requested_by=requested_by)
-        self.ctx.executions.add_measurement(execution_id, measurement)
+        self.ctx.executions.add_measurement(record, measurement)
         self.ctx.audit.append(
             execution_id,
             "savings_measured",

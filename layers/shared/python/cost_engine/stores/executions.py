@@ -322,12 +322,15 @@ class ExecutionStore:
                 raise execution_not_found(execution_id) from None
             raise
 
-    def add_measurement(self, execution_id: str, measurement: SavingsMeasurement) -> ExecutionRecord:
-        """Add a savings measurement to a completed execution and make the best of its measurements its
-        actual saving, in one write conditioned on the measurements it read: a measurement written
-        in between (a scheduled one and one asked for at once) makes it read and write again."""
-        for _ in range(MEASUREMENT_WRITE_ATTEMPTS):
-            record = self.get(execution_id)
+    def add_measurement(self, record: ExecutionRecord, measurement: SavingsMeasurement) -> ExecutionRecord:
+        """Add a savings measurement to a completed execution (`record`, as its caller read it) and make
+        the best of its measurements its actual saving, in one write conditioned on the measurements
+        read: a measurement written in between (a scheduled one and one asked for at once) makes it
+        read the record again and write again."""
+        execution_id = record.execution_id
+        for attempt in range(MEASUREMENT_WRITE_ATTEMPTS):
+            if attempt:
+                record = self.get(execution_id)
             if record.status != ExecutionStatus.COMPLETED:
                 raise StatusConflict(
                     f"execution {execution_id} is '{record.status.value}': only a completed execution's saving"
