@@ -821,16 +821,27 @@ def arn_of(synthesized: Synthesized, construct: IConstruct) -> dict[str, Any]:
     return {"Fn::GetAtt": [synthesized.stack.logical_id(construct), "Arn"]}
 
 
-def ENGINE_RULES(stack: Any) -> tuple[IConstruct, ...]:
+def trigger_rules(stack: Any) -> tuple[IConstruct, ...]:
     """The trigger's rules, in the order the stack makes them."""
     return (stack.trigger.rule, stack.trigger.run_ended_rule, stack.trigger.completed_rule, stack.trigger.sweep_rule)
+
+
+def assert_targets_the_trigger(synthesized: Synthesized, props: dict[str, Any]) -> None:
+    """A rule's one target: the trigger, with EventBridge's retries, then the trigger's dead-letter queue."""
+    stack = synthesized.stack
+    [target] = props["Targets"]
+    assert target["Arn"] == arn_of(synthesized, stack.functions[topology.TRIGGER_FUNCTION.construct_id])
+    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
+    assert target["RetryPolicy"] == {
+        "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
+        "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
+    }
 
 
 def test_the_rule_on_the_engines_bus_sends_completed_executions_not_dry_runs_to_the_trigger(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
     props = synthesized.resource(topology.COMPLETED_RULE_CONSTRUCT_ID, stack.trigger.completed_rule)["Properties"]
 
     assert props["EventBusName"] == {"Ref": stack.logical_id(stack.events.bus)}
@@ -840,16 +851,13 @@ def test_the_rule_on_the_engines_bus_sends_completed_executions_not_dry_runs_to_
         "detail-type": [topology.STATUS_CHANGED_DETAIL_TYPE],
         "detail": {"new_status": ["completed"], "dry_run": [False]},
     }
-    [target] = props["Targets"]
-    assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
+    assert_targets_the_trigger(synthesized, props)
 
 
 def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_events_to_the_trigger(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
     rules = synthesized.template.find_resources("AWS::Events::Rule")
 
     assert set(rules) == {
@@ -865,20 +873,13 @@ def test_the_rule_on_the_engines_bus_sends_exactly_recommendation_approved_event
     assert props["EventPattern"] == {"detail-type": [topology.RECOMMENDATION_APPROVED_DETAIL_TYPE]}
     # The engine's own Execution Status Changed events, on the same bus, never start anything.
     assert topology.STATUS_CHANGED_DETAIL_TYPE not in props["EventPattern"]["detail-type"]
-    [target] = props["Targets"]
-    assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
-    assert target["RetryPolicy"] == {
-        "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
-        "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
-    }
+    assert_targets_the_trigger(synthesized, props)
 
 
 def test_the_rule_on_the_default_bus_sends_the_ends_of_the_engines_runs_that_its_steps_did_not_write(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
     props = synthesized.resource(topology.RUN_ENDED_RULE_CONSTRUCT_ID, stack.trigger.run_ended_rule)["Properties"]
 
     # Step Functions puts its events on the account's default bus.
@@ -895,20 +896,13 @@ def test_the_rule_on_the_default_bus_sends_the_ends_of_the_engines_runs_that_its
         "detail": {"status": ["ABORTED", "TIMED_OUT", "FAILED"], "stateMachineArn": machines},
     }
     assert len(machines) == len(topology.state_machines())
-    [target] = props["Targets"]
-    assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
-    assert target["RetryPolicy"] == {
-        "MaximumRetryAttempts": topology.TRIGGER_MAX_RETRY_ATTEMPTS,
-        "MaximumEventAgeInSeconds": TRIGGER_MAX_EVENT_AGE.to_seconds(),
-    }
+    assert_targets_the_trigger(synthesized, props)
 
 
 def test_the_sweep_schedule_invokes_the_trigger_every_five_minutes_with_its_retries_and_dlq(
     synthesized: Synthesized,
 ) -> None:
     stack = synthesized.stack
-    trigger = stack.functions[topology.TRIGGER_FUNCTION.construct_id]
     props = synthesized.resource(topology.SWEEP_RULE_CONSTRUCT_ID, stack.trigger.sweep_rule)["Properties"]
 
     assert props["ScheduleExpression"] == f"rate({topology.SWEEP_INTERVAL_MINUTES} minutes)" == "rate(5 minutes)"
@@ -916,9 +910,7 @@ def test_the_sweep_schedule_invokes_the_trigger_every_five_minutes_with_its_retr
     # A schedule rule lives on the default bus and matches no events.
     assert "EventBusName" not in props
     assert "EventPattern" not in props
-    [target] = props["Targets"]
-    assert target["Arn"] == arn_of(synthesized, trigger)
-    assert target["DeadLetterConfig"] == {"Arn": arn_of(synthesized, stack.trigger.dead_letter_queue)}
+    assert_targets_the_trigger(synthesized, props)
 
 
 def test_only_the_engines_four_rules_may_invoke_the_trigger(synthesized: Synthesized) -> None:
@@ -935,7 +927,7 @@ def test_only_the_engines_four_rules_may_invoke_the_trigger(synthesized: Synthes
                 "Principal": "events.amazonaws.com",
                 "SourceArn": arn_of(synthesized, rule),
             }
-            for rule in ENGINE_RULES(stack)
+            for rule in trigger_rules(stack)
         ),
         key=json.dumps,
     )
@@ -1103,7 +1095,7 @@ def test_the_trigger_dlq_is_encrypted_refuses_non_tls_access_and_keeps_messages_
             "sqs:SendMessage",
             {"ArnEquals": {"aws:SourceArn": arn_of(synthesized, rule)}},
         )
-        for rule in ENGINE_RULES(stack)
+        for rule in trigger_rules(stack)
     ]
 
 
