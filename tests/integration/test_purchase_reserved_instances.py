@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -335,6 +336,60 @@ def test_a_third_purchase_that_would_pass_the_limit_per_period_is_refused_at_app
         assert all_purchases() == before + 2
         api.reject(third["execution_id"], "finops@example.com", "over this month's limit")
         assert api.wait_for(third["execution_id"])["status"] == "rejected"
+    assert all_purchases() == before + 2
+
+
+def test_purchases_of_the_same_offering_approved_at_once_each_buy_their_own_reservation(
+    api: ApiClient, ec2: Any, recommend_ri: Callable[..., str]
+) -> None:
+    # Given three purchases of the same offering waiting for a person
+    waiting = [waiting_purchase(api, recommend_ri) for _ in range(3)]
+    ids = [w["execution_id"] for w in waiting]
+    before = all_purchases()
+
+    # When all three are approved at the same moment, from three clients
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda execution_id: api.approve(execution_id, "finops@example.com"), ids))
+    done = [api.wait_for(execution_id) for execution_id in ids]
+
+    # Then three reservations are bought, each tagged with the execution that bought it and in its record
+    assert [d["status"] for d in done] == ["completed"] * 3, [d["error_message"] for d in done]
+    assert all_purchases() == before + 3
+    for execution in done:
+        [reservation] = bought_by(ec2, execution["execution_id"])
+        assert reservation["ReservedInstancesId"] == execution["action"]["reserved_instances_id"]
+        assert execution["action"]["purchased_now"] is True
+    assert len({d["action"]["reserved_instances_id"] for d in done}) == 3
+    assert len({d["action"]["offering_id"] for d in done}) == 1
+
+
+def test_a_purchase_never_takes_an_untagged_reservation_another_execution_recorded_as_its_own(
+    api: ApiClient, ec2: Any, runtime: LocalRuntime, recommend_ri: Callable[..., str]
+) -> None:
+    # Given a purchase backed up and held just before it buys
+    later = waiting_purchase(api, recommend_ri)
+    held = runtime.faults.hold("act", execution_id=later["execution_id"])
+    api.approve(later["execution_id"], "finops@example.com")
+    assert held.reached.wait(60)
+    before = all_purchases()
+    # and, after its backup, another purchase of the same offering whose tag AWS refused
+    untagged = waiting_purchase(api, recommend_ri)
+    runtime.aws_requests.fail("ec2", "CreateTags", code="UnauthorizedOperation", status=403)
+    api.approve(untagged["execution_id"], "finops@example.com")
+    first = api.wait_for(untagged["execution_id"])
+    assert first["status"] == "completed", first["error_message"]
+    assert "CreateTags failed" in first["action"]["tag_error"]
+    assert bought_by(ec2, untagged["execution_id"]) == []
+
+    # When the held purchase goes on
+    held.released.set()
+    second = api.wait_for(later["execution_id"])
+
+    # Then it buys its own reservation instead of taking the untagged one for a purchase of its own
+    assert second["status"] == "completed", second["error_message"]
+    assert second["action"]["purchased_now"] is True
+    assert second["action"]["reserved_instances_id"] != first["action"]["reserved_instances_id"]
+    assert second["action"]["offering_id"] == first["action"]["offering_id"]
     assert all_purchases() == before + 2
 
 

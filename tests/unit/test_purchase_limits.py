@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cost_engine.errors import ActionFailed
+from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.models import (
     ExecutionPlan,
     ExecutionRecord,
@@ -384,3 +384,79 @@ def test_approved_last_month_and_bought_this_month_counts_this_month_if_it_fits(
     clock.now = JAN_2
     with pytest.raises(ActionFailed, match=r"was approved in 2026-12, and its \$2,000.00 does not fit"):
         limits.confirm(ACCOUNT_ID, late.execution_id, 2_000.0)
+
+
+# -- one purchase at a time per account and region -------------------------------------------------
+
+
+def test_a_second_purchase_waits_for_the_first_to_finish_buying_and_tagging_before_it_looks_for_its_own(
+    limits: PurchaseLimits, executions: Executions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given one purchase inside the account's purchase lock (bought, not tagged yet)
+    first, second = executions.add(1_000.0, S.EXECUTING), executions.add(1_000.0, S.EXECUTING)
+    second_refused, first_done = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def refused_then_wait(_seconds: float) -> None:
+        second_refused.set()
+        first_done.wait(timeout=30)
+
+    monkeypatch.setattr("cost_engine.purchase_limits.time.sleep", refused_then_wait)
+
+    def second_purchase() -> None:
+        with limits.purchasing(ACCOUNT_ID, REGION, second.execution_id):
+            order.append("second")
+
+    with limits.purchasing(ACCOUNT_ID, REGION, first.execution_id):
+        # When a second purchase in the same account and region asks for its turn
+        waiting = threading.Thread(target=second_purchase)
+        waiting.start()
+        # Then it is refused while the first holds the lock
+        assert second_refused.wait(timeout=30)
+        assert order == []
+        order.append("first")
+    first_done.set()
+    waiting.join(timeout=30)
+    # and goes once the first is done
+    assert order == ["first", "second"]
+
+
+def test_a_purchase_lock_held_by_an_execution_that_has_ended_is_taken_over(
+    limits: PurchaseLimits, executions: Executions
+) -> None:
+    died, next_one = executions.add(1_000.0, S.EXECUTING), executions.add(1_000.0, S.EXECUTING)
+    held = limits.purchasing(ACCOUNT_ID, REGION, died.execution_id)
+    held.__enter__()  # its step died inside: the lock is never released
+    executions.end(died, S.FAILED)
+
+    with limits.purchasing(ACCOUNT_ID, REGION, next_one.execution_id):
+        entered = True
+    assert entered
+
+
+def test_a_purchase_that_waits_past_its_turn_fails_as_transient_and_buys_nothing(
+    limits: PurchaseLimits, executions: Executions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder, late = executions.add(1_000.0, S.EXECUTING), executions.add(1_000.0, S.EXECUTING)
+    ticks = iter(range(0, 10_000, 10))
+    monkeypatch.setattr("cost_engine.purchase_limits.time.monotonic", lambda: float(next(ticks)))
+    monkeypatch.setattr("cost_engine.purchase_limits.time.sleep", lambda _seconds: None)
+
+    with (
+        limits.purchasing(ACCOUNT_ID, REGION, holder.execution_id),
+        pytest.raises(TransientError) as waited,
+        limits.purchasing(ACCOUNT_ID, REGION, late.execution_id),
+    ):
+        pytest.fail("entered while another purchase held the lock")
+    assert holder.execution_id in str(waited.value)
+    assert "nothing was bought" in str(waited.value)
+
+
+def test_purchases_in_other_regions_do_not_wait_for_each_other(limits: PurchaseLimits, executions: Executions) -> None:
+    here, there = executions.add(1_000.0, S.EXECUTING), executions.add(1_000.0, S.EXECUTING)
+    with (
+        limits.purchasing(ACCOUNT_ID, REGION, here.execution_id),
+        limits.purchasing(ACCOUNT_ID, "eu-west-1", there.execution_id),
+    ):
+        both = True
+    assert both

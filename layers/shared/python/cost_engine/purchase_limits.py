@@ -16,20 +16,30 @@ per `ri_purchase_limit_period`, a calendar month in UTC by default), on top of t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
-from cost_engine.errors import ActionFailed, ApprovalRefused, ErrorCode, NotFound
+from cost_engine.errors import ActionFailed, ApprovalRefused, ErrorCode, NotFound, TransientError
 from cost_engine.models import ExecutionRecord, ExecutionStatus, RecommendationType, utc_now
 from cost_engine.periods import PeriodSpan, period_of
 from cost_engine.settings import Settings
 from cost_engine.stores.dynamo import sortable_time
 from cost_engine.stores.executions import ExecutionStore
+from cost_engine.stores.limits import LimitsStore, ResourceBusy, resource_scope
 from cost_engine.stores.purchase_ledger import EntryState, LedgerEntry, PeriodLedger, PurchaseLedgerStore
 from cost_engine.transitions import FINAL_STATES
 
 logger = logging.getLogger(__name__)
 TYPE = RecommendationType.PURCHASE_RESERVED_INSTANCES
+# The lock that lets one purchase at a time buy in an account and region (see `purchasing`): the
+# lease frees it when a step dies holding it; a purchase waits that long at most for its turn, well
+# inside the executor function's time limit, and then fails the step as transient (retried).
+PURCHASE_LOCK = "reserved-instances-purchase"
+PURCHASE_LEASE_SECONDS = 120
+PURCHASE_TURN_WAIT_SECONDS = 30
+PURCHASE_TURN_POLL_SECONDS = 0.2
 
 
 class PeriodPurchaseLimitReached(ApprovalRefused):
@@ -180,9 +190,53 @@ class PurchaseLimits:
         self.store.release(account, previous.key, execution_id)
         return period.key
 
-    def bought(self, account: str, period: str, execution_id: str) -> None:
+    @contextmanager
+    def purchasing(self, account: str, region: str, execution_id: str) -> Iterator[None]:
+        """Hold the account and region's purchase lock while looking for this execution's purchase,
+        buying and tagging. Between a purchase and its tag the reservation is untagged, and a
+        purchase step's crash recovery takes an untagged reservation of the same offering, made
+        after its backup, for its own: two executions buying the same offering at once would both
+        claim the first one bought, and only one would be bought. One at a time, an untagged match
+        can only be this execution's own (or one bought outside the engine)."""
+        locks = LimitsStore(self.settings.limits_table, self.settings.region)
+        scope = resource_scope(account, region, PURCHASE_LOCK)
+        deadline = time.monotonic() + PURCHASE_TURN_WAIT_SECONDS
+        while True:
+            try:
+                locks.lock_resource(scope, PURCHASE_LOCK, execution_id, PURCHASE_LEASE_SECONDS, self._has_ended)
+                break
+            except ResourceBusy as busy:
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"another reserved instances purchase in account {account} and {region} ({busy.holder}) "
+                        f"held the purchase lock for {PURCHASE_TURN_WAIT_SECONDS} s: nothing was bought, try again"
+                    ) from busy
+                time.sleep(PURCHASE_TURN_POLL_SECONDS)
         try:
-            self.store.mark_bought(account, period, execution_id)
+            yield
+        finally:
+            locks.release_resource(scope, execution_id, 0)
+
+    def _has_ended(self, execution_id: str) -> bool | None:
+        try:
+            return self.executions.get(execution_id).status in FINAL_STATES
+        except NotFound:
+            return None
+
+    def claimed_by_others(self, account: str, execution_id: str) -> frozenset[str]:
+        """The reservations other executions recorded as theirs in this period and the last: never
+        this execution's, even when their tag is missing (a tag that failed after the purchase)."""
+        period = self._period()
+        return frozenset(
+            entry.reserved_instances_id
+            for span in (period, period.previous())
+            for entry in self.store.read(account, span.key).entries
+            if entry.reserved_instances_id and entry.execution_id != execution_id
+        )
+
+    def bought(self, account: str, period: str, execution_id: str, reserved_instances_id: str) -> None:
+        try:
+            self.store.mark_bought(account, period, execution_id, reserved_instances_id)
         except Exception:  # the purchase stands; the status change that ends the execution marks it again
             logger.exception("RI purchase of %s not marked bought", execution_id)
 

@@ -255,6 +255,11 @@ class PurchaseReservedInstancesExecutor(
     def _limit(self) -> float | None:
         return self.settings.ri_purchase_limit_usd if self.settings is not None else None
 
+    def _claimed_by_others(self, recommendation: Recommendation, execution_id: str) -> frozenset[str]:
+        if self.settings is None:
+            return frozenset()
+        return self._purchase_limits().claimed_by_others(recommendation.account_id or "", execution_id)
+
     def _purchase_limits(self) -> PurchaseLimits:
         if self.settings is None:
             raise ActionFailed("no settings: the RI purchase limit per period cannot be checked, nothing is bought")
@@ -588,14 +593,20 @@ class PurchaseReservedInstancesExecutor(
 
     # -- act -----------------------------------------------------------------------------------
 
-    def _bought_by(self, backup: PurchaseBackup) -> tuple[ReservedInstancesTypeDef | None, str]:
+    def _bought_by(
+        self, backup: PurchaseBackup, claimed: frozenset[str] = frozenset()
+    ) -> tuple[ReservedInstancesTypeDef | None, str]:
         """The reservation this execution bought, if any, and how it was found.
 
         First by the execution tag. Then, for a crash between the purchase and the tag (or between
         the purchase and the execution record), by matching an untagged reservation of the same
-        offering and count that started after the backup. Residual windows, stated honestly: an
-        identical untagged purchase made by someone else in the same minutes would be taken for
-        ours (the safe direction: one purchase too few, never one too many); and AWS's describe
+        offering and count that started after the backup and that no other execution recorded as
+        its own in the purchase ledger (`claimed`: its tag may have failed). The account's purchase
+        lock (`PurchaseLimits.purchasing`) keeps the engine's other executions from buying in
+        between, so their purchases are tagged or recorded before this runs. Residual windows,
+        stated honestly: an identical untagged purchase made outside the engine in the same minutes,
+        or by an engine step that died before recording it and whose lease ran out, would be taken
+        for ours (the safe direction: one purchase too few, never one too many); and AWS's describe
         calls are eventually consistent, so a retry within seconds of a purchase that crashed
         before tagging could miss it. The state machine's retry backoff makes that unlikely, not
         impossible.
@@ -617,6 +628,7 @@ class PurchaseReservedInstancesExecutor(
         for reservation in self._reserved(filters):
             if (
                 _tag(reservation, EXECUTION_TAG) is None
+                and reservation["ReservedInstancesId"] not in claimed
                 and reservation.get("OfferingType") == offering.offering_type
                 and reservation.get("OfferingClass") == offering.offering_class
                 and int(reservation.get("InstanceCount", 0)) == backup.instance_count
@@ -642,9 +654,14 @@ class PurchaseReservedInstancesExecutor(
         return None
 
     def apply(self, recommendation: Recommendation, backup: PurchaseBackup) -> Purchase:
+        limits = self._purchase_limits()
+        with limits.purchasing(recommendation.account_id or "", recommendation.region, backup.execution_id):
+            return self._buy_once(recommendation, backup, limits)
+
+    def _buy_once(self, recommendation: Recommendation, backup: PurchaseBackup, limits: PurchaseLimits) -> Purchase:
         offering = backup.offering
         count = backup.instance_count
-        existing, how = self._bought_by(backup)
+        existing, how = self._bought_by(backup, self._claimed_by_others(recommendation, backup.execution_id))
         if existing is not None:
             # A retried step (or a crash after buying): never buy twice.
             found = Purchase(
@@ -661,7 +678,6 @@ class PurchaseReservedInstancesExecutor(
             return found
 
         # Checked again now, for the price found at the backup: what the approval reserved must still hold.
-        limits = self._purchase_limits()
         period = limits.confirm(recommendation.account_id, backup.execution_id, backup.cost.total_usd)
         request: dict[str, Any] = {"ReservedInstancesOfferingId": offering.offering_id, "InstanceCount": count}
         try:
@@ -692,7 +708,7 @@ class PurchaseReservedInstancesExecutor(
             purchased_now=True,
             limit_period=period,
         )
-        limits.bought(recommendation.account_id, period, backup.execution_id)
+        limits.bought(recommendation.account_id or "", period, backup.execution_id, reserved_instances_id)
         tag_error = self._tag(reserved_instances_id, backup)
         if tag_error:
             action.tag_error = tag_error
@@ -775,7 +791,7 @@ class PurchaseReservedInstancesExecutor(
             found = self._reserved(ids=[action.reserved_instances_id])
             reservation = found[0] if found else None
         if reservation is None:
-            reservation, _how = self._bought_by(backup)
+            reservation, _how = self._bought_by(backup, self._claimed_by_others(recommendation, backup.execution_id))
         if reservation is None:
             return NothingBought(
                 purchased=False, note="no reserved instances were bought by this execution: nothing to undo"

@@ -33,6 +33,8 @@ class LedgerEntry:
     cents: int
     state: EntryState
     at: str
+    # The reservation bought, once known: another execution's recovery must not take it for its own.
+    reserved_instances_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,13 @@ class PurchaseLedgerStore:
         entries = tuple(
             sorted(
                 (
-                    LedgerEntry(str(execution_id), int(e["cents"]), EntryState(str(e["state"])), str(e["at"]))
+                    LedgerEntry(
+                        str(execution_id),
+                        int(e["cents"]),
+                        EntryState(str(e["state"])),
+                        str(e["at"]),
+                        str(e["reserved_instances_id"]) if e.get("reserved_instances_id") else None,
+                    )
                     for execution_id, e in dict(item.get("entries", {})).items()
                 ),
                 key=lambda entry: (entry.at, entry.execution_id),
@@ -151,15 +159,22 @@ class PurchaseLedgerStore:
                     raise
         return None
 
-    def mark_bought(self, account_id: str, period: str, execution_id: str) -> bool:
+    def mark_bought(
+        self, account_id: str, period: str, execution_id: str, reserved_instances_id: str | None = None
+    ) -> bool:
         """The entry's money is spent: it is never released. False if the entry is not there."""
+        update = "SET entries.#e.#state = :bought"
+        values: dict[str, str] = {":bought": EntryState.BOUGHT.value}
+        if reserved_instances_id:
+            update += ", entries.#e.reserved_instances_id = :reservation"
+            values[":reservation"] = reserved_instances_id
         try:
             self._table.update_item(
                 Key=self._key(account_id, period),
-                UpdateExpression="SET entries.#e.#state = :bought",
+                UpdateExpression=update,
                 ConditionExpression="attribute_exists(entries.#e)",
                 ExpressionAttributeNames={"#e": execution_id, "#state": "state"},
-                ExpressionAttributeValues={":bought": EntryState.BOUGHT.value},
+                ExpressionAttributeValues=values,
             )
             return True
         except ClientError as error:
