@@ -114,6 +114,9 @@ def _show_status(execution: dict[str, Any], out: TextIO) -> None:
     if execution.get("cancel_requested_by") and execution["status"] not in FINAL:
         print(f"  cancel    asked by {execution['cancel_requested_by']}: rolling back, then cancelled", file=out)
     print(f"  savings   {_savings(execution)}", file=out)
+    guardrails = _guardrails(execution)
+    if guardrails:
+        print(f"  watch     {guardrails}", file=out)
     if execution.get("error_message"):
         print(f"  error     {execution['error_message']}", file=out)
     if execution.get("earlier_steps"):
@@ -239,6 +242,18 @@ def _act(action: str) -> Callable[[Api, argparse.Namespace, TextIO], tuple[Any, 
         return execution, EXIT_OK
 
     return command
+
+
+def _guardrails(execution: dict[str, Any]) -> str:
+    """The guardrail watch: until when it lasts, and what its last check found."""
+    result = execution.get("guardrails") or {}
+    if result.get("breaches"):
+        return "breached: " + "; ".join(f"{b['guardrail']}: {b['reason']}" for b in result["breaches"])
+    if result.get("passed"):
+        return f"passed after {result['checks']} check(s), until {execution.get('watch_until')}"
+    if execution.get("status") == "watching":
+        return f"watching the change until {execution.get('watch_until')}"
+    return ""
 
 
 def _savings(execution: dict[str, Any]) -> str:

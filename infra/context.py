@@ -14,6 +14,7 @@ from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.business_rules import BusinessRulesConfig
 from cost_engine.periods import Period
 from cost_engine.settings import (
+    DEFAULT_GUARDRAIL_SETTLE_MINUTES,
     DEFAULT_MAX_ACTING_SECONDS,
     DEFAULT_MAX_CONCURRENT_ACTING,
     DEFAULT_MAX_RECOMMENDATION_AGE_DAYS,
@@ -22,6 +23,7 @@ from cost_engine.settings import (
     DEFAULT_RI_PURCHASE_LIMIT_USD,
     DEFAULT_SAVINGS_MEASURE_DAYS,
     ApprovalTimeoutSeconds,
+    GuardrailSettleMinutes,
     MaxActingSeconds,
     MaxConcurrentActing,
     MaxRecommendationAgeDays,
@@ -84,6 +86,8 @@ class DeploymentContext(BaseModel):
     max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
     # After how many days a completed execution's saving is measured from the bill (a list, or "7,30").
     savings_measure_days: SavingsMeasureDays = DEFAULT_SAVINGS_MEASURE_DAYS
+    # How long a change that can hurt a workload is watched before it is complete (0: only when asked).
+    guardrail_settle_minutes: GuardrailSettleMinutes = DEFAULT_GUARDRAIL_SETTLE_MINUTES
     # cost_engine.access.AccessPolicy, as an object or as its JSON: the roles per customer of each IAM
     # principal. Unset: no principal may do anything through the API but open approval links.
     access: AccessPolicy | None = None

@@ -12,7 +12,7 @@ from constructs import IConstruct
 from cost_engine import topology
 from cost_engine.access import routes_of
 from cost_engine.executors import executor_class
-from cost_engine.prechecks import precheck_permissions
+from cost_engine.role_permissions import role_permissions
 from cost_engine.service.measurements import MEASURE_SCHEDULE_PREFIX, SCHEDULE_GROUP
 from infra.constructs.api import route_resource
 from infra.stack import CostExecutionEngineStack
@@ -51,13 +51,13 @@ def suppress_accepted_findings(stack: CostExecutionEngineStack) -> None:
     for machine in topology.state_machines():
         executor = executor_class(machine.recommendation_type)
         role = stack.roles[machine.executor.construct_id]
-        declared = (*executor.permissions, *precheck_permissions(executor))
+        declared = role_permissions(executor)
         unscoped = sorted({a for p in declared if "*" in p.resources for a in p.actions})
         _suppress(
             role,
             "IAM5",
             f"{TRACING_REASON} The read-only calls {', '.join(unscoped) or 'none'} declared by "
-            f"{executor.__name__}.permissions and the common pre-checks support no resource-level "
+            f"{executor.__name__}.permissions, the common pre-checks and the guardrail watch support no resource-level "
             "permissions either.",
             [ANY_RESOURCE],
         )

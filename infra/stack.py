@@ -127,6 +127,7 @@ class CostExecutionEngineStack(Stack):
             max_acting_seconds=context.max_acting_seconds,
             max_recommendation_age_days=context.max_recommendation_age_days,
             savings_measure_days=context.savings_measure_days,
+            guardrail_settle_minutes=context.guardrail_settle_minutes,
             ri_purchase_limit_usd=context.ri_purchase_limit_usd,
             ri_purchase_limit_per_period_usd=context.ri_purchase_limit_per_period_usd,
             ri_purchase_limit_period=context.ri_purchase_limit_period,

@@ -8,7 +8,7 @@ from constructs import Construct
 
 from cost_engine import spine, topology
 from cost_engine.executors import executor_class
-from cost_engine.prechecks import precheck_permissions
+from cost_engine.role_permissions import role_permissions
 from infra.constructs.approvals import Approvals
 from infra.constructs.data import Data
 from infra.constructs.functions import EngineFunctions
@@ -74,7 +74,7 @@ class Pipeline(Construct):
         allow(role, ["sns:Publish"], [approvals.topic.topic_arn])
         allow(role, TOPIC_KEY_ACTIONS, [approvals.topic_key.key_arn])
         executor = executor_class(machine.recommendation_type)
-        for permission in (*executor.permissions, *precheck_permissions(executor)):
+        for permission in role_permissions(executor):
             role.add_to_policy(permission_statement(permission))
         # The pre-checks ask the policy simulator about this role only (cost_engine.prechecks).
         allow(role, ["iam:SimulatePrincipalPolicy"], [role.role_arn])

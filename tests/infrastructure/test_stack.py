@@ -21,7 +21,7 @@ from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.environment import POWERTOOLS_LOG_LEVEL, POWERTOOLS_SERVICE, POWERTOOLS_TRACE_DISABLED
 from cost_engine.executors import executor_class
 from cost_engine.models import RecommendationType
-from cost_engine.prechecks import precheck_permissions
+from cost_engine.role_permissions import role_permissions
 from cost_engine.settings import Settings
 from cost_engine.topology import EnvVar
 from infra.constructs.api import (
@@ -313,11 +313,24 @@ def test_each_executor_role_holds_exactly_the_actions_its_executor_declares_besi
     synthesized: Synthesized, machine: topology.StateMachine
 ) -> None:
     executor = executor_class(machine.recommendation_type)
-    declared = {a for p in (*executor.permissions, *precheck_permissions(executor)) for a in p.actions}
+    declared = {a for p in role_permissions(executor) for a in p.actions}
     actions = {a for s in synthesized.role_statements(machine.executor.construct_id) for a in as_list(s["Action"])}
 
     assert actions == EXECUTOR_BASE_ACTIONS | declared | {"iam:SimulatePrincipalPolicy"}
     assert not [action for action in actions if "*" in action]
+
+
+@pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)
+def test_only_the_types_that_watch_their_change_may_read_alarms_and_metrics(
+    synthesized: Synthesized, machine: topology.StateMachine
+) -> None:
+    actions = {a for s in synthesized.role_statements(machine.executor.construct_id) for a in as_list(s["Action"])}
+    watch_reads = {"cloudwatch:DescribeAlarms", "cloudwatch:GetMetricStatistics"}
+
+    if executor_class(machine.recommendation_type).watches:
+        assert watch_reads <= actions
+    else:
+        assert not watch_reads & actions
 
 
 @pytest.mark.parametrize("machine", topology.state_machines(), ids=lambda sm: sm.executor.construct_id)

@@ -210,6 +210,8 @@ def step_events(events: list[str]) -> list[str]:
 #   BACKED_UP            the backup made before acting
 #   RECHECKED            BACKED_UP, then checked again right before the change
 #   COMPLETED            RECHECKED, then the change made, verified and recorded as completed
+#   WATCHED              RECHECKED, then the change made, verified, and its guardrail watch begun
+#   COMPLETED_AFTER_WATCH WATCHED, then the watch passed and the execution recorded as completed
 #   ROLLED_BACK          the automatic rollback, from its start to the final status
 REQUESTED: list[str] = ["execution_requested", "prechecked", "validated"]
 PLANNED: list[str] = [*REQUESTED, "planned", "approval_policy_decided"]
@@ -221,6 +223,10 @@ DRY_RUN: list[str] = [*REQUESTED, "approval_policy_decided", "dry_run_completed"
 BACKED_UP: list[str] = ["backup_started", "backup_done"]
 RECHECKED: list[str] = [*BACKED_UP, "rechecked"]
 COMPLETED: list[str] = [*RECHECKED, "action_started", "action_done", "verified", "completed"]
+# A type that watches its change (cost_engine.guardrails): verified, then watched for the deployment's
+# settling period, whose checks pass, then completed.
+WATCHED: list[str] = [*RECHECKED, "action_started", "action_done", "verified", "watch_started"]
+COMPLETED_AFTER_WATCH: list[str] = [*WATCHED, "guardrails_passed", "completed"]
 ROLLED_BACK: list[str] = ["rollback_started", "rollback_action", "rollback_done", "rolled_back"]
 
 

@@ -103,7 +103,15 @@ def test_execution_leaves_a_running_spot_instance_of_the_same_configuration_and_
     assert execution["rollback_available"] is True
     assert execution["expected_savings"] == ESTIMATE
     events = [event["event_type"] for event in api.logs(execution["execution_id"])["events"]]
-    assert step_events(events)[-4:] == ["action_done", "verified", "finalized", "completed"]
+    # The original instance is ended only once the spot instance has passed its guardrail watch.
+    assert step_events(events)[-6:] == [
+        "action_done",
+        "verified",
+        "watch_started",
+        "guardrails_passed",
+        "finalized",
+        "completed",
+    ]
 
 
 @pytest.mark.parametrize(

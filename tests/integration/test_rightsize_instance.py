@@ -12,7 +12,13 @@ from cost_engine.pricing import price_catalog
 from local_runtime.client import ApiClient
 from local_runtime.emulations import ec2_capacity
 from local_runtime.runtime import LocalRuntime
-from tests.integration.conftest import APPROVED_BY_POLICY, COMPLETED, DRY_RUN, ROLLED_BACK, step_events
+from tests.integration.conftest import (
+    APPROVED_BY_POLICY,
+    COMPLETED_AFTER_WATCH,
+    DRY_RUN,
+    ROLLED_BACK,
+    step_events,
+)
 
 
 def type_and_state(ec2: Any, instance_id: str) -> tuple[str, str]:
@@ -93,7 +99,7 @@ def test_execution_changes_the_type_and_the_instance_runs_again(
         "reason": "auto_approve was requested and the policy allows medium-risk rightsize_instance",
     }
     logged = api.logs(execution["execution_id"])["events"]
-    assert step_events([event["event_type"] for event in logged]) == [*APPROVED_BY_POLICY, *COMPLETED]
+    assert step_events([event["event_type"] for event in logged]) == [*APPROVED_BY_POLICY, *COMPLETED_AFTER_WATCH]
     [approved] = [event for event in logged if event["event_type"] == "approved"]
     assert approved["actor"] == "state-machine:auto_approve"
     assert approved["detail"]["approver"] == "policy"

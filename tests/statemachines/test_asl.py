@@ -125,9 +125,36 @@ def test_every_task_calls_a_known_step_of_its_executor_and_retries_transient_err
         assert retry["MaxAttempts"] <= 3
         assert retry["JitterStrategy"] == "FULL"
 
-    # Every step is called, but CheckBackup by a type whose backup is a record (its Backup checks it).
-    expected = set(Step) - (set() if EXECUTORS[machine.recommendation_type].backup_waits else {Step.CHECK_BACKUP})
+    # Every step is called, but CheckBackup by a type whose backup is a record (its Backup checks it),
+    # and CheckGuardrails by a type that does not watch its change.
+    executor = EXECUTORS[machine.recommendation_type]
+    expected = (
+        set(Step)
+        - (set() if executor.backup_waits else {Step.CHECK_BACKUP})
+        - (set() if executor.watches else {Step.CHECK_GUARDRAILS})
+    )
     assert steps_called == expected, f"steps no state calls: {expected - steps_called}"
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
+def test_a_type_that_watches_waits_and_checks_its_guardrails_after_finish_and_others_end_there(
+    machine: topology.StateMachine,
+) -> None:
+    states = _definition(machine)["States"]
+    if not EXECUTORS[machine.recommendation_type].watches:
+        assert states["Finish"]["End"] is True
+        assert not {"Watched", "WaitWatch", "CheckGuardrails", "Completed"} & set(states)
+        return
+    assert states["Finish"]["Next"] == "Watched"
+    assert states["Watched"]["Choices"] == [{"Variable": "$.watch.done", "BooleanEquals": True, "Next": "Completed"}]
+    assert states["Watched"]["Default"] == "WaitWatch"
+    assert states["WaitWatch"]["SecondsPath"] == "$.watch.wait_seconds"
+    check = states["CheckGuardrails"]
+    assert check["Parameters"]["Payload"]["checks_before.$"] == "$.watch.checks"
+    assert check["Next"] == "Watched"
+    # A breach (or any failure) of a check rolls the change back.
+    assert [c["Next"] for c in check["Catch"]] == ["Rollback"]
+    assert states["Completed"]["Type"] == "Succeed"
 
 
 @pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.recommendation_type.value)
@@ -172,8 +199,10 @@ def test_every_state_machine_is_the_spine_with_only_its_type_s_own_settings(
     spine_states = json.loads(SPINE_FILE.read_text())["States"]
     states = json.loads(spine.template(machine))["States"]
     backup_wait = {"WaitBackup", "CheckBackup", "BackupDone"}
+    watch = {"Watched", "WaitWatch", "CheckGuardrails", "Completed"}
 
-    assert states.keys() == (spine_states.keys() if executor.backup_waits else spine_states.keys() - backup_wait)
+    left_out = (set() if executor.backup_waits else backup_wait) | (set() if executor.watches else watch)
+    assert states.keys() == spine_states.keys() - left_out
     assert states["Backup"]["Next"] == ("BackupDone" if executor.backup_waits else "Act")
     assert states["AcquireSlot"]["TimeoutSeconds"] == topology.SLOT_WAIT_TIMEOUT_SECONDS
 
@@ -181,13 +210,17 @@ def test_every_state_machine_is_the_spine_with_only_its_type_s_own_settings(
         settings_free = {
             name: {k: v for k, v in state.items() if k not in ("Comment", "Retry", "TimeoutSeconds")}
             for name, state in states.items()
-            if name not in backup_wait
+            if name not in backup_wait | watch
         }
-        backup = settings_free["Backup"]
-        settings_free["Backup"] = {k: v for k, v in backup.items() if k not in ("Next", "ResultSelector", "ResultPath")}
+        for name, varies in (("Backup", ("Next", "ResultSelector", "ResultPath")), ("Finish", FINISH_VARIES)):
+            settings_free[name] = {k: v for k, v in settings_free[name].items() if k not in varies}
         return settings_free
 
     assert as_spine(states) == as_spine(spine_states)
+
+
+# Where Finish goes: on to the watch, or the end (test_a_type_that_watches_waits_and_checks_...).
+FINISH_VARIES = ("Next", "End", "ResultSelector", "ResultPath")
 
 
 def test_the_types_that_wait_for_their_backup_are_those_whose_backup_is_made_by_aws() -> None:
@@ -229,7 +262,10 @@ def test_a_happy_path_enters_at_most_twelve_states_and_a_rollback_path_at_most_t
     # A change that fails its verification: Finish's Catch goes to Rollback.
     rolled_back = [*by_policy[: by_policy.index("Finish") + 1], *_happy_path(states, "Rollback", {})]
 
-    assert by_policy[-1] == by_a_person[-1] == "Finish"
+    # A type that watches ends at Completed when its change has nothing to watch (a settling period
+    # of 0); a watch adds two states per check (WaitWatch, CheckGuardrails), the price of its safety.
+    end = "Completed" if EXECUTORS[machine.recommendation_type].watches else "Finish"
+    assert by_policy[-1] == by_a_person[-1] == end
     assert not any(name.startswith("Wait") for name in by_policy + by_a_person)
     assert len(by_policy) <= 12, by_policy
     assert len(by_a_person) <= 12, by_a_person

@@ -23,6 +23,7 @@ PROGRESS: dict[ExecutionStatus, int] = {
     S.APPROVED: 40,
     S.EXECUTING: 60,
     S.VERIFYING: 85,
+    S.WATCHING: 90,
     S.ROLLING_BACK: 50,
 }
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ce import CostExplorerClient
     from mypy_boto3_cloudtrail import CloudTrailClient
+    from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_elb import ElasticLoadBalancingClient
     from mypy_boto3_elbv2 import ElasticLoadBalancingv2Client
@@ -165,6 +166,10 @@ class AwsClients:
     def ce(self) -> CostExplorerClient:
         # Cost Explorer answers from one endpoint (us-east-1) for every region of the account.
         return self._client("ce")  # type: ignore[no-any-return]
+
+    @cached_property
+    def cloudwatch(self) -> CloudWatchClient:
+        return self._client("cloudwatch")  # type: ignore[no-any-return]
 
     @cached_property
     def iam(self) -> IAMClient:

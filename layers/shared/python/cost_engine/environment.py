@@ -19,6 +19,7 @@ from cost_engine.models import RecommendationType
 from cost_engine.periods import Period
 from cost_engine.settings import (
     DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    DEFAULT_GUARDRAIL_SETTLE_MINUTES,
     DEFAULT_MAX_ACTING_SECONDS,
     DEFAULT_MAX_CONCURRENT_ACTING,
     DEFAULT_MAX_RECOMMENDATION_AGE_DAYS,
@@ -68,6 +69,7 @@ class Deployment:
     max_acting_seconds: int = DEFAULT_MAX_ACTING_SECONDS
     max_recommendation_age_days: int = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
     savings_measure_days: tuple[int, ...] = DEFAULT_SAVINGS_MEASURE_DAYS
+    guardrail_settle_minutes: int = DEFAULT_GUARDRAIL_SETTLE_MINUTES
     ri_purchase_limit_usd: float = DEFAULT_RI_PURCHASE_LIMIT_USD
     ri_purchase_limit_per_period_usd: float = DEFAULT_RI_PURCHASE_LIMIT_PER_PERIOD_USD
     ri_purchase_limit_period: Period = Period.MONTH
@@ -118,6 +120,7 @@ def _every_function(deployment: Deployment) -> dict[str, str]:
         EnvVar.MAX_ACTING_SECONDS: str(deployment.max_acting_seconds),
         EnvVar.MAX_RECOMMENDATION_AGE_DAYS: str(deployment.max_recommendation_age_days),
         EnvVar.SAVINGS_MEASURE_DAYS: ",".join(str(days) for days in deployment.savings_measure_days),
+        EnvVar.GUARDRAIL_SETTLE_MINUTES: str(deployment.guardrail_settle_minutes),
         **POWERTOOLS_SERVICE,
         POWERTOOLS_LOG_LEVEL: deployment.log_level,
     }

@@ -118,6 +118,10 @@ class ActionFailed(EngineError):
     code = ErrorCode.ACTION_FAILED
 
 
+class GuardrailBreached(ActionFailed):
+    """A guardrail tripped while the change settled: the state machine rolls it back."""
+
+
 class CancelRequested(EngineError):
     """Someone cancelled while the resource was being changed: the state machine rolls back, and
     the execution ends `cancelled` (not retried: Retry lists only transient errors)."""

@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 
 from cost_engine.aws import error_code
 from cost_engine.errors import TASK_WAIT_OVER_ERRORS, EngineError, ErrorCode, NotFound
-from cost_engine.models import ExecutionRecord, Recommendation, utc_now
+from cost_engine.models import ExecutionRecord, ExecutionStatus, Recommendation, utc_now
 from cost_engine.settings import Settings
 from cost_engine.stores.audit import AuditStore
 from cost_engine.stores.dynamo import sortable_time
@@ -184,20 +184,26 @@ class Limits:
     # -- on every status change ----------------------------------------------------------------------
 
     def on_transition(self, before: ExecutionRecord, after: ExecutionRecord) -> None:
-        if after.status not in FINAL_STATES or before.status in FINAL_STATES:
+        watching = after.status == ExecutionStatus.WATCHING and before.status != ExecutionStatus.WATCHING
+        if not watching and (after.status not in FINAL_STATES or before.status in FINAL_STATES):
             return
         try:
-            self._release(after)
+            # A watch holds the resource's lock, not an acting slot: the slot goes to the next in line.
+            self._release_slot(after)
+            if not watching:
+                self._release_resource(after)
         except Exception:  # the status change stands; a slot or lock whose holder finished is reclaimed
             logger.exception("limits not released for %s", after.execution_id)
 
-    def _release(self, after: ExecutionRecord) -> None:
+    def _release_slot(self, after: ExecutionRecord) -> None:
         queue_key = waiter_key(sortable_time(after.queued_at), after.execution_id) if after.queued_at else None
         slot = self.store.release_slot(after.execution_id, queue_key)
         if slot is not None:
             self.audit.append(after.execution_id, "slot_released", "engine:limits", {"slot": slot})
             # Logged first: the next holder's `slot_acquired` follows this `slot_released`.
             self.hand_over(after.execution_id)
+
+    def _release_resource(self, after: ExecutionRecord) -> None:
         if not after.dry_run:
             # A cooldown only where something was changed (or begun to be).
             self.release_resource(after, cooldown=after.backup is not None or after.action is not None)

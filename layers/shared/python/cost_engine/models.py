@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,9 @@ class ExecutionStatus(StrEnum):
     APPROVED = "approved"
     EXECUTING = "executing"
     VERIFYING = "verifying"
+    # The change is verified and in place; its guardrails are watched for a settling period, with the
+    # resource's lock held but no acting slot (cost_engine.guardrails). A breach rolls it back.
+    WATCHING = "watching"
     COMPLETED = "completed"
     REJECTED = "rejected"
     EXPIRED = "expired"
@@ -105,6 +108,44 @@ class StepRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# The longest a change's guardrails may be watched: a day.
+MAX_SETTLE_MINUTES = 1440
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class MetricThreshold(StrictModel):
+    """A CloudWatch metric that must not pass a threshold while a change settles: `datapoints`
+    consecutive periods beyond it trip the guardrail. Without `dimensions`, the changed resource's
+    own (InstanceId, DBInstanceIdentifier, AutoScalingGroupName or VolumeId, by the namespace)."""
+
+    namespace: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9/._#:-]{1,255}$")]
+    metric_name: MetricName
+    dimensions: dict[MetricName, MetricName] | None = Field(default=None, max_length=30)
+    statistic: Literal["Average", "Maximum", "Minimum", "Sum", "SampleCount"] = "Average"
+    comparison: Literal["above", "below"]
+    threshold: StrictFloat | StrictInt = Field(allow_inf_nan=False)
+    datapoints: StrictInt = Field(default=3, ge=1, le=100)
+    period_seconds: Literal[60, 300, 900, 3600] = 60
+
+    def describe(self) -> str:
+        return (
+            f"{self.namespace} {self.metric_name} {self.statistic} {self.comparison} {self.threshold:g} "
+            f"for {self.datapoints} period(s) of {self.period_seconds}s"
+        )
+
+
+class GuardrailSpec(StrictModel):
+    """What to watch after the change and for how long (cost_engine.guardrails). A type that watches
+    adds its own thresholds (CPU, status checks...) unless `type_defaults` is false."""
+
+    settle_minutes: StrictInt | None = Field(default=None, ge=0, le=MAX_SETTLE_MINUTES)
+    alarms: list[Annotated[str, StringConstraints(min_length=1, max_length=255)]] = Field(
+        default_factory=list, max_length=20
+    )
+    thresholds: list[MetricThreshold] = Field(default_factory=list, max_length=20)
+    type_defaults: StrictBool = True
+
+
 class Recommendation(StrictModel):
     """A recommendation as the engine is given it (DESIGN.md, "A recommendation")."""
 
@@ -120,6 +161,8 @@ class Recommendation(StrictModel):
     )
     source: Annotated[str, StringConstraints(max_length=128)] = "recommendation-engine"
     created_at: datetime = Field(default_factory=utc_now)
+    # What to watch after a change that can hurt a workload (the types that watch; others ignore it).
+    guardrails: GuardrailSpec | None = None
 
 
 class ExecutionRequest(StrictModel):
@@ -317,6 +360,11 @@ class ExecutionRecord(BaseModel):
     expected_savings: float | None = None
     actual_savings: float | None = None
     measurements: list[SavingsMeasurement] = Field(default_factory=list)
+    # The guardrail watch after the change: when it began, until when it lasts, and what the last
+    # check found (cost_engine.guardrails.GuardrailResult).
+    watch_started_at: datetime | None = None
+    watch_until: datetime | None = None
+    guardrails: dict[str, Any] | None = None
     scheduled_time: datetime | None = None
     current_step: str | None = None
     validation: ValidationResult | None = None

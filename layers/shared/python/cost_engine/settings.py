@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from cost_engine.access import AccessPolicy
 from cost_engine.approval_policy import ApprovalPolicy
 from cost_engine.business_rules import BusinessRulesConfig
-from cost_engine.models import MAX_WINDOW_DAYS, RecommendationType
+from cost_engine.models import MAX_SETTLE_MINUTES, MAX_WINDOW_DAYS, RecommendationType
 from cost_engine.periods import Period
 from cost_engine.topology import LIMITS_TABLE, EnvVar
 
@@ -26,6 +26,7 @@ MaxActingSeconds = Annotated[int, Field(ge=1, le=86400)]
 MaxRecommendationAgeDays = Annotated[int, Field(ge=1, le=3650)]
 # The windows of the scheduled savings measurements, in days (cost_engine.savings): each a whole
 # number of days up to the longest window a measurement may ask for.
+GuardrailSettleMinutes = Annotated[int, Field(ge=0, le=MAX_SETTLE_MINUTES)]
 SavingsMeasureDays = Annotated[tuple[Annotated[int, Field(ge=1, le=MAX_WINDOW_DAYS)], ...], Field(max_length=5)]
 # ...and their defaults: the seed's limits, and a first cap on what RI purchases may commit.
 DEFAULT_APPROVAL_TIMEOUT_SECONDS = 86400
@@ -39,6 +40,8 @@ DEFAULT_MAX_RECOMMENDATION_AGE_DAYS = 30
 # 6 after: those and the day of the change are what Cost Explorer's 14 days of resource-level data still
 # hold once the last day's cost is final, so the first look reads the resource's own cost.
 DEFAULT_SAVINGS_MEASURE_DAYS = (6, 30)
+# A quarter of an hour: three of EC2's 5-minute datapoints after the change.
+DEFAULT_GUARDRAIL_SETTLE_MINUTES = 15
 
 
 class Settings(BaseModel):
@@ -71,6 +74,7 @@ class Settings(BaseModel):
     business_rules: BusinessRulesConfig = Field(default_factory=BusinessRulesConfig)
     max_recommendation_age_days: MaxRecommendationAgeDays = DEFAULT_MAX_RECOMMENDATION_AGE_DAYS
     savings_measure_days: SavingsMeasureDays = DEFAULT_SAVINGS_MEASURE_DAYS
+    guardrail_settle_minutes: GuardrailSettleMinutes = DEFAULT_GUARDRAIL_SETTLE_MINUTES
     own_role_arn: str | None = None
     # Who may do what through the API (cost_engine.access).
     access_policy: AccessPolicy = Field(default_factory=AccessPolicy)
@@ -107,6 +111,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ("resource_cooldown_seconds", EnvVar.RESOURCE_COOLDOWN_SECONDS),
         ("max_acting_seconds", EnvVar.MAX_ACTING_SECONDS),
         ("max_recommendation_age_days", EnvVar.MAX_RECOMMENDATION_AGE_DAYS),
+        ("guardrail_settle_minutes", EnvVar.GUARDRAIL_SETTLE_MINUTES),
         ("recommendation_type", EnvVar.RECOMMENDATION_TYPE),
     ):
         if env.get(var):

@@ -5,8 +5,10 @@ approval), a person's approval, an acting slot, backup, act, finish (verify and 
 Catch branches to rollback. Each piece of work is checked once by the task that starts it, so work
 that is done at once costs no wait; a wait lasts as long as that check says (the type's `polling`:
 short at first, then longer, within the type's budget). A type adds what is its own: its description
-(the executor's `flow`, the definition's Comment), what its manual rollback leaves behind, and whether
-it waits for its backup at all (`backup_waits`: a backup that is a record leaves the backup wait out).
+(the executor's `flow`, the definition's Comment), what its manual rollback leaves behind, whether
+it waits for its backup at all (`backup_waits`: a backup that is a record leaves the backup wait out),
+and whether its verified change is watched before it is complete (`watches`: the guardrail watch,
+cost_engine.guardrails; a type that does not watch ends at Finish).
 The timeouts are the topology's, and every task retries the executor's transient errors with one
 policy. The stack deploys `template` and the local runtime runs `definition`, the same text, so they
 cannot drift apart.
@@ -81,6 +83,16 @@ def states_language(recommendation_type: RecommendationType) -> dict[str, Any]:
         states["Backup"]["Next"] = "Act"
         states["Backup"]["ResultPath"] = None
         del states["Backup"]["ResultSelector"]
+    if not executor.watches:
+        # A type whose change cannot hurt a workload is complete once verified: Finish records it.
+        for name in ("Watched", "WaitWatch", "CheckGuardrails", "Completed"):
+            del states[name]
+        finish = states["Finish"]
+        for key in ("ResultSelector", "Next"):
+            del finish[key]
+        finish["ResultPath"] = None
+        finish["End"] = True
+        finish["Comment"] = "Verifies the change and, if it holds, records the execution completed."
     return {
         "Comment": f"{recommendation_type.value}: {executor.flow}",
         "StartAt": spine["StartAt"],

@@ -26,6 +26,7 @@ from cost_engine.errors import (
     ActionFailed,
     CancelRequested,
     Conflict,
+    GuardrailBreached,
     RefusedAtAction,
     StatusConflict,
     TransientError,
@@ -33,18 +34,21 @@ from cost_engine.errors import (
     cause_message,
 )
 from cost_engine.executors.base import AnyExecutor
+from cost_engine.guardrails import Breach, alarm_breaches, threshold_breaches, watch_waits
 from cost_engine.limits import ActingTimeLimitExceeded
 from cost_engine.models import (
     ApprovalState,
     ExecutionRecord,
     ExecutionStatus,
+    GuardrailSpec,
+    MetricThreshold,
     Recommendation,
     ValidationResult,
     utc_now,
 )
 from cost_engine.prechecks import PrecheckResult, run_prechecks
 from cost_engine.stores.executions import TASK_TOKEN_ATTRIBUTE
-from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES
+from cost_engine.transitions import ACTING_STATES, CANCEL_BY_ROLLBACK_STATES, FINAL_STATES, ROLLBACK_ON_FAILURE_STATES
 
 S = ExecutionStatus
 # Called as each phase of a task begins ("before") and ends without error ("after"), with the
@@ -66,6 +70,7 @@ class Step(StrEnum):
     ACT = "act"
     CHECK_ACTION = "check_action"
     FINISH = "finish"
+    CHECK_GUARDRAILS = "check_guardrails"
     ROLLBACK = "rollback"
     CHECK_ROLLBACK = "check_rollback"
     RECORD_ROLLBACK = "record_rollback"
@@ -95,6 +100,10 @@ TASK_OF_PHASE: dict[Phase, Step] = {
 }
 
 
+# What Finish and a watch's last check answer: the execution is complete, nothing more to wait for.
+WATCH_OVER: dict[str, Any] = {"done": True, "wait_seconds": 0, "checks": 0}
+
+
 class Prepared(StrEnum):
     """Where Prepare sends the execution (the spine's PrepareOutcome)."""
 
@@ -116,6 +125,8 @@ class StepRequest(BaseModel):
     asked_before: int = 0
     # The acting slot AcquireSlot was given (Backup records it).
     slot: int | None = None
+    # How many guardrail checks the watch made before this one (the state machine carries the count).
+    checks_before: int = 0
     # What a Catch hands on: {"Error": ..., "Cause": ...}
     error: dict[str, Any] | None = None
 
@@ -178,6 +189,7 @@ class StepRunner:
             Step.ACT: self.act,
             Step.CHECK_ACTION: self.check_action,
             Step.FINISH: self.finish,
+            Step.CHECK_GUARDRAILS: self.check_guardrails,
             Step.ROLLBACK: self.rollback,
             Step.CHECK_ROLLBACK: self.check_rollback,
             Step.RECORD_ROLLBACK: self.record_rollback,
@@ -768,17 +780,113 @@ class StepRunner:
         )
 
     def finish(self, request: StepRequest) -> dict[str, Any]:
-        """Verify the change, and if it holds, record the execution completed: one task, as these
-        always follow each other."""
+        """Verify the change; then, for a type that watches, begin the guardrail watch, or else record
+        the execution completed: one task, as these always follow each other. The answer is done, or
+        how long the state machine waits before the watch's first check."""
         record = self._get(request.execution_id)
         if record.status == S.COMPLETED:
-            return {"status": S.COMPLETED.value}  # a retry of a step that got through
+            return WATCH_OVER  # a retry of a step that got through
+        if record.status == S.WATCHING:  # the same, and the watch had begun
+            return self._watch_answer(record, checks=0)
         record, recommendation, executor = self._acting(record, Step.FINISH)
         with self._phase(record.execution_id, Phase.VERIFY):
             record = self._verify(record, recommendation, executor)
+            watched = self._watched(record, recommendation, executor)
+            if watched is not None:
+                settle_minutes, described = watched
+                now = utc_now()
+                self._event(record, "watch_started", Phase.VERIFY, settle_minutes=settle_minutes, watched=described)
+                record = self._advance(
+                    record,
+                    S.WATCHING,
+                    S.VERIFYING,
+                    {
+                        "watch_started_at": now,
+                        "watch_until": now + timedelta(minutes=settle_minutes),
+                        "current_step": Step.CHECK_GUARDRAILS.value,
+                    },
+                )
+                return self._watch_answer(record, checks=0)
         with self._phase(record.execution_id, Phase.RECORD):
-            self._record(record, recommendation, executor)
-        return {"status": S.COMPLETED.value}
+            self._record(record, recommendation, executor, S.VERIFYING)
+        return WATCH_OVER
+
+    def _guardrails(
+        self, recommendation: Recommendation, executor: AnyExecutor, action: Any
+    ) -> tuple[list[str], list[tuple[MetricThreshold, dict[str, str]]]]:
+        """The alarms and thresholds (each with the dimensions it applies to) to watch."""
+        spec = recommendation.guardrails or GuardrailSpec()
+        thresholds = [
+            *(executor.guardrail_thresholds(recommendation, action) if spec.type_defaults else []),
+            *spec.thresholds,
+        ]
+        return list(spec.alarms), [
+            (t, t.dimensions or executor.guardrail_dimensions(recommendation, action, t.namespace)) for t in thresholds
+        ]
+
+    def _watched(
+        self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor
+    ) -> tuple[int, list[str]] | None:
+        """How long the change is watched, and what is watched; None when it is not (a type that does
+        not watch, a settling period of 0, or nothing to watch)."""
+        if not executor.watches:
+            return None
+        spec = recommendation.guardrails or GuardrailSpec()
+        settle = spec.settle_minutes if spec.settle_minutes is not None else self.ctx.settings.guardrail_settle_minutes
+        alarms, thresholds = self._guardrails(recommendation, executor, executor.read_action(record.action or {}))
+        described = [f"alarm {name}" for name in alarms] + [t.describe() for t, _ in thresholds]
+        if executor.live_guardrails:
+            described.append(executor.live_guardrails)
+        return (settle, described) if settle > 0 and described else None
+
+    def _watch_answer(self, record: ExecutionRecord, checks: int) -> dict[str, Any]:
+        waits = watch_waits(self._settle_minutes(record))
+        return {"done": False, "wait_seconds": waits[checks], "checks": checks}
+
+    @staticmethod
+    def _settle_minutes(record: ExecutionRecord) -> int:
+        if record.watch_started_at is None or record.watch_until is None:
+            raise StatusConflict(f"execution {record.execution_id} has no watch")
+        return round((record.watch_until - record.watch_started_at).total_seconds() / 60)
+
+    def check_guardrails(self, request: StepRequest) -> dict[str, Any]:
+        """One check of the watch: a breach rolls the change back (the Catch sends it to Rollback); the
+        last check without one records the execution completed."""
+        record = self._get(request.execution_id)
+        if record.status == S.COMPLETED:
+            return WATCH_OVER  # a retry of the last check, which got through
+        record, recommendation, executor = self._acting(record, Step.CHECK_GUARDRAILS)
+        if record.status != S.WATCHING or record.watch_started_at is None:
+            raise StatusConflict(f"execution {record.execution_id} is '{record.status.value}': there is no watch")
+        action = executor.read_action(record.action or {})
+        alarms, thresholds = self._guardrails(recommendation, executor, action)
+        now = utc_now()
+        cloudwatch = self.ctx.clients_in(recommendation.region).cloudwatch
+        breaches = [
+            *alarm_breaches(cloudwatch, alarms),
+            *threshold_breaches(cloudwatch, thresholds, record.watch_started_at, now),
+            *(
+                Breach(executor.live_guardrails, reason)
+                for reason in executor.guardrail_breaches(recommendation, action)
+            ),
+        ]
+        checks = request.checks_before + 1
+        result = {
+            "checked_at": now.isoformat(),
+            "checks": checks,
+            "passed": not breaches,
+            "breaches": [b.as_dict() for b in breaches],
+        }
+        if breaches:
+            self._event(record, "guardrail_breached", Step.CHECK_GUARDRAILS, **result)
+            self.ctx.executions.update(record.execution_id, expected=S.WATCHING, changes={"guardrails": result})
+            raise GuardrailBreached("guardrail breached: " + "; ".join(f"{b.guardrail}: {b.reason}" for b in breaches))
+        if checks < len(watch_waits(self._settle_minutes(record))):
+            return self._watch_answer(record, checks)
+        self._event(record, "guardrails_passed", Step.CHECK_GUARDRAILS, **result)
+        with self._phase(record.execution_id, Phase.RECORD):
+            self._record(record, recommendation, executor, S.WATCHING, {"guardrails": result})
+        return WATCH_OVER
 
     def _verify(
         self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor
@@ -795,7 +903,16 @@ class StepRunner:
             raise ActionFailed("verification failed: " + "; ".join(failures))
         return record
 
-    def _record(self, record: ExecutionRecord, recommendation: Recommendation, executor: AnyExecutor) -> None:
+    def _record(
+        self,
+        record: ExecutionRecord,
+        recommendation: Recommendation,
+        executor: AnyExecutor,
+        status: ExecutionStatus,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
+        """Finalize the change where the type does, and record the execution completed (from `status`:
+        verifying, or watching once the watch passed)."""
         finalized = executor.finalize(recommendation, executor.read_action(record.action or {}))
         if finalized is not None:
             before, after = record.action or {}, executor.stored(finalized)
@@ -804,9 +921,7 @@ class StepRunner:
             # Written at once, on its own: the sweeper completes (not rolls back) a finalized change.
             if finalizing := {k: v for k, v in after.items() if before.get(k) != v}:
                 self._event(record, "finalized", Phase.RECORD, **finalizing)
-                record = self.ctx.executions.update(
-                    record.execution_id, expected=S.VERIFYING, changes={"action": after}
-                )
+                record = self.ctx.executions.update(record.execution_id, expected=status, changes={"action": after})
         expected = executor.expected_savings(recommendation, executor.read_backup(record.backup or {}))
         # The outcome is in the log before the status says so: a reader who sees `completed` finds
         # the whole log (only the limits' release follows, from the status change itself).
@@ -814,12 +929,13 @@ class StepRunner:
         self._advance(
             record,
             S.COMPLETED,
-            S.VERIFYING,
+            status,
             {
                 "success": True,
                 "completed_at": utc_now(),
                 "expected_savings": expected,
                 "current_step": Phase.RECORD.value,
+                **(changes or {}),
             },
         )
 
@@ -827,8 +943,8 @@ class StepRunner:
 
     def rollback(self, request: StepRequest) -> dict[str, Any]:
         record, recommendation, executor = self._load(request.execution_id)
-        if record.status in ACTING_STATES:
-            # Automatic: a step of the acting phase failed.
+        if record.status in ROLLBACK_ON_FAILURE_STATES:
+            # Automatic: a step of the acting phase failed, or a guardrail tripped while it settled.
             reason = error_message(request.error)
             record = self._advance(
                 record,

@@ -65,6 +65,9 @@ class EnvVar:
     # After how many days a completed execution's saving is measured from the bill, comma-separated
     # (each a one-time schedule; cost_engine.savings).
     SAVINGS_MEASURE_DAYS = "SAVINGS_MEASURE_DAYS"
+    # How long a change that can hurt a workload is watched before it is complete, unless its
+    # recommendation says (cost_engine.guardrails); 0: no watch unless a recommendation asks for one.
+    GUARDRAIL_SETTLE_MINUTES = "GUARDRAIL_SETTLE_MINUTES"
     # The one recommendation type an executor function runs steps for: it refuses any other, as its
     # role allows only that type's AWS calls.
     RECOMMENDATION_TYPE = "RECOMMENDATION_TYPE"

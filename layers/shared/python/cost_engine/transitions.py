@@ -15,7 +15,8 @@ ALLOWED_TRANSITIONS: Mapping[S, frozenset[S]] = {
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.FAILED}),
     S.APPROVED: frozenset({S.EXECUTING, S.CANCELLED, S.FAILED, S.ROLLING_BACK}),
     S.EXECUTING: frozenset({S.VERIFYING, S.ROLLING_BACK, S.FAILED}),
-    S.VERIFYING: frozenset({S.COMPLETED, S.ROLLING_BACK, S.FAILED}),
+    S.VERIFYING: frozenset({S.WATCHING, S.COMPLETED, S.ROLLING_BACK, S.FAILED}),
+    S.WATCHING: frozenset({S.COMPLETED, S.ROLLING_BACK, S.FAILED}),
     # A completed (or failed) change can be undone on request; a failed rollback can be tried again,
     # so no resource is ever left without a way back.
     S.COMPLETED: frozenset({S.ROLLING_BACK}),
@@ -30,8 +31,11 @@ ALLOWED_TRANSITIONS: Mapping[S, frozenset[S]] = {
     S.CANCELLED: frozenset(),
 }
 
-# States in which the engine may be changing the resource: a failure here must roll back.
+# States in which the engine may be changing the resource: they hold an acting slot, within the
+# acting time limit.
 ACTING_STATES: frozenset[S] = frozenset({S.APPROVED, S.EXECUTING, S.VERIFYING})
+# States in which a failure rolls the change back by itself: acting, or watching the changed resource.
+ROLLBACK_ON_FAILURE_STATES: frozenset[S] = ACTING_STATES | {S.WATCHING}
 # States where the state machine has finished with the execution.
 FINAL_STATES: frozenset[S] = frozenset(
     {S.COMPLETED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.FAILED, S.ROLLED_BACK, S.ROLLBACK_FAILED}
@@ -39,7 +43,7 @@ FINAL_STATES: frozenset[S] = frozenset(
 # States from which a person can still stop an execution before it touches anything.
 CANCELLABLE_STATES: frozenset[S] = frozenset({S.PENDING, S.SCHEDULED, S.VALIDATING, S.AWAITING_APPROVAL, S.APPROVED})
 # States in which a cancel is a request to the acting steps: they stop, roll back, end `cancelled`.
-CANCEL_BY_ROLLBACK_STATES: frozenset[S] = frozenset({S.EXECUTING, S.VERIFYING})
+CANCEL_BY_ROLLBACK_STATES: frozenset[S] = frozenset({S.EXECUTING, S.VERIFYING, S.WATCHING})
 # States from which a manual rollback may be asked for.
 ROLLBACK_REQUESTABLE_STATES: frozenset[S] = frozenset({S.COMPLETED, S.FAILED, S.ROLLBACK_FAILED})
 

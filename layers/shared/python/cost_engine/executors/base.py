@@ -21,6 +21,7 @@ from cost_engine.cost_scope import EC2_COMPUTE, CostScope
 from cost_engine.models import (
     ExecutionPlan,
     ExecutionRecord,
+    MetricThreshold,
     Recommendation,
     RecommendationType,
     RiskLevel,
@@ -75,6 +76,15 @@ A = TypeVar("A")
 R = TypeVar("R")
 
 
+# The dimension of a namespace's metrics that names the resource a type changes.
+RESOURCE_DIMENSIONS = {
+    "AWS/EC2": "InstanceId",
+    "AWS/RDS": "DBInstanceIdentifier",
+    "AWS/EBS": "VolumeId",
+    "AWS/AutoScaling": "AutoScalingGroupName",
+}
+
+
 class BaseExecutor(ABC, Generic[P, T, B, A, R]):
     """An executor declares its contract in its base: `BaseExecutor[Parameters, Resource, Backup,
     Action, Rollback]`. The step runner parses what the steps recorded into those models before it
@@ -116,6 +126,12 @@ class BaseExecutor(ABC, Generic[P, T, B, A, R]):
     # measurement, and the Cost Explorer service its resource is billed under.
     savings_method: ClassVar[str]
     billing_service: ClassVar[str] = EC2_COMPUTE
+    # Whether a verified change is watched for a settling period before it is complete, and rolled
+    # back on a breach (the types whose change can hurt a workload; cost_engine.guardrails).
+    watches: ClassVar[bool] = False
+    # What the type checks through its own API while its change settles (`guardrail_breaches`), for
+    # people reading what was watched; empty when it checks nothing of its own.
+    live_guardrails: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -243,6 +259,21 @@ class BaseExecutor(ABC, Generic[P, T, B, A, R]):
         the action record with what it did; None (the default) when there is nothing to end. A
         failure here still rolls back."""
         return None
+
+    # -- the guardrail watch (cost_engine.guardrails) --------------------------------------------
+
+    def guardrail_thresholds(self, recommendation: Recommendation, action: A) -> list[MetricThreshold]:
+        """The type's own thresholds, watched unless the recommendation's guardrails leave them out."""
+        return []
+
+    def guardrail_dimensions(self, recommendation: Recommendation, action: A, namespace: str) -> dict[str, str]:
+        """The changed resource's dimensions in a namespace: what a threshold without its own applies to."""
+        key = RESOURCE_DIMENSIONS.get(namespace)
+        return {key: recommendation.resource_id} if key else {}
+
+    def guardrail_breaches(self, recommendation: Recommendation, action: A) -> list[str]:
+        """What the type checks through its own API while the change settles: each breach's reason."""
+        return []
 
     def cost_scope(self, recommendation: Recommendation, action: A | None) -> CostScope:
         """Where the change's saving shows in the bill: by default, the resource's own cost."""

@@ -152,6 +152,8 @@ class EnableAutoscalingExecutor(
     ],
 ):
     recommendation_type = RecommendationType.ENABLE_AUTOSCALING
+    watches = True
+    live_guardrails = "the Auto Scaling group's healthy, in-service instances at its desired capacity"
     savings_method = "the instance's cost before, against its Auto Scaling group's instances' after"
     flow = (
         "Validate → (dry run → report) → approval → AMI of the instance → launch template, Auto "
@@ -622,6 +624,33 @@ class EnableAutoscalingExecutor(
         group = action.group if isinstance(action, AutoscalingSetup) else None
         tags = {"aws:autoscaling:groupName": (group,)} if group else {}
         return CostScope(self.savings_method, self.billing_service, (recommendation.resource_id,), tags=tags)
+
+    def guardrail_dimensions(self, recommendation: Recommendation, action: Any, namespace: str) -> dict[str, str]:
+        if namespace == "AWS/AutoScaling" and isinstance(action, AutoscalingSetup):
+            return {"AutoScalingGroupName": action.group}
+        return super().guardrail_dimensions(recommendation, action, namespace)
+
+    def guardrail_breaches(self, recommendation: Recommendation, action: Any) -> list[str]:
+        """The group below its desired count of healthy, in-service instances."""
+        if not isinstance(action, AutoscalingSetup):
+            return []
+        groups = self.clients.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[action.group])[
+            "AutoScalingGroups"
+        ]
+        if not groups:
+            return [f"Auto Scaling group {action.group} is gone"]
+        group = groups[0]
+        healthy = [
+            i
+            for i in group.get("Instances", [])
+            if i.get("LifecycleState") == "InService" and i.get("HealthStatus") == "Healthy"
+        ]
+        if len(healthy) < group["DesiredCapacity"]:
+            return [
+                f"Auto Scaling group {action.group} has {len(healthy)} healthy in-service instance(s), "
+                f"below its desired {group['DesiredCapacity']}"
+            ]
+        return []
 
     def expected_savings(self, recommendation: Recommendation, backup: AutoscalingBackup) -> float | None:
         # See the plan's savings_basis: only the recommendation can say how often the group scales in.

@@ -31,8 +31,10 @@ from cost_engine.ec2_instances import (
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
+from cost_engine.guardrails import EC2_INSTANCE_THRESHOLDS
 from cost_engine.models import (
     ExecutionPlan,
+    MetricThreshold,
     Recommendation,
     RecommendationType,
     RiskLevel,
@@ -174,6 +176,7 @@ class MigrateToSpotExecutor(
     BaseExecutor[MigrateToSpotParameters, "InstanceTypeDef", SpotBackup, SpotMigration, SpotRestore],
 ):
     recommendation_type = RecommendationType.MIGRATE_TO_SPOT
+    watches = True
     savings_method = "the on-demand instance's cost before, against its spot replacement's after"
     flow = (
         "Validate → (dry run → report) → approval → AMI backup → launch the spot instance → poll "
@@ -607,6 +610,17 @@ class MigrateToSpotExecutor(
         # The replacement is another instance: the saving is both instances' cost, before and after.
         replacement = (action.spot_instance_id,) if action is not None else ()
         return CostScope(self.savings_method, self.billing_service, (recommendation.resource_id, *replacement))
+
+    def guardrail_thresholds(self, recommendation: Recommendation, action: SpotMigration) -> list[MetricThreshold]:
+        return list(EC2_INSTANCE_THRESHOLDS)
+
+    def guardrail_dimensions(
+        self, recommendation: Recommendation, action: SpotMigration, namespace: str
+    ) -> dict[str, str]:
+        # The workload runs on the spot instance now: that is the one to watch.
+        if namespace == "AWS/EC2":
+            return {"InstanceId": action.spot_instance_id}
+        return super().guardrail_dimensions(recommendation, action, namespace)
 
     def expected_savings(self, recommendation: Recommendation, backup: SpotBackup) -> float | None:
         config = backup.launch_config

@@ -19,8 +19,10 @@ from cost_engine.cost_scope import RDS, CostScope, rds_arn
 from cost_engine.errors import ActionFailed, TransientError
 from cost_engine.executors.base import BaseExecutor, Permission, Polling, StepRecord
 from cost_engine.executors.registry import register_executor
+from cost_engine.guardrails import RDS_INSTANCE_THRESHOLDS
 from cost_engine.models import (
     ExecutionPlan,
+    MetricThreshold,
     Recommendation,
     RecommendationType,
     RiskLevel,
@@ -127,6 +129,7 @@ class RightsizeDatabaseExecutor(
     ]
 ):
     recommendation_type = RecommendationType.RIGHTSIZE_DATABASE
+    watches = True
     savings_method = "the DB instance's cost at its old class before, against its new class after"
     billing_service = RDS
     flow = (
@@ -404,6 +407,9 @@ class RightsizeDatabaseExecutor(
     def cost_scope(self, recommendation: Recommendation, action: Any) -> CostScope:
         arn = rds_arn(recommendation.region, recommendation.account_id, recommendation.resource_id)
         return CostScope(self.savings_method, self.billing_service, (arn,))
+
+    def guardrail_thresholds(self, recommendation: Recommendation, action: Any) -> list[MetricThreshold]:
+        return list(RDS_INSTANCE_THRESHOLDS)
 
     def expected_savings(self, recommendation: Recommendation, backup: DatabaseClassBackup) -> float | None:
         # The run-rate once the new class is in place (after the maintenance window when it waits for it).

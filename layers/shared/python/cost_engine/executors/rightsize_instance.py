@@ -8,7 +8,7 @@ twice; rollback drives the instance the same way back to its original type and s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from botocore.exceptions import ClientError
 from pydantic import StrictBool, StringConstraints, ValidationError
@@ -20,8 +20,10 @@ from cost_engine.ec2_reads import tag_map
 from cost_engine.errors import ActionFailed
 from cost_engine.executors.base import BaseExecutor, Permission, StepRecord
 from cost_engine.executors.registry import register_executor
+from cost_engine.guardrails import EC2_INSTANCE_THRESHOLDS
 from cost_engine.models import (
     ExecutionPlan,
+    MetricThreshold,
     Recommendation,
     RecommendationType,
     RiskLevel,
@@ -112,6 +114,7 @@ class RightsizeInstanceExecutor(
     ],
 ):
     recommendation_type = RecommendationType.RIGHTSIZE_INSTANCE
+    watches = True
     savings_method = "the instance's cost at its old type before, against its new type after"
     flow = (
         "Validate → (dry run → report) → approval → record the original type and state → stop → "
@@ -494,6 +497,9 @@ class RightsizeInstanceExecutor(
                 f"status checks: system {system}, instance {status}"
             )
         return VerificationResult(passed=not failures, checks=checks, failures=failures)
+
+    def guardrail_thresholds(self, recommendation: Recommendation, action: Any) -> list[MetricThreshold]:
+        return list(EC2_INSTANCE_THRESHOLDS)
 
     def expected_savings(self, recommendation: Recommendation, backup: InstanceTypeBackup) -> float | None:
         savings, _ = self._savings_and_basis(

@@ -289,6 +289,8 @@ class ScheduleInstanceExecutor(
     BaseExecutor[ScheduleInstanceParameters, "InstanceTypeDef", ScheduleBackup, ScheduleCreation, ScheduleRemoval],
 ):
     recommendation_type = RecommendationType.SCHEDULE_INSTANCE
+    # Its schedules act later: the recommendation's own alarms and thresholds are watched, no defaults.
+    watches = True
     savings_method = "stopped hours: the instance's cost before the schedule, against after it"
     flow = (
         "Validate → (dry run → report) → approval → record the instance's state → create the "

@@ -20,7 +20,7 @@ from cost_engine.transitions import (
 
 S = ExecutionStatus
 # An execution whose run ended in these may have half-changed its resource: a rollback run restores it.
-STRANDED_ROLLBACK_STATES = frozenset({S.EXECUTING, S.VERIFYING, S.ROLLING_BACK})
+STRANDED_ROLLBACK_STATES = frozenset({S.EXECUTING, S.VERIFYING, S.WATCHING, S.ROLLING_BACK})
 
 
 class Interventions(Runs):

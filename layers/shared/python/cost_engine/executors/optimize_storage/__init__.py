@@ -111,6 +111,8 @@ class OptimizeStorageExecutor(
     ]
 ):
     recommendation_type = RecommendationType.OPTIMIZE_STORAGE
+    # The recommendation's alarms and thresholds (a volume's queue length, latency) are watched.
+    watches = True
     savings_method = "the volume's or bucket's storage cost before the change, against after it"
     flow = (
         "Validate (rules AWS accepts, no conflicting rule, no EBS modification in the last six "
